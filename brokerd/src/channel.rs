@@ -1,0 +1,405 @@
+//! A channel: one cursor into its topic's log plus the queue state that makes delivery
+//! at-least-once (requeued, deferred and in-flight messages), and the clients subscribed to it.
+//!
+//! Invariants:
+//! - All queue state lives in one [`ChannelState`] behind one short `std::sync::Mutex`
+//!   (`inner`); it is never held across an `.await`.
+//! - A client's `in_flight` counter only changes under that lock, together with the queue state,
+//!   so a client's credit (`rdy - in_flight`) is always consistent with the channel.
+//! - Consumers pull: a connection with credit takes a batch under the lock. `ready` is signalled
+//!   when the log grows, a message is requeued, a deferral comes due or the channel unpauses.
+//! - One timer task per channel sleeps until the earliest in-flight deadline or deferral and
+//!   requeues what expired; `rearm` wakes it when an earlier deadline appears.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ferry_store::{ChannelError, ChannelSnapshot, ChannelState, Delivery, TopicLog};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ClientInfo;
+use crate::clock::now_ns;
+
+/// Why FIN/REQ/TOUCH failed, in NSQ's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MessageOpError {
+    /// Unknown id, or not in flight any more (timed out, already FINed).
+    #[error("ID not in flight")]
+    NotInFlight,
+    /// In flight to another client.
+    #[error("client does not own message")]
+    NotOwner,
+}
+
+impl From<ChannelError> for MessageOpError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::NotInFlight => MessageOpError::NotInFlight,
+            ChannelError::NotOwner => MessageOpError::NotOwner,
+        }
+    }
+}
+
+struct Inner {
+    queue: ChannelState,
+    clients: HashMap<u64, Arc<ClientInfo>>,
+    /// When the timer task will next wake (i64::MAX: idle).
+    armed_at: i64,
+}
+
+/// A channel of a topic.
+pub struct Channel {
+    name: String,
+    topic_name: String,
+    ephemeral: bool,
+    log: Arc<TopicLog>,
+    topic_paused: Arc<AtomicBool>,
+    paused: AtomicBool,
+    inner: Mutex<Inner>,
+    ready: Notify,
+    rearm: Notify,
+    /// Cancelled when the channel is deleted or the broker stops.
+    pub(crate) cancel: CancellationToken,
+    /// Messages delivered for the first time.
+    pub message_count: AtomicU64,
+    /// Explicit REQs.
+    pub requeue_count: AtomicU64,
+    /// In-flight timeouts.
+    pub timeout_count: AtomicU64,
+    /// Last time (ns) a message was delivered; for stats.
+    pub last_delivery_ns: AtomicI64,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("topic", &self.topic_name)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(
+        topic_name: &str,
+        name: &str,
+        log: Arc<TopicLog>,
+        topic_paused: Arc<AtomicBool>,
+        queue: ChannelState,
+        paused: bool,
+        cancel: CancellationToken,
+    ) -> Self {
+        Channel {
+            name: name.to_owned(),
+            topic_name: topic_name.to_owned(),
+            ephemeral: ferry_proto::names::is_ephemeral(name),
+            log,
+            topic_paused,
+            paused: AtomicBool::new(paused),
+            inner: Mutex::new(Inner {
+                queue,
+                clients: HashMap::new(),
+                armed_at: i64::MAX,
+            }),
+            ready: Notify::new(),
+            rearm: Notify::new(),
+            cancel,
+            message_count: AtomicU64::new(0),
+            requeue_count: AtomicU64::new(0),
+            timeout_count: AtomicU64::new(0),
+            last_delivery_ns: AtomicI64::new(0),
+        }
+    }
+
+    /// Channel name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True for `#ephemeral` channels.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// Paused flag of the channel itself.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in ChannelState; the state it guards is
+        // still structurally valid (no half-applied unsafe), so keep serving rather than cascade.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn flowing(&self) -> bool {
+        !self.paused.load(Ordering::Acquire) && !self.topic_paused.load(Ordering::Acquire)
+    }
+
+    /// Wakes the timer task if the queue's next wake-up is earlier than the one it sleeps for.
+    fn rearm_if_earlier(&self, inner: &mut Inner) {
+        if let Some(at) = inner.queue.next_wakeup()
+            && at < inner.armed_at
+        {
+            inner.armed_at = at;
+            self.rearm.notify_one();
+        }
+    }
+
+    /// Wakes consumers waiting for messages (new messages, requeue, unpause).
+    pub fn notify_ready(&self) {
+        self.ready.notify_waiters();
+    }
+
+    /// Resolves once something may be deliverable. Spurious wake-ups are allowed; the caller
+    /// then finds nothing in [`Channel::take`] and waits again.
+    pub async fn ready(&self) {
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.flowing() {
+                let mut inner = self.lock();
+                if inner.queue.has_ready(&self.log, now_ns()) {
+                    return;
+                }
+                // Looking may have moved not-yet-due (DPUB) records to the deferred heap.
+                self.rearm_if_earlier(&mut inner);
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes up to `max` messages for `client` (marking them in flight with `msg_timeout`).
+    /// Messages skipped by the client's `sample_rate` are consumed and not returned.
+    pub fn take(
+        &self,
+        client: &ClientInfo,
+        max: usize,
+        msg_timeout: Duration,
+        sample_rate: i32,
+    ) -> Result<Vec<Delivery>, ferry_store::StoreError> {
+        if max == 0 || !self.flowing() {
+            return Ok(Vec::new());
+        }
+        let now = now_ns();
+        let deadline = now.saturating_add(msg_timeout.as_nanos() as i64);
+        let mut out = Vec::with_capacity(max.min(64));
+        let mut inner = self.lock();
+        while out.len() < max {
+            let Some(d) = inner.queue.next(&self.log, now, client.id, deadline)? else {
+                break;
+            };
+            if d.attempts == 1 {
+                self.message_count.fetch_add(1, Ordering::Relaxed);
+            }
+            if sample_rate > 0 && rand::random_range(0..100) > sample_rate {
+                // Not sampled for this client: consumed for the channel, as nsqd does.
+                let _ = inner.queue.finish(d.record.seq, client.id);
+                continue;
+            }
+            out.push(d);
+        }
+        if !out.is_empty() {
+            client
+                .in_flight
+                .fetch_add(out.len() as u64, Ordering::AcqRel);
+            client
+                .message_count
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            self.last_delivery_ns.store(now, Ordering::Relaxed);
+        }
+        self.rearm_if_earlier(&mut inner);
+        Ok(out)
+    }
+
+    /// FIN.
+    pub fn finish(&self, client: &ClientInfo, seq: u64) -> Result<(), MessageOpError> {
+        let mut inner = self.lock();
+        inner.queue.finish(seq, client.id)?;
+        client.in_flight.fetch_sub(1, Ordering::AcqRel);
+        client.finish_count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// REQ with `delay` (zero: back to the queue at once).
+    pub fn requeue(
+        &self,
+        client: &ClientInfo,
+        seq: u64,
+        delay: Duration,
+    ) -> Result<(), MessageOpError> {
+        let now = now_ns();
+        let at = now.saturating_add(delay.as_nanos() as i64);
+        {
+            let mut inner = self.lock();
+            inner.queue.requeue(seq, client.id, at, now)?;
+            client.in_flight.fetch_sub(1, Ordering::AcqRel);
+            client.requeue_count.fetch_add(1, Ordering::Relaxed);
+            self.requeue_count.fetch_add(1, Ordering::Relaxed);
+            if delay.is_zero() {
+                drop(inner);
+                self.notify_ready();
+            } else {
+                self.rearm_if_earlier(&mut inner);
+            }
+        }
+        Ok(())
+    }
+
+    /// TOUCH: extends the deadline to now + `msg_timeout`, never past `delivered + max_msg_timeout`
+    /// (the cap is applied by the caller, which knows when the message was delivered).
+    pub fn touch(
+        &self,
+        client: &ClientInfo,
+        seq: u64,
+        msg_timeout: Duration,
+        max_deadline_ns: i64,
+    ) -> Result<(), MessageOpError> {
+        let deadline = now_ns()
+            .saturating_add(msg_timeout.as_nanos() as i64)
+            .min(max_deadline_ns);
+        let mut inner = self.lock();
+        inner.queue.touch(seq, client.id, deadline)?;
+        Ok(())
+    }
+
+    /// Adds a subscriber. Fails when `max_consumers` (non-zero) is reached.
+    pub fn add_client(&self, client: Arc<ClientInfo>, max_consumers: usize) -> bool {
+        let mut inner = self.lock();
+        if max_consumers > 0 && inner.clients.len() >= max_consumers {
+            return false;
+        }
+        inner.clients.insert(client.id, client);
+        true
+    }
+
+    /// Removes a subscriber and requeues its in-flight messages at once. Returns how many
+    /// clients remain.
+    pub fn remove_client(&self, client: &ClientInfo) -> usize {
+        let (remaining, requeued) = {
+            let mut inner = self.lock();
+            inner.clients.remove(&client.id);
+            let n = inner.queue.requeue_owner(client.id);
+            client.in_flight.store(0, Ordering::Release);
+            (inner.clients.len(), n)
+        };
+        if requeued > 0 {
+            self.notify_ready();
+        }
+        remaining
+    }
+
+    /// Number of subscribers.
+    pub fn client_count(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// Pause or unpause delivery.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.notify_ready();
+        }
+    }
+
+    /// Drops every queued, deferred and in-flight message (clients' in-flight counts reset).
+    pub fn empty(&self) {
+        let mut inner = self.lock();
+        inner.queue.empty(&self.log);
+        for c in inner.clients.values() {
+            c.in_flight.store(0, Ordering::Release);
+            c.wake.notify_one();
+        }
+    }
+
+    /// Snapshot of the queue for persistence.
+    pub fn snapshot(&self) -> ChannelSnapshot {
+        self.lock().queue.snapshot()
+    }
+
+    /// Smallest sequence this channel still needs.
+    pub fn low_water(&self) -> u64 {
+        self.lock().queue.low_water()
+    }
+
+    /// Counts for `/stats`: (depth, in_flight, deferred, clients).
+    pub fn counts(&self) -> ChannelCounts {
+        let inner = self.lock();
+        ChannelCounts {
+            depth: inner.queue.depth(&self.log),
+            in_flight: inner.queue.in_flight_count() as u64,
+            deferred: inner.queue.deferred_count() as u64,
+            clients: inner.clients.values().cloned().collect(),
+        }
+    }
+
+    /// The timer loop: requeues timed-out messages and wakes consumers when deferrals come due.
+    pub(crate) async fn run_timer(self: Arc<Self>) {
+        loop {
+            let wake_at = {
+                let mut inner = self.lock();
+                let at = inner.queue.next_wakeup().unwrap_or(i64::MAX);
+                inner.armed_at = at;
+                at
+            };
+            let rearm = self.rearm.notified();
+            tokio::pin!(rearm);
+            rearm.as_mut().enable();
+            let sleep = if wake_at == i64::MAX {
+                None
+            } else {
+                let delta = wake_at.saturating_sub(now_ns()).max(0) as u64;
+                Some(Duration::from_nanos(delta))
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = &mut rearm => continue,
+                _ = async {
+                    match sleep {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+            self.expire();
+        }
+    }
+
+    /// Requeues in-flight messages past their deadline; wakes consumers if anything is due.
+    pub(crate) fn expire(&self) {
+        let now = now_ns();
+        let due = {
+            let mut inner = self.lock();
+            let expired = inner.queue.take_timed_out(now);
+            for (_, owner) in &expired {
+                if let Some(c) = inner.clients.get(owner) {
+                    c.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    c.wake.notify_one();
+                }
+            }
+            self.timeout_count
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
+            inner.queue.has_ready(&self.log, now)
+        };
+        if due {
+            self.notify_ready();
+        }
+    }
+}
+
+/// Point-in-time counts of a channel.
+#[derive(Debug)]
+pub struct ChannelCounts {
+    /// Messages waiting (not in flight, not deferred).
+    pub depth: u64,
+    /// In flight.
+    pub in_flight: u64,
+    /// Deferred.
+    pub deferred: u64,
+    /// Subscribed clients.
+    pub clients: Vec<Arc<ClientInfo>>,
+}

@@ -1,0 +1,378 @@
+//! nsqd's HTTP API (axum): publishing, stats and topic/channel administration, with NSQ's status
+//! codes, `{"message": CODE}` error bodies and the `X-NSQ-Content-Type` header that go-nsq and
+//! nsqadmin look for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_proto::names::{is_valid_channel_name, is_valid_topic_name};
+use serde_json::json;
+
+use crate::broker::{Broker, VERSION};
+use crate::stats::{self, StatsFilter};
+use crate::topic::Topic;
+
+type Params = Query<HashMap<String, String>>;
+
+/// The router, given the broker.
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/info", get(info))
+        .route("/stats", get(stats_handler))
+        .route("/pub", post(publish))
+        .route("/mpub", post(multi_publish))
+        .route("/topic/create", post(topic_create))
+        .route("/topic/delete", post(topic_delete))
+        .route("/topic/empty", post(topic_empty))
+        .route("/topic/pause", post(topic_pause))
+        .route("/topic/unpause", post(topic_unpause))
+        .route("/channel/create", post(channel_create))
+        .route("/channel/delete", post(channel_delete))
+        .route("/channel/empty", post(channel_empty))
+        .route("/channel/pause", post(channel_pause))
+        .route("/channel/unpause", post(channel_unpause))
+        .route("/config/{opt}", get(config_get))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
+        .layer(axum::middleware::map_response(nsq_header))
+        .with_state(broker)
+}
+
+async fn nsq_header(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        "X-NSQ-Content-Type",
+        HeaderValue::from_static("nsq; version=1.0"),
+    );
+    resp
+}
+
+/// An NSQ-style error: status and `{"message": CODE}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "message": self.1 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn ok_text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response()
+}
+
+fn empty_ok() -> Response {
+    StatusCode::OK.into_response()
+}
+
+async fn ping(State(b): State<Arc<Broker>>) -> Response {
+    match b.health() {
+        None => ok_text(),
+        Some(p) => (StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {p}")).into_response(),
+    }
+}
+
+/// Filled in by `run` once the listeners are bound (ports may be 0 in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Bound TCP port.
+    pub tcp: u16,
+    /// Bound HTTP port.
+    pub http: u16,
+}
+
+async fn info(State(b): State<Arc<Broker>>) -> Response {
+    let ports = b.ports();
+    axum::Json(json!({
+        "version": VERSION,
+        "broadcast_address": b.config.broadcast_address(),
+        "hostname": gethostname::gethostname().to_string_lossy(),
+        "http_port": ports.http,
+        "tcp_port": ports.tcp,
+        "start_time": b.start_time,
+        "max_heartbeat_interval": b.config.max_heartbeat_interval.as_millis() as u64,
+    }))
+    .into_response()
+}
+
+fn truthy(v: Option<&String>, default: bool) -> bool {
+    match v.map(String::as_str) {
+        None => default,
+        Some("" | "1" | "true" | "TRUE" | "True") => true,
+        Some(_) => false,
+    }
+}
+
+async fn stats_handler(State(b): State<Arc<Broker>>, Query(q): Params) -> Response {
+    let filter = StatsFilter {
+        topic: q.get("topic").filter(|s| !s.is_empty()).cloned(),
+        channel: q.get("channel").filter(|s| !s.is_empty()).cloned(),
+        include_clients: truthy(q.get("include_clients"), true),
+    };
+    let doc = stats::collect(&b, &filter);
+    if q.get("format").map(String::as_str) == Some("json") {
+        axum::Json(doc).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            stats::render_text(&doc),
+        )
+            .into_response()
+    }
+}
+
+fn topic_param(q: &HashMap<String, String>) -> ApiResult<&str> {
+    let name = q
+        .get("topic")
+        .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    if !is_valid_topic_name(name) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
+    }
+    Ok(name)
+}
+
+fn channel_param(q: &HashMap<String, String>) -> ApiResult<&str> {
+    let name = q
+        .get("channel")
+        .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
+    if !is_valid_channel_name(name) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_CHANNEL"));
+    }
+    Ok(name)
+}
+
+fn existing_topic(b: &Broker, q: &HashMap<String, String>) -> ApiResult<Arc<Topic>> {
+    let name = topic_param(q)?;
+    b.topic(name)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
+}
+
+fn create_topic(b: &Broker, name: &str) -> ApiResult<Arc<Topic>> {
+    b.get_or_create_topic(name).map_err(|e| {
+        tracing::warn!(topic = name, error = %e, "cannot create topic");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    })
+}
+
+/// Reads at most `limit` bytes; `Err(())` if the body is longer.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ()> {
+    axum::body::to_bytes(body, limit).await.map_err(drop)
+}
+
+async fn publish(
+    State(b): State<Arc<Broker>>,
+    Query(q): Params,
+    body: Body,
+) -> ApiResult<Response> {
+    let max = b.config.max_msg_size as usize;
+    let body = read_limited(body, max)
+        .await
+        .map_err(|()| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"))?;
+    if body.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    let name = topic_param(&q)?;
+    let defer = match q.get("defer") {
+        None => Duration::ZERO,
+        Some(d) => {
+            let ms: i64 = d.parse().map_err(|e: std::num::ParseIntError| {
+                tracing::debug!(defer = %d, error = %e, "bad defer");
+                ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER")
+            })?;
+            let max = b.config.max_req_timeout.as_millis() as i64;
+            if !(0..=max).contains(&ms) {
+                return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"));
+            }
+            Duration::from_millis(ms as u64)
+        }
+    };
+    let topic = create_topic(&b, name)?;
+    put(&topic, &[&body], defer)?;
+    Ok(ok_text())
+}
+
+fn put(topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResult<()> {
+    topic.publish(bodies, defer).map(drop).map_err(|e| {
+        tracing::warn!(topic = topic.name(), error = %e, "HTTP publish failed");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
+    })
+}
+
+async fn multi_publish(
+    State(b): State<Arc<Broker>>,
+    Query(q): Params,
+    body: Body,
+) -> ApiResult<Response> {
+    let max_body = b.config.max_body_size as usize;
+    let max_msg = b.config.max_msg_size as usize;
+    let body = read_limited(body, max_body)
+        .await
+        .map_err(|()| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"))?;
+    let name = topic_param(&q)?;
+    let binary = q.contains_key("binary") && truthy(q.get("binary"), true);
+    let msgs: Vec<&[u8]> = if binary {
+        split_binary(&body, max_msg)?
+    } else {
+        let mut v = Vec::new();
+        for line in body.split(|&c| c == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            if line.len() > max_msg {
+                return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+            }
+            v.push(line);
+        }
+        v
+    };
+    if msgs.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    let topic = create_topic(&b, name)?;
+    put(&topic, &msgs, Duration::ZERO)?;
+    Ok(ok_text())
+}
+
+/// `[u32 count]([u32 size][data])×count`, NSQ's binary MPUB body.
+fn split_binary(body: &[u8], max_msg: usize) -> ApiResult<Vec<&[u8]>> {
+    let bad_body = ApiError(StatusCode::BAD_REQUEST, "BAD_BODY");
+    let read_u32 = |b: &[u8], at: usize| -> Option<usize> {
+        b.get(at..at + 4)
+            .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    let count = read_u32(body, 0).ok_or(ApiError(StatusCode::BAD_REQUEST, "BAD_BODY"))?;
+    if count == 0 || count > body.len() / 4 {
+        return Err(bad_body);
+    }
+    let mut at = 4;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let size = read_u32(body, at).ok_or(ApiError(StatusCode::BAD_REQUEST, "BAD_BODY"))?;
+        at += 4;
+        if size == 0 {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "BAD_MESSAGE"));
+        }
+        if size > max_msg {
+            return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+        }
+        let msg = body
+            .get(at..at + size)
+            .ok_or(ApiError(StatusCode::BAD_REQUEST, "BAD_BODY"))?;
+        out.push(msg);
+        at += size;
+    }
+    if at != body.len() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "BAD_BODY"));
+    }
+    Ok(out)
+}
+
+async fn topic_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    let name = topic_param(&q)?;
+    create_topic(&b, name)?;
+    Ok(empty_ok())
+}
+
+async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    let name = topic_param(&q)?;
+    if !b.delete_topic(name) {
+        return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    }
+    Ok(empty_ok())
+}
+
+async fn topic_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    existing_topic(&b, &q)?.empty();
+    Ok(empty_ok())
+}
+
+async fn topic_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    existing_topic(&b, &q)?.set_paused(true);
+    Ok(empty_ok())
+}
+
+async fn topic_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    existing_topic(&b, &q)?.set_paused(false);
+    Ok(empty_ok())
+}
+
+async fn channel_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    let topic_name = topic_param(&q)?;
+    let channel = channel_param(&q)?;
+    let topic = create_topic(&b, topic_name)?;
+    topic
+        .get_or_create_channel(channel)
+        .ok_or(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"))?;
+    Ok(empty_ok())
+}
+
+fn with_channel(
+    b: &Broker,
+    q: &HashMap<String, String>,
+    f: impl FnOnce(&Topic, &str) -> bool,
+) -> ApiResult<Response> {
+    let topic = existing_topic(b, q)?;
+    let channel = channel_param(q)?;
+    if topic.channel(channel).is_none() || !f(&topic, channel) {
+        return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
+    }
+    Ok(empty_ok())
+}
+
+async fn channel_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    with_channel(&b, &q, |t, c| t.delete_channel(c))
+}
+
+async fn channel_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    with_channel(&b, &q, |t, c| t.channel(c).map(|ch| ch.empty()).is_some())
+}
+
+async fn channel_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    with_channel(&b, &q, |t, c| t.set_channel_paused(c, true))
+}
+
+async fn channel_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    with_channel(&b, &q, |t, c| t.set_channel_paused(c, false))
+}
+
+async fn config_get(State(b): State<Arc<Broker>>, Path(opt): Path<String>) -> ApiResult<Response> {
+    let c = &b.config;
+    let ms = |d: Duration| json!(d.as_nanos() as u64);
+    let v = match opt.as_str() {
+        "tcp_address" => json!(c.tcp_address.to_string()),
+        "http_address" => json!(c.http_address.to_string()),
+        "broadcast_address" => json!(c.broadcast_address()),
+        "node_id" => json!(c.node_id),
+        "data_path" => json!(c.data_path.display().to_string()),
+        "max_bytes_per_file" => json!(c.max_bytes_per_file),
+        "sync_every" => json!(c.sync_every),
+        "sync_timeout" => ms(c.sync_timeout),
+        "msg_timeout" => ms(c.msg_timeout),
+        "max_msg_timeout" => ms(c.max_msg_timeout),
+        "max_msg_size" => json!(c.max_msg_size),
+        "max_body_size" => json!(c.max_body_size),
+        "max_req_timeout" => ms(c.max_req_timeout),
+        "max_heartbeat_interval" => ms(c.max_heartbeat_interval),
+        "max_rdy_count" => json!(c.max_rdy_count),
+        "max_output_buffer_size" => json!(c.max_output_buffer_size),
+        "max_output_buffer_timeout" => ms(c.max_output_buffer_timeout),
+        "min_output_buffer_timeout" => ms(c.min_output_buffer_timeout),
+        "max_channel_consumers" => json!(c.max_channel_consumers),
+        "mem_queue_size" => json!(c.mem_queue_size),
+        "log_level" => json!(c.log_level),
+        "nsqlookupd_tcp_addresses" => json!(Vec::<String>::new()),
+        _ => return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION")),
+    };
+    Ok(axum::Json(v).into_response())
+}

@@ -1,0 +1,129 @@
+//! `brokerd`: Ferry's broker as a library, so that `main`, the tests and `ferry dev` all start it
+//! the same way.
+//!
+//! # Layout
+//! - [`config`]: flags and config file (NSQ's names and defaults).
+//! - [`broker`]: shared state: topics, clients, data directory.
+//! - [`topic`], [`channel`]: the queue semantics over `ferry-store`'s log.
+//! - `tcp`: the protocol V2 listener and one task per connection.
+//! - [`http`]: nsqd's HTTP API.
+//! - [`stats`]: `/stats` in JSON and text.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! let config = ferry_brokerd::config::Config::for_tests("/tmp/ferry-data");
+//! let server = ferry_brokerd::Server::bind(config).await?;
+//! println!("TCP on {}", server.tcp_addr());
+//! server.run(tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+
+pub mod broker;
+pub mod channel;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod stats;
+mod tcp;
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::http::Ports;
+
+/// A broker with its listeners bound, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    tcp: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    /// Opens the data directory (recovering every topic) and binds the TCP and HTTP listeners.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let tcp = TcpListener::bind(config.tcp_address)
+            .await
+            .with_context(|| format!("cannot listen on TCP {}", config.tcp_address))?;
+        let http = TcpListener::bind(config.http_address)
+            .await
+            .with_context(|| format!("cannot listen on HTTP {}", config.http_address))?;
+        let broker =
+            tokio::task::spawn_blocking(move || Broker::open(config, CancellationToken::new()))
+                .await
+                .context("broker start-up task failed")??;
+        broker.set_ports(Ports {
+            tcp: tcp.local_addr()?.port(),
+            http: http.local_addr()?.port(),
+        });
+        Ok(Server { broker, tcp, http })
+    }
+
+    /// Bound TCP address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The broker's shared state.
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, closes connections (their
+    /// in-flight messages go back to their channels), syncs every log and saves every channel's
+    /// state. Returns when all of that is done.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Server { broker, tcp, http } = self;
+        info!("TCP: listening on {}", tcp.local_addr()?);
+        info!("HTTP: listening on {}", http.local_addr()?);
+        let stop = broker.cancel.clone();
+        let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone()));
+        let app = http::router(broker.clone());
+        let http_stop = stop.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await
+        });
+        shutdown.cancelled().await;
+        info!("shutting down");
+        stop.cancel();
+        let _ = tcp_task.await;
+        match http_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+        }
+        broker.tracker.close();
+        broker.tracker.wait().await;
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.sync_all())
+            .await
+            .context("final sync task failed")?;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Server::bind(config).await?.run(shutdown).await
+}

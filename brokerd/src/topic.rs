@@ -1,0 +1,441 @@
+//! A topic: one log (on disk, or in memory for `#ephemeral`) and its channels.
+//!
+//! Invariants:
+//! - Every message is appended once to `log`; channels are cursors into it, so publishing costs
+//!   the same however many channels there are.
+//! - A topic with no channel keeps its backlog; the first channel created starts at
+//!   `backlog_start` (the oldest message not yet handed to any channel), later channels at the
+//!   log's end (NSQ's semantics).
+//! - The metadata file (paused flags, channel list and every channel's queue snapshot) is
+//!   rewritten atomically on each structural change and at each sync; a sync is: log sync first,
+//!   then metadata, then deletion of segments every channel is past.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use ferry_store::{
+    ChannelMeta, ChannelState, LogOptions, NewRecord, StoreError, TopicLog, TopicMeta,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::channel::Channel;
+use crate::clock::now_ns;
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The topic is being deleted or the broker is stopping.
+    #[error("exiting")]
+    Exiting,
+    /// The log could not take the write (disk full, I/O error).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A topic of the broker.
+pub struct Topic {
+    name: String,
+    ephemeral: bool,
+    dir: Option<PathBuf>,
+    log: Arc<TopicLog>,
+    paused: Arc<AtomicBool>,
+    channels: RwLock<HashMap<String, Arc<Channel>>>,
+    backlog_start: Mutex<u64>,
+    deleted: AtomicBool,
+    /// Serialises metadata writes (they share one temp file name).
+    meta_lock: Mutex<()>,
+    sync_now: Notify,
+    sync_timeout: Duration,
+    pub(crate) cancel: CancellationToken,
+    tracker: TaskTracker,
+    /// Messages published since start.
+    pub message_count: AtomicU64,
+    /// Bytes published since start.
+    pub message_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Directory of a durable topic under the broker's topics directory. The suffix keeps names like
+/// `.` or `..` (valid topic names) from meaning anything to the filesystem.
+pub fn topic_dir(topics_dir: &Path, name: &str) -> PathBuf {
+    topics_dir.join(format!("{name}.topic"))
+}
+
+impl Topic {
+    /// Opens (or creates) a topic. Durable topics recover their log and metadata from `dir`.
+    pub(crate) fn open(
+        name: &str,
+        topics_dir: &Path,
+        opts: LogOptions,
+        mem_queue_size: usize,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Arc<Topic>, StoreError> {
+        let ephemeral = ferry_proto::names::is_ephemeral(name);
+        let sync_timeout = opts.sync_timeout;
+        let (log, dir, meta) = if ephemeral {
+            (TopicLog::in_memory(mem_queue_size), None, None)
+        } else {
+            let dir = topic_dir(topics_dir, name);
+            let (log, report) = TopicLog::open(&dir, opts)?;
+            if report.torn_tail_bytes > 0
+                || report.corrupt_records_skipped > 0
+                || report.bad_segments_skipped > 0
+            {
+                warn!(topic = name, ?report, "log recovered with damage");
+            }
+            let meta = match ferry_store::load_meta(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(topic = name, error = %e, "topic metadata unreadable; channels restart from the log");
+                    None
+                }
+            };
+            (log, Some(dir), meta)
+        };
+        let log = Arc::new(log);
+        let meta = meta.unwrap_or_default();
+        let paused = Arc::new(AtomicBool::new(meta.paused));
+        let first = log.first_seq();
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            ephemeral,
+            dir,
+            log: log.clone(),
+            paused: paused.clone(),
+            channels: RwLock::new(HashMap::new()),
+            backlog_start: Mutex::new(first),
+            deleted: AtomicBool::new(false),
+            meta_lock: Mutex::new(()),
+            sync_now: Notify::new(),
+            sync_timeout,
+            cancel,
+            tracker,
+            message_count: AtomicU64::new(0),
+            message_bytes: AtomicU64::new(0),
+        });
+        for cm in meta.channels {
+            if !ferry_proto::names::is_valid_channel_name(&cm.name) {
+                warn!(
+                    topic = name,
+                    channel = cm.name,
+                    "skipping invalid channel name in metadata"
+                );
+                continue;
+            }
+            let state = ChannelState::restore(cm.state, &log);
+            topic.insert_channel(&cm.name, state, cm.paused);
+        }
+        if !ephemeral {
+            let t = topic.clone();
+            topic.tracker.spawn(async move { t.run_sync().await });
+        }
+        Ok(topic)
+    }
+
+    /// Topic name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True for `#ephemeral` topics.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// The topic's log.
+    pub fn log(&self) -> &TopicLog {
+        &self.log
+    }
+
+    /// Paused flag.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    fn channels_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Channel>>> {
+        self.channels.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn channels_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Channel>>> {
+        self.channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert_channel(&self, name: &str, state: ChannelState, paused: bool) -> Arc<Channel> {
+        let ch = Arc::new(Channel::new(
+            &self.name,
+            name,
+            self.log.clone(),
+            self.paused.clone(),
+            state,
+            paused,
+            self.cancel.child_token(),
+        ));
+        self.channels_write().insert(name.to_owned(), ch.clone());
+        let timer = ch.clone();
+        self.tracker.spawn(async move { timer.run_timer().await });
+        ch
+    }
+
+    /// Appends messages (all or none) and wakes the channels. `defer` delays delivery (DPUB).
+    pub fn publish(&self, bodies: &[&[u8]], defer: Duration) -> Result<Range<u64>, PublishError> {
+        if self.deleted.load(Ordering::Acquire) || self.cancel.is_cancelled() {
+            return Err(PublishError::Exiting);
+        }
+        let now = now_ns();
+        let deliver_at = if defer.is_zero() {
+            0
+        } else {
+            now.saturating_add(defer.as_nanos() as i64)
+        };
+        let range = if bodies.len() == 1 {
+            let seq = self.log.append(NewRecord {
+                timestamp_ns: now,
+                deliver_at_ns: deliver_at,
+                body: bodies[0],
+            })?;
+            seq..seq + 1
+        } else {
+            let recs: Vec<NewRecord<'_>> = bodies
+                .iter()
+                .map(|b| NewRecord {
+                    timestamp_ns: now,
+                    deliver_at_ns: deliver_at,
+                    body: b,
+                })
+                .collect();
+            self.log.append_batch(&recs)?
+        };
+        self.message_count
+            .fetch_add(bodies.len() as u64, Ordering::Relaxed);
+        let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+        self.message_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        for ch in self.channels_read().values() {
+            ch.notify_ready();
+        }
+        if !self.ephemeral && self.log.sync_due() {
+            self.sync_now.notify_one();
+        }
+        Ok(range)
+    }
+
+    /// The channel `name`, created if missing. `None` if the topic is being deleted.
+    pub fn get_or_create_channel(&self, name: &str) -> Option<Arc<Channel>> {
+        if let Some(ch) = self.channels_read().get(name) {
+            return Some(ch.clone());
+        }
+        if self.deleted.load(Ordering::Acquire) {
+            return None;
+        }
+        let ch = {
+            let channels = self.channels_write();
+            if let Some(ch) = channels.get(name) {
+                return Some(ch.clone());
+            }
+            let start = if channels.is_empty() {
+                *self
+                    .backlog_start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            } else {
+                self.log.next_seq()
+            };
+            drop(channels);
+            self.insert_channel(name, ChannelState::new(start), false)
+        };
+        info!(topic = %self.name, channel = name, "channel created");
+        self.persist_meta();
+        Some(ch)
+    }
+
+    /// An existing channel.
+    pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels_read().get(name).cloned()
+    }
+
+    /// All channels, sorted by name.
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        let mut v: Vec<_> = self.channels_read().values().cloned().collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
+    }
+
+    /// Deletes a channel. Returns false if it did not exist.
+    pub fn delete_channel(&self, name: &str) -> bool {
+        let removed = {
+            let mut channels = self.channels_write();
+            let removed = channels.remove(name);
+            if removed.is_some() && channels.is_empty() {
+                *self
+                    .backlog_start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = self.log.next_seq();
+            }
+            removed
+        };
+        let Some(ch) = removed else { return false };
+        ch.cancel.cancel();
+        info!(topic = %self.name, channel = name, "channel deleted");
+        self.persist_meta();
+        true
+    }
+
+    /// Pauses or unpauses the whole topic.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            for ch in self.channels_read().values() {
+                ch.notify_ready();
+            }
+        }
+        self.persist_meta();
+    }
+
+    /// Pauses or unpauses one channel. False if the channel does not exist.
+    pub fn set_channel_paused(&self, name: &str, paused: bool) -> bool {
+        let Some(ch) = self.channel(name) else {
+            return false;
+        };
+        ch.set_paused(paused);
+        self.persist_meta();
+        true
+    }
+
+    /// Drops the topic's own backlog (messages no channel has been handed yet). Channels keep
+    /// their messages, as in nsqd.
+    pub fn empty(&self) {
+        if self.channels_read().is_empty() {
+            *self
+                .backlog_start
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = self.log.next_seq();
+        }
+    }
+
+    /// Messages held for a future first channel (NSQ's topic depth).
+    pub fn depth(&self) -> u64 {
+        if self.channels_read().is_empty() {
+            let start = *self
+                .backlog_start
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.log
+                .next_seq()
+                .saturating_sub(start.max(self.log.first_seq()))
+        } else {
+            0
+        }
+    }
+
+    /// Marks the topic deleted, stops its tasks and removes its files.
+    pub(crate) fn destroy(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let channels: Vec<_> = self.channels_write().drain().map(|(_, c)| c).collect();
+        for ch in &channels {
+            ch.cancel.cancel();
+        }
+        self.cancel.cancel();
+        // Closes the log (later appends fail) and removes its directory; bodies already handed
+        // to connections stay valid.
+        let _guard = self
+            .meta_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = self.log.destroy_in_place() {
+            warn!(topic = %self.name, error = %e, "could not remove topic files");
+        }
+    }
+
+    fn meta(&self) -> TopicMeta {
+        let channels = self.channels();
+        TopicMeta {
+            paused: self.is_paused(),
+            channels: channels
+                .iter()
+                .filter(|c| !c.is_ephemeral())
+                .map(|c| ChannelMeta {
+                    name: c.name().to_owned(),
+                    paused: c.is_paused(),
+                    state: c.snapshot(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the metadata file now (structural changes must survive a crash right after).
+    pub(crate) fn persist_meta(&self) {
+        let Some(dir) = &self.dir else { return };
+        let _guard = self
+            .meta_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let meta = self.meta();
+        if let Err(e) = ferry_store::save_meta(dir, &meta) {
+            warn!(topic = %self.name, error = %e, "could not save topic metadata");
+        }
+    }
+
+    /// Log sync, metadata save, then deletion of fully consumed segments.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        if self.ephemeral || self.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.log.sync()?;
+        self.persist_meta();
+        let low = {
+            let channels = self.channels_read();
+            if channels.is_empty() {
+                *self
+                    .backlog_start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            } else {
+                channels.values().map(|c| c.low_water()).min().unwrap_or(0)
+            }
+        };
+        self.log.retain_from(low)?;
+        Ok(())
+    }
+
+    async fn run_sync(self: Arc<Self>) {
+        let period = self.sync_period();
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.sync_now.notified() => {}
+                _ = tokio::time::sleep(period) => {}
+            }
+            let t = self.clone();
+            match tokio::task::spawn_blocking(move || t.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(topic = %self.name, error = %e, "topic sync failed"),
+                Err(e) => warn!(topic = %self.name, error = %e, "topic sync task failed"),
+            }
+        }
+    }
+
+    fn sync_period(&self) -> Duration {
+        // Synced at least every `sync_timeout`; `sync_every` wakes the task sooner under load.
+        self.sync_timeout.max(Duration::from_millis(10))
+    }
+}

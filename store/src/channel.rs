@@ -1,0 +1,503 @@
+//! [`ChannelState`]: one channel's queue over its topic's log.
+//!
+//! A message the channel still owes is in exactly one place:
+//!
+//! ```text
+//!   log records at or after the cursor ──next()──▶ in flight ──finish()──▶ gone
+//!        │ deliver_at > now                  ▲  │ requeue(now) / timeout / owner gone
+//!        ▼                                   │  ▼
+//!   deferred heap ───────due──────────────▶ (next) ◀── ready queue
+//!        ▲                                      │ requeue(later)
+//!        └──────────────────────────────────────┘
+//! ```
+//!
+//! Invariants:
+//! - Every seq in `ready`, `deferred` and `in_flight` is below the cursor, and appears in at
+//!   most one of them.
+//! - The deadline heap may hold stale entries (finished, requeued or touched messages), but
+//!   its top is always a live in-flight entry (stale tops are popped after every change), and
+//!   it is rebuilt when stale entries outnumber live ones, so it stays O(in-flight).
+//! - No locking and no clock reads inside: the broker wraps the state in its channel mutex
+//!   and passes times in (ns since the Unix epoch, so deferrals survive restarts).
+//!
+//! Costs: `next`, `finish`, `requeue`, `touch` are O(log n) with no allocation beyond
+//! amortised growth of the tables; `requeue_owner` and `low_water` are O(pending).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::{LogReader, Record, StoreError, TopicLog};
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The record (its body points into the log).
+    pub record: Record,
+    /// Delivery attempts including this one.
+    pub attempts: u16,
+}
+
+/// Why FIN/REQ/TOUCH was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The message is not in flight (already finished, timed out, or unknown).
+    #[error("not in flight")]
+    NotInFlight,
+    /// The message is in flight to another client.
+    #[error("not owner")]
+    NotOwner,
+}
+
+/// A channel's persistent state: its cursor and every message it still owes below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    /// Next seq to read from the log.
+    pub cursor: u64,
+    /// Owed messages below the cursor, sorted by seq.
+    pub entries: Vec<SnapshotEntry>,
+}
+
+/// One owed message in a [`ChannelSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The message's seq.
+    pub seq: u64,
+    /// Deliveries so far.
+    pub attempts: u16,
+    /// When it is due (only meaningful for [`EntryKind::Deferred`]).
+    pub deliver_at_ns: i64,
+    /// Where it was.
+    pub kind: EntryKind,
+}
+
+/// Where an owed message was when the snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Delivered, awaiting FIN (redelivered after a restart).
+    InFlight,
+    /// Requeued for immediate redelivery.
+    Requeued,
+    /// Waiting for its `deliver_at_ns`.
+    Deferred,
+}
+
+#[derive(Debug)]
+struct Ready {
+    seq: u64,
+    attempts: u16,
+    /// Kept from the in-flight entry when there was one, so redelivery needs no lookup.
+    record: Option<Record>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Deferred {
+    deliver_at: i64,
+    seq: u64,
+    attempts: u16,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    owner: u64,
+    attempts: u16,
+    deadline: i64,
+    record: Record,
+}
+
+/// Multiplicative hashing for seqs (sequential keys, no DoS concern: they are ours).
+#[derive(Debug, Default, Clone, Copy)]
+struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type SeqMap<V> = HashMap<u64, V, BuildHasherDefault<SeqHasher>>;
+
+/// One channel's queue over its topic's log: a cursor, a ready queue (requeued for now), a
+/// deferred min-heap by `deliver_at`, and the in-flight table (seq → owner, attempts,
+/// deadline, record). Pure logic: no locking, no clock.
+#[derive(Debug)]
+pub struct ChannelState {
+    reader: LogReader,
+    ready: VecDeque<Ready>,
+    deferred: BinaryHeap<Reverse<Deferred>>,
+    in_flight: SeqMap<InFlight>,
+    deadlines: BinaryHeap<Reverse<(i64, u64)>>,
+}
+
+impl ChannelState {
+    /// A channel whose cursor starts at `start_seq` (the log's first seq for a topic's first
+    /// channel, its `next_seq` for later ones).
+    pub fn new(start_seq: u64) -> Self {
+        ChannelState {
+            reader: LogReader::new(start_seq),
+            ready: VecDeque::new(),
+            deferred: BinaryHeap::new(),
+            in_flight: SeqMap::default(),
+            deadlines: BinaryHeap::new(),
+        }
+    }
+
+    /// Rebuilds a channel from a snapshot, repairing it against the log: the cursor is
+    /// clamped into `[first_seq, next_seq]`, entries whose record no longer exists (or that
+    /// lie at or after the cursor, or repeat) are dropped, in-flight entries become ready
+    /// now (they must be redelivered), deferred ones keep their `deliver_at`.
+    pub fn restore(snapshot: ChannelSnapshot, log: &TopicLog) -> Self {
+        let first = log.first_seq();
+        let next = log.next_seq();
+        let cursor = snapshot.cursor.clamp(first, next.max(first));
+        let mut entries = snapshot.entries;
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        let mut st = ChannelState::new(cursor);
+        // Holding the last record read keeps its segment mapped for the next lookup.
+        let mut _keep_mapped: Option<Record> = None;
+        for e in entries {
+            if e.seq < first || e.seq >= cursor {
+                continue;
+            }
+            match log.read(e.seq) {
+                Ok(Some(r)) => _keep_mapped = Some(r),
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(seq = e.seq, error = %err, "cannot check a restored entry; keeping it");
+                }
+            }
+            match e.kind {
+                EntryKind::InFlight | EntryKind::Requeued => st.ready.push_back(Ready {
+                    seq: e.seq,
+                    attempts: e.attempts,
+                    record: None,
+                }),
+                EntryKind::Deferred => st.deferred.push(Reverse(Deferred {
+                    deliver_at: e.deliver_at_ns,
+                    seq: e.seq,
+                    attempts: e.attempts,
+                })),
+            }
+        }
+        st
+    }
+
+    /// The state to persist: cursor and every owed message, sorted by seq.
+    pub fn snapshot(&self) -> ChannelSnapshot {
+        let mut entries: Vec<SnapshotEntry> =
+            Vec::with_capacity(self.ready.len() + self.deferred.len() + self.in_flight.len());
+        entries.extend(self.in_flight.iter().map(|(&seq, f)| SnapshotEntry {
+            seq,
+            attempts: f.attempts,
+            deliver_at_ns: 0,
+            kind: EntryKind::InFlight,
+        }));
+        entries.extend(self.ready.iter().map(|r| SnapshotEntry {
+            seq: r.seq,
+            attempts: r.attempts,
+            deliver_at_ns: 0,
+            kind: EntryKind::Requeued,
+        }));
+        entries.extend(self.deferred.iter().map(|Reverse(d)| SnapshotEntry {
+            seq: d.seq,
+            attempts: d.attempts,
+            deliver_at_ns: d.deliver_at,
+            kind: EntryKind::Deferred,
+        }));
+        entries.sort_by_key(|e| e.seq);
+        ChannelSnapshot {
+            cursor: self.reader.position(),
+            entries,
+        }
+    }
+
+    /// The next message for `owner` at `now_ns`: first a ready entry, then a due deferred
+    /// one, then the record at the cursor (a record whose `deliver_at` is later than `now_ns`
+    /// goes to the deferred heap instead). It is marked in flight until `deadline_ns`, with
+    /// attempts + 1 (saturating). Entries whose record vanished are dropped.
+    pub fn next(
+        &mut self,
+        log: &TopicLog,
+        now_ns: i64,
+        owner: u64,
+        deadline_ns: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        while let Some(entry) = self.ready.pop_front() {
+            let record = match entry.record {
+                Some(r) => r,
+                None => match log.read(entry.seq) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.ready.push_front(entry);
+                        return Err(e);
+                    }
+                },
+            };
+            return Ok(Some(self.dispatch(
+                record,
+                entry.attempts,
+                owner,
+                deadline_ns,
+            )));
+        }
+        while let Some(Reverse(d)) = self.deferred.peek().copied() {
+            if d.deliver_at > now_ns {
+                break;
+            }
+            self.deferred.pop();
+            match log.read(d.seq) {
+                Ok(Some(r)) => return Ok(Some(self.dispatch(r, d.attempts, owner, deadline_ns))),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.deferred.push(Reverse(d));
+                    return Err(e);
+                }
+            }
+        }
+        while let Some(record) = self.reader.next(log)? {
+            if record.deliver_at_ns > now_ns {
+                self.deferred.push(Reverse(Deferred {
+                    deliver_at: record.deliver_at_ns,
+                    seq: record.seq,
+                    attempts: 0,
+                }));
+                continue;
+            }
+            return Ok(Some(self.dispatch(record, 0, owner, deadline_ns)));
+        }
+        Ok(None)
+    }
+
+    fn dispatch(&mut self, record: Record, attempts: u16, owner: u64, deadline: i64) -> Delivery {
+        let attempts = attempts.saturating_add(1);
+        self.deadlines.push(Reverse((deadline, record.seq)));
+        self.in_flight.insert(
+            record.seq,
+            InFlight {
+                owner,
+                attempts,
+                deadline,
+                record: record.clone(),
+            },
+        );
+        Delivery { record, attempts }
+    }
+
+    fn owned(&self, seq: u64, owner: u64) -> Result<(), ChannelError> {
+        match self.in_flight.get(&seq) {
+            None => Err(ChannelError::NotInFlight),
+            Some(f) if f.owner != owner => Err(ChannelError::NotOwner),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// FIN: the message is done.
+    pub fn finish(&mut self, seq: u64, owner: u64) -> Result<(), ChannelError> {
+        self.owned(seq, owner)?;
+        self.in_flight.remove(&seq);
+        self.prune_deadlines();
+        Ok(())
+    }
+
+    /// REQ: back to the ready queue if `deliver_at_ns <= now_ns`, else deferred until then.
+    /// Attempts are kept.
+    pub fn requeue(
+        &mut self,
+        seq: u64,
+        owner: u64,
+        deliver_at_ns: i64,
+        now_ns: i64,
+    ) -> Result<(), ChannelError> {
+        self.owned(seq, owner)?;
+        let Some(f) = self.in_flight.remove(&seq) else {
+            return Err(ChannelError::NotInFlight);
+        };
+        if deliver_at_ns <= now_ns {
+            self.ready.push_back(Ready {
+                seq,
+                attempts: f.attempts,
+                record: Some(f.record),
+            });
+        } else {
+            self.deferred.push(Reverse(Deferred {
+                deliver_at: deliver_at_ns,
+                seq,
+                attempts: f.attempts,
+            }));
+        }
+        self.prune_deadlines();
+        Ok(())
+    }
+
+    /// TOUCH: moves the message's deadline.
+    pub fn touch(
+        &mut self,
+        seq: u64,
+        owner: u64,
+        new_deadline_ns: i64,
+    ) -> Result<(), ChannelError> {
+        self.owned(seq, owner)?;
+        if let Some(f) = self.in_flight.get_mut(&seq) {
+            f.deadline = new_deadline_ns;
+            self.deadlines.push(Reverse((new_deadline_ns, seq)));
+        }
+        self.prune_deadlines();
+        Ok(())
+    }
+
+    /// `(owner, deadline)` of an in-flight message.
+    pub fn in_flight_deadline_info(&self, seq: u64) -> Option<(u64, i64)> {
+        self.in_flight.get(&seq).map(|f| (f.owner, f.deadline))
+    }
+
+    /// A client went away: its in-flight messages go back to the ready queue (in seq
+    /// order); returns how many.
+    pub fn requeue_owner(&mut self, owner: u64) -> usize {
+        let mut seqs: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.owner == owner)
+            .map(|(&s, _)| s)
+            .collect();
+        seqs.sort_unstable();
+        for &seq in &seqs {
+            if let Some(f) = self.in_flight.remove(&seq) {
+                self.ready.push_back(Ready {
+                    seq,
+                    attempts: f.attempts,
+                    record: Some(f.record),
+                });
+            }
+        }
+        self.prune_deadlines();
+        seqs.len()
+    }
+
+    /// In-flight messages whose deadline is `<= now_ns` go back to the ready queue (in
+    /// deadline order); returns their `(seq, owner)`.
+    pub fn take_timed_out(&mut self, now_ns: i64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((deadline, seq))) = self.deadlines.peek() {
+            if deadline > now_ns {
+                break;
+            }
+            self.deadlines.pop();
+            let live = self
+                .in_flight
+                .get(&seq)
+                .is_some_and(|f| f.deadline == deadline);
+            if !live {
+                continue;
+            }
+            if let Some(f) = self.in_flight.remove(&seq) {
+                out.push((seq, f.owner));
+                self.ready.push_back(Ready {
+                    seq,
+                    attempts: f.attempts,
+                    record: Some(f.record),
+                });
+            }
+        }
+        self.prune_deadlines();
+        out
+    }
+
+    /// Pops stale heap tops; rebuilds the heap when stale entries dominate.
+    fn prune_deadlines(&mut self) {
+        if self.deadlines.len() > 2 * self.in_flight.len() + 64 {
+            self.deadlines = self
+                .in_flight
+                .iter()
+                .map(|(&seq, f)| Reverse((f.deadline, seq)))
+                .collect();
+            return;
+        }
+        while let Some(&Reverse((deadline, seq))) = self.deadlines.peek() {
+            if self
+                .in_flight
+                .get(&seq)
+                .is_some_and(|f| f.deadline == deadline)
+            {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    /// The earliest in-flight deadline or deferred due time, if any.
+    pub fn next_wakeup(&self) -> Option<i64> {
+        let deadline = self.deadlines.peek().map(|Reverse((d, _))| *d);
+        let due = self.deferred.peek().map(|Reverse(d)| d.deliver_at);
+        match (deadline, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether [`ChannelState::next`] may have something to deliver at `now_ns` (a
+    /// deferred-by-publisher record at the cursor can make it return `None` once, after
+    /// which this is accurate again).
+    pub fn has_ready(&self, log: &TopicLog, now_ns: i64) -> bool {
+        !self.ready.is_empty()
+            || self
+                .deferred
+                .peek()
+                .is_some_and(|Reverse(d)| d.deliver_at <= now_ns)
+            || self.reader.position() < log.next_seq()
+    }
+
+    /// Channel empty: drops queued, in-flight and deferred messages; the cursor moves to the
+    /// log's end.
+    pub fn empty(&mut self, log: &TopicLog) {
+        self.ready.clear();
+        self.deferred.clear();
+        self.in_flight.clear();
+        self.deadlines.clear();
+        self.reader.seek(log.next_seq());
+    }
+
+    /// The smallest seq the channel still owes (the cursor, or a pending entry below it).
+    pub fn low_water(&self) -> u64 {
+        let mut low = self.reader.position();
+        low = low.min(self.ready.iter().map(|r| r.seq).min().unwrap_or(u64::MAX));
+        low = low.min(
+            self.deferred
+                .iter()
+                .map(|Reverse(d)| d.seq)
+                .min()
+                .unwrap_or(u64::MAX),
+        );
+        low.min(self.in_flight.keys().copied().min().unwrap_or(u64::MAX))
+    }
+
+    /// Messages waiting to be delivered now or later from the cursor, plus the ready queue
+    /// (NSQ's depth; deferred and in-flight are counted separately; gaps are ignored).
+    pub fn depth(&self, log: &TopicLog) -> u64 {
+        log.next_seq().saturating_sub(self.reader.position()) + self.ready.len() as u64
+    }
+
+    /// Messages in flight.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Messages deferred.
+    pub fn deferred_count(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// The cursor: next seq to read from the log.
+    pub fn cursor(&self) -> u64 {
+        self.reader.position()
+    }
+}

@@ -1,0 +1,581 @@
+//! The disk-backed topic log: a list of segments, one writer, lock-free readers.
+//!
+//! Invariants:
+//! - Only the holder of the writer mutex writes into a map, and only at or above the
+//!   active segment's committed offset.
+//! - Visibility is published in this order: record bytes, sparse-index entries, new segments
+//!   pushed into the list, each touched segment's committed offset (then its seal), and
+//!   finally the log's `next_seq` (`Release`). Readers load `next_seq` (`Acquire`) first and
+//!   never return a record with a seq at or above it, which is what makes a batch appear all
+//!   at once even when it spans segments.
+//! - The list is ordered by base seq; only its last segment is unsealed outside an append,
+//!   and `retain_from` never removes the last one.
+//! - An append never allocates disk space inside the active segment (it is preallocated);
+//!   only rotation does, before anything of the batch is written, so running out of space
+//!   leaves the log exactly as it was.
+//! - Lock order: writer, then segment list. `sync` holds its own mutex and takes the writer
+//!   lock only briefly, never across `msync`/`fsync`.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::map::{SegMap, page_size};
+use crate::record::{MAX_BODY, NewRecord, Record, encode_header, stride_for_body};
+use crate::recovery::{RecoveryReport, recover};
+use crate::segment::{INDEX_EVERY, SEGMENT_HEADER, Segment, header_at, record_at};
+use crate::sys::{DirLock, fsync_dir};
+use crate::{LogOptions, LogStats, StoreError};
+
+/// Resident bytes the writer (and each reader) keeps mapped behind its position before
+/// dropping them with `MADV_DONTNEED`.
+pub(crate) const ADVISE_CHUNK: u64 = 4 << 20;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The writer's state.
+#[derive(Debug)]
+struct Writer {
+    seg: Arc<Segment>,
+    map: Arc<SegMap>,
+    file: Arc<File>,
+    /// Write position in `seg` (= its committed offset between appends).
+    off: u64,
+    next_seq: u64,
+    /// Records in `seg`, for sparse-index sampling.
+    seg_records: u64,
+    /// Start of the part of `seg` still resident (not yet `MADV_DONTNEED`).
+    advised: u64,
+    /// `seg` is msynced up to here.
+    synced_off: u64,
+    unsynced: u64,
+    unsynced_since: Option<Instant>,
+    /// Sealed since the last sync; need an fsync.
+    to_fsync: Vec<Arc<Segment>>,
+    /// Segment files created or deleted since the last sync.
+    dir_dirty: bool,
+    closed: bool,
+}
+
+/// A segment created for a batch, not yet published.
+struct Planned {
+    seg: Arc<Segment>,
+    map: Arc<SegMap>,
+    file: File,
+    end_off: u64,
+    end_seq: u64,
+}
+
+/// A topic log stored in segment files under one directory.
+#[derive(Debug)]
+pub(crate) struct DiskLog {
+    dir: PathBuf,
+    seg_capacity: u64,
+    sync_every: u64,
+    sync_timeout: Duration,
+    _lock: DirLock,
+    /// Appends are serialised by this one short std mutex: there is a single write position,
+    /// and the critical section is a CRC and a memcpy (plus, once per segment, creating the
+    /// next file). Readers never take it.
+    writer: Mutex<Writer>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    next_seq: AtomicU64,
+    first_seq: AtomicU64,
+    /// Serialises `sync` calls without blocking appends.
+    sync_lock: Mutex<()>,
+    corrupt_skipped: u64,
+    syncs: AtomicU64,
+    last_sync_micros: AtomicU64,
+    /// Random reads so far; every [`RANDOM_READS_PER_ADVISE`] of them the pages they
+    /// faulted in are released.
+    random_reads: AtomicU64,
+}
+
+/// Each random read faults in about one page; releasing a segment's pages after this many
+/// keeps their resident footprint near 4 MiB even when redeliveries touch pages the writer
+/// already released.
+const RANDOM_READS_PER_ADVISE: u64 = 1024;
+
+impl DiskLog {
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<(DiskLog, RecoveryReport), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+        let dir_lock = DirLock::acquire(dir)?;
+        let rec = recover(dir)?;
+        let seg_capacity = opts.max_bytes_per_file.max(SEGMENT_HEADER + 64).div_ceil(8) * 8;
+        let mut segments = rec.segments;
+        let mut dir_dirty = false;
+        let next_seq = rec.next_seq.unwrap_or(opts.initial_seq);
+        let (seg, map, file, seg_records) = match segments.last() {
+            Some(last) if !last.bad => {
+                let map = last.map()?;
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&last.path)
+                    .map_err(|e| StoreError::io("open segment", &last.path, e))?;
+                (last.clone(), map, file, rec.last_records)
+            }
+            _ => {
+                let (seg, map, file) = Segment::create(dir, next_seq, seg_capacity)?;
+                segments.push(seg.clone());
+                dir_dirty = true;
+                (seg, map, file, 0)
+            }
+        };
+        for s in &segments[..segments.len() - 1] {
+            s.seal();
+        }
+        let first_seq = segments
+            .first()
+            .map_or(next_seq, |s| s.start_seq)
+            .min(next_seq);
+        let off = seg.committed();
+        let report = rec.report;
+        let log = DiskLog {
+            dir: dir.to_path_buf(),
+            seg_capacity,
+            sync_every: opts.sync_every.max(1),
+            sync_timeout: opts.sync_timeout,
+            _lock: dir_lock,
+            writer: Mutex::new(Writer {
+                seg,
+                map,
+                file: Arc::new(file),
+                off,
+                next_seq,
+                seg_records,
+                advised: 0,
+                synced_off: off,
+                unsynced: 0,
+                unsynced_since: None,
+                to_fsync: Vec::new(),
+                dir_dirty,
+                closed: false,
+            }),
+            segments: RwLock::new(segments),
+            next_seq: AtomicU64::new(next_seq),
+            first_seq: AtomicU64::new(first_seq),
+            sync_lock: Mutex::new(()),
+            corrupt_skipped: report.corrupt_records_skipped,
+            syncs: AtomicU64::new(0),
+            last_sync_micros: AtomicU64::new(0),
+            random_reads: AtomicU64::new(0),
+        };
+        Ok((log, report))
+    }
+
+    /// One past the newest visible seq (`Acquire`).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq.load(Ordering::Acquire).min(self.next_seq())
+    }
+
+    fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn segments_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The segment that holds `seq` if any does: the last one whose base is `<= seq`, or the
+    /// first one if `seq` precedes them all.
+    pub fn locate(&self, seq: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments();
+        let i = segs.partition_point(|s| s.base <= seq);
+        segs.get(i.saturating_sub(1)).cloned()
+    }
+
+    /// The segment after `seg`: the next one in the list, or, if `seg` was removed from the
+    /// list (retained away or replaced), the first one whose base is `>= seg.base`.
+    pub fn segment_after(&self, seg: &Arc<Segment>) -> Option<Arc<Segment>> {
+        let segs = self.segments();
+        let i = segs.partition_point(|s| s.base < seg.base);
+        match segs.get(i) {
+            Some(s) if Arc::ptr_eq(s, seg) => segs.get(i + 1).cloned(),
+            Some(s) => Some(s.clone()),
+            None => None,
+        }
+    }
+
+    pub fn append_batch(&self, recs: &[NewRecord<'_>]) -> Result<Range<u64>, StoreError> {
+        if let Some(r) = recs.iter().find(|r| r.body.len() > MAX_BODY) {
+            return Err(StoreError::RecordTooLarge {
+                len: r.body.len(),
+                max: MAX_BODY,
+            });
+        }
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
+        if w.closed {
+            return Err(StoreError::Closed);
+        }
+        let start = w.next_seq;
+        let end_seq = start
+            .checked_add(recs.len() as u64)
+            .ok_or(StoreError::SeqExhausted)?;
+        let Some(first) = recs.first() else {
+            return Ok(start..start);
+        };
+        let first_stride = stride_for_body(first.body.len());
+        if w.off == SEGMENT_HEADER && w.off + first_stride > w.seg.file_len {
+            // The active segment is empty and too small for this record: replace it by one
+            // that fits (same base, so the new file takes its name).
+            self.replace_empty_active(w, self.seg_capacity.max(SEGMENT_HEADER + first_stride))?;
+        }
+
+        // 1. Plan: create every segment the batch needs before writing anything.
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut off = w.off;
+        let mut cap = w.seg.file_len;
+        for (i, r) in recs.iter().enumerate() {
+            let stride = stride_for_body(r.body.len());
+            if off + stride > cap {
+                let capacity = self.seg_capacity.max(SEGMENT_HEADER + stride);
+                match Segment::create(&self.dir, start + i as u64, capacity) {
+                    Ok((seg, map, file)) => planned.push(Planned {
+                        seg,
+                        map,
+                        file,
+                        end_off: SEGMENT_HEADER,
+                        end_seq: start + i as u64,
+                    }),
+                    Err(e) => {
+                        for p in planned {
+                            let _ = std::fs::remove_file(&p.seg.path);
+                        }
+                        return Err(e);
+                    }
+                }
+                off = SEGMENT_HEADER;
+                cap = capacity;
+            }
+            off += stride;
+        }
+
+        // 2. Write. Each record's `len` goes last; the batch's first `len` after all others,
+        // so a crash mid-batch leaves an end marker in front of the whole batch.
+        let mut k = 0usize; // 0: the active segment; j: planned[j - 1]
+        let mut off = w.off;
+        let mut cap = w.seg.file_len;
+        let mut seg_records = w.seg_records;
+        let mut active_end = (w.off, w.seg.end_seq());
+        let mut first_len = (0usize, 0u64, 0u32);
+        for (i, r) in recs.iter().enumerate() {
+            let seq = start + i as u64;
+            let stride = stride_for_body(r.body.len());
+            if off + stride > cap {
+                match k {
+                    0 => active_end = (off, seq),
+                    j => {
+                        planned[j - 1].end_off = off;
+                        planned[j - 1].end_seq = seq;
+                    }
+                }
+                k += 1;
+                off = SEGMENT_HEADER;
+                cap = planned[k - 1].seg.file_len;
+                seg_records = 0;
+            }
+            let (seg, map) = match k {
+                0 => (&w.seg, &w.map),
+                j => (&planned[j - 1].seg, &planned[j - 1].map),
+            };
+            let (header, len) = encode_header(seq, r);
+            // SAFETY: `off` is at or above the segment's committed offset (the active one's
+            // committed offset is `w.off`; planned segments are unpublished), so no reader
+            // looks at these bytes, and we hold the writer lock. Bounds were planned above.
+            let written =
+                unsafe { map.write(off + 4, &header[4..]) && map.write(off + 32, r.body) };
+            debug_assert!(written, "planned record out of bounds");
+            if i == 0 {
+                first_len = (k, off, len);
+            } else {
+                // SAFETY: as above.
+                unsafe { map.write(off, &len.to_le_bytes()) };
+            }
+            if seg_records.is_multiple_of(INDEX_EVERY) {
+                seg.index_push(seq, off);
+            }
+            seg_records += 1;
+            off += stride;
+        }
+        match k {
+            0 => active_end = (off, end_seq),
+            j => {
+                planned[j - 1].end_off = off;
+                planned[j - 1].end_seq = end_seq;
+            }
+        }
+        let (fk, foff, flen) = first_len;
+        let fmap = if fk == 0 {
+            &w.map
+        } else {
+            &planned[fk - 1].map
+        };
+        // SAFETY: as above; still unpublished.
+        unsafe { fmap.write(foff, &flen.to_le_bytes()) };
+
+        // 3. Publish.
+        if !planned.is_empty() {
+            let mut segs = self.segments_mut();
+            segs.extend(planned.iter().map(|p| p.seg.clone()));
+        }
+        w.seg.publish(active_end.0, active_end.1);
+        if let Some((last, middle)) = planned.split_last() {
+            w.seg.seal();
+            for p in middle {
+                p.seg.publish(p.end_off, p.end_seq);
+                p.seg.seal();
+            }
+            last.seg.publish(last.end_off, last.end_seq);
+        }
+        self.next_seq.store(end_seq, Ordering::Release);
+
+        // 4. Writer bookkeeping.
+        if let Some(last) = planned.pop() {
+            let old = std::mem::replace(&mut w.seg, last.seg);
+            w.to_fsync.push(old);
+            w.to_fsync.extend(planned.into_iter().map(|p| p.seg));
+            w.map = last.map;
+            w.file = Arc::new(last.file);
+            w.advised = 0;
+            w.synced_off = 0;
+            w.dir_dirty = true;
+        }
+        w.off = off;
+        w.seg_records = seg_records;
+        w.next_seq = end_seq;
+        w.unsynced += recs.len() as u64;
+        if w.unsynced_since.is_none() {
+            w.unsynced_since = Some(Instant::now());
+        }
+        if w.off >= w.advised + 2 * ADVISE_CHUNK {
+            let page = page_size();
+            let upto = (w.off - ADVISE_CHUNK) / page * page;
+            w.map.dont_need(w.advised, upto - w.advised);
+            w.advised = upto;
+        }
+        Ok(start..end_seq)
+    }
+
+    /// Swaps the empty active segment for a new one of `capacity` bytes with the same base.
+    fn replace_empty_active(&self, w: &mut Writer, capacity: u64) -> Result<(), StoreError> {
+        let (seg, map, file) = Segment::create(&self.dir, w.seg.base, capacity)?;
+        {
+            let mut segs = self.segments_mut();
+            if let Some(last) = segs.last_mut() {
+                *last = seg.clone();
+            }
+        }
+        w.seg.seal();
+        w.seg = seg;
+        w.map = map;
+        w.file = Arc::new(file);
+        w.off = SEGMENT_HEADER;
+        w.seg_records = 0;
+        w.advised = 0;
+        w.synced_off = 0;
+        w.dir_dirty = true;
+        Ok(())
+    }
+
+    pub fn read(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        if seq >= self.next_seq() {
+            return Ok(None);
+        }
+        let Some(seg) = self.locate(seq) else {
+            return Ok(None);
+        };
+        if seg.bad || seq < seg.start_seq {
+            return Ok(None);
+        }
+        let map = match seg.map() {
+            Ok(map) => map,
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None); // deleted by retain_from meanwhile
+            }
+            Err(e) => return Err(e),
+        };
+        let committed = seg.committed();
+        let reads = self.random_reads.fetch_add(1, Ordering::Relaxed) + 1;
+        if reads.is_multiple_of(RANDOM_READS_PER_ADVISE) {
+            // Safe at any time for a shared file map (see map.rs); others simply refault.
+            map.dont_need(0, committed);
+        }
+        let mut off = seg.index_lookup(seq);
+        loop {
+            if let Some(resume) = seg.hole_at(off) {
+                off = resume;
+                continue;
+            }
+            let Some(h) = header_at(&map, off, committed) else {
+                return Ok(None);
+            };
+            if h.seq == seq {
+                return Ok(Some(record_at(&map, off, &h)));
+            }
+            if h.seq > seq {
+                return Ok(None);
+            }
+            off += h.stride();
+        }
+    }
+
+    pub fn retain_from(&self, low_water: u64) -> Result<usize, StoreError> {
+        let removed: Vec<Arc<Segment>> = {
+            let mut segs = self.segments_mut();
+            let mut k = 0;
+            while k + 1 < segs.len() {
+                let s = &segs[k];
+                if !s.is_sealed() {
+                    break;
+                }
+                let end = if s.bad { segs[k + 1].base } else { s.end_seq() };
+                if end > low_water {
+                    break;
+                }
+                k += 1;
+            }
+            let removed: Vec<_> = segs.drain(..k).collect();
+            if let Some(first) = segs.first() {
+                self.first_seq.fetch_max(first.start_seq, Ordering::AcqRel);
+            }
+            removed
+        };
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        let mut result = Ok(removed.len());
+        for s in &removed {
+            match std::fs::remove_file(&s.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(StoreError::io("delete segment", &s.path, e));
+                    }
+                }
+            }
+        }
+        lock(&self.writer).dir_dirty = true;
+        result
+    }
+
+    pub fn sync_due(&self) -> bool {
+        let w = lock(&self.writer);
+        w.unsynced >= self.sync_every
+            || (w.unsynced > 0
+                && w.unsynced_since
+                    .is_some_and(|t| t.elapsed() >= self.sync_timeout))
+    }
+
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = lock(&self.sync_lock);
+        let started = Instant::now();
+        let (seg, map, file, from, to, sealed, dir_dirty, count) = {
+            let mut w = lock(&self.writer);
+            if w.closed {
+                return Ok(());
+            }
+            (
+                w.seg.clone(),
+                w.map.clone(),
+                w.file.clone(),
+                w.synced_off,
+                w.off,
+                std::mem::take(&mut w.to_fsync),
+                std::mem::take(&mut w.dir_dirty),
+                w.unsynced,
+            )
+        };
+        // Outside the writer lock: appends continue while the disk works.
+        let result = (|| {
+            if to > from {
+                map.flush(from, to - from)
+                    .map_err(|e| StoreError::io("msync", &seg.path, e))?;
+            }
+            file.sync_data()
+                .map_err(|e| StoreError::io("fsync", &seg.path, e))?;
+            for s in &sealed {
+                match File::open(&s.path).and_then(|f| f.sync_data()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io("fsync", &s.path, e)),
+                }
+            }
+            if dir_dirty {
+                fsync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        let mut w = lock(&self.writer);
+        match result {
+            Ok(()) => {
+                if Arc::ptr_eq(&w.seg, &seg) {
+                    w.synced_off = w.synced_off.max(to);
+                }
+                w.unsynced = w.unsynced.saturating_sub(count);
+                w.unsynced_since = (w.unsynced > 0).then(Instant::now);
+                drop(w);
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.last_sync_micros.store(micros, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                w.to_fsync.extend(sealed);
+                w.dir_dirty |= dir_dirty;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn destroy(&self) -> Result<(), StoreError> {
+        {
+            let mut w = lock(&self.writer);
+            if w.closed {
+                return Ok(());
+            }
+            w.closed = true;
+        }
+        drop(std::mem::take(&mut *self.segments_mut()));
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("remove directory", &self.dir, e)),
+        }
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let (segments, disk_bytes) = {
+            let segs = self.segments();
+            (segs.len(), segs.iter().map(|s| s.file_len).sum())
+        };
+        LogStats {
+            segments,
+            disk_bytes,
+            corrupt_skipped: self.corrupt_skipped,
+            syncs: self.syncs.load(Ordering::Relaxed),
+            last_sync_micros: self.last_sync_micros.load(Ordering::Relaxed),
+            is_memory: false,
+            dropped: 0,
+            first_seq: self.first_seq(),
+            next_seq: self.next_seq(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

@@ -1,0 +1,65 @@
+//! Ferry's topic log: a segmented, memory-mapped, CRC-checked log per topic, with channels
+//! as cursors into it.
+//!
+//! # Layout
+//! ```text
+//!  <data-path>/<topic>/
+//!      LOCK                       flock'd while a broker has the log open
+//!      01700000000000000000.seg   segments, named by their first seq (20 digits)
+//!      01700000000000451234.seg   ... the last one is being appended to
+//!      meta.dat                   paused flags + channel snapshots (save_meta/load_meta)
+//! ```
+//!
+//! - [`TopicLog`] (`log.rs`, `disk.rs`, `memory.rs`): append once, read by seq or
+//!   sequentially ([`LogReader`], `reader.rs`). Segment files (`segment.rs`) are
+//!   preallocated and mapped (`map.rs`, the only place that dereferences a map); records
+//!   (`record.rs`) carry length, CRC and seq, so recovery (`recovery.rs`) can cut a torn
+//!   tail and skip corrupt regions.
+//! - [`ChannelState`] (`channel.rs`): cursor, ready queue, deferred heap, in-flight table.
+//! - [`save_meta`] / [`load_meta`] (`meta.rs`): atomic snapshots of channel state.
+//!
+//! # Invariants the broker can rely on
+//! - An append that returned is in the page cache: killing the process loses nothing.
+//!   [`TopicLog::sync`] makes it survive power loss.
+//! - Readers see only committed records; a batch appears whole.
+//! - Memory does not grow with the backlog: segments nobody reads are unmapped, pages behind
+//!   the writer and each reader are released, and the index is sparse.
+//! - Opening a log never panics, whatever its files hold; what was skipped is reported in
+//!   [`RecoveryReport`].
+//! - [`TopicLog`], [`LogReader`] and [`ChannelState`] are `Send + Sync`; `ChannelState`
+//!   has no lock inside (wrap it in the channel's mutex).
+
+mod channel;
+mod disk;
+mod error;
+mod log;
+mod map;
+mod memory;
+mod meta;
+mod reader;
+mod record;
+mod recovery;
+mod segment;
+mod sys;
+
+pub use channel::{
+    ChannelError, ChannelSnapshot, ChannelState, Delivery, EntryKind, SnapshotEntry,
+};
+pub use error::StoreError;
+pub use log::{LogOptions, LogStats, TopicLog};
+pub use meta::{ChannelMeta, META_FILE, TopicMeta, load_meta, save_meta};
+pub use reader::LogReader;
+pub use record::{MAX_BODY, NewRecord, Record};
+pub use recovery::RecoveryReport;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::TopicLog>();
+        check::<crate::LogReader>();
+        check::<crate::ChannelState>();
+        check::<crate::Record>();
+    }
+}

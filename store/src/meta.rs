@@ -1,0 +1,223 @@
+//! Topic metadata: paused flags and every channel's snapshot, in `<dir>/meta.dat`.
+//!
+//! ```text
+//!  0          8         12        16                 24
+//!  +----------+---------+---------+------------------+------------------------ - -
+//!  | FERRYMTA | version | crc32   | payload len      | payload
+//!  |          | u32 LE  | u32 LE  | u64 LE           |
+//!  +----------+---------+---------+------------------+------------------------ - -
+//!  payload  = topic_paused u8 | n_channels u32 | channel*
+//!  channel  = name_len u16 | name (UTF-8) | paused u8 | cursor u64 | n_entries u32 | entry*
+//!  entry    = seq u64 | attempts u16 | deliver_at_ns i64 | kind u8 (0 in flight, 1 requeued, 2 deferred)
+//!  (all integers little-endian; the CRC covers the payload)
+//! ```
+//!
+//! Invariants: the file is replaced atomically (write `meta.dat.tmp`, fsync, rename, fsync
+//! the directory), so a reader sees the old or the new version, never a mix. A file that
+//! fails any check is reported as [`StoreError::CorruptMeta`], never a panic; the caller then
+//! starts its channels fresh. The data it describes may be older or newer than the log;
+//! [`crate::ChannelState::restore`] repairs that.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use crate::sys::fsync_dir;
+use crate::{ChannelSnapshot, EntryKind, SnapshotEntry, StoreError};
+
+const MAGIC: [u8; 8] = *b"FERRYMTA";
+const VERSION: u32 = 1;
+const HEADER: usize = 24;
+const ENTRY_BYTES: usize = 19;
+/// File name of the metadata file inside a topic directory.
+pub const META_FILE: &str = "meta.dat";
+const META_TMP: &str = "meta.dat.tmp";
+
+/// A topic's persistent metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Topic paused (nothing flows to its channels).
+    pub paused: bool,
+    /// Every channel.
+    pub channels: Vec<ChannelMeta>,
+}
+
+/// One channel in [`TopicMeta`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelMeta {
+    /// Channel name.
+    pub name: String,
+    /// Channel paused (no deliveries).
+    pub paused: bool,
+    /// Cursor and owed messages.
+    pub state: ChannelSnapshot,
+}
+
+/// Saves `meta` to `<dir>/meta.dat` atomically and durably.
+pub fn save_meta(dir: &Path, meta: &TopicMeta) -> Result<(), StoreError> {
+    let payload = encode_payload(meta).map_err(|e| StoreError::io("encode metadata", dir, e))?;
+    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&payload);
+
+    let tmp = dir.join(META_TMP);
+    let path = dir.join(META_FILE);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| StoreError::io("create metadata", &tmp, e))?;
+    f.write_all(&buf)
+        .map_err(|e| StoreError::io("write metadata", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| StoreError::io("fsync metadata", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename metadata", &path, e))?;
+    fsync_dir(dir)
+}
+
+/// Loads `<dir>/meta.dat`; `Ok(None)` if there is none yet.
+pub fn load_meta(dir: &Path) -> Result<Option<TopicMeta>, StoreError> {
+    let path = dir.join(META_FILE);
+    let buf = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("read metadata", &path, e)),
+    };
+    decode(&buf)
+        .map(Some)
+        .map_err(|reason| StoreError::CorruptMeta { path, reason })
+}
+
+fn encode_payload(meta: &TopicMeta) -> std::io::Result<Vec<u8>> {
+    let too_big =
+        |e: std::num::TryFromIntError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let mut p = Vec::new();
+    p.push(u8::from(meta.paused));
+    let n = u32::try_from(meta.channels.len()).map_err(too_big)?;
+    p.extend_from_slice(&n.to_le_bytes());
+    for ch in &meta.channels {
+        let name_len = u16::try_from(ch.name.len()).map_err(too_big)?;
+        p.extend_from_slice(&name_len.to_le_bytes());
+        p.extend_from_slice(ch.name.as_bytes());
+        p.push(u8::from(ch.paused));
+        p.extend_from_slice(&ch.state.cursor.to_le_bytes());
+        let n = u32::try_from(ch.state.entries.len()).map_err(too_big)?;
+        p.extend_from_slice(&n.to_le_bytes());
+        p.reserve(ch.state.entries.len() * ENTRY_BYTES);
+        for e in &ch.state.entries {
+            p.extend_from_slice(&e.seq.to_le_bytes());
+            p.extend_from_slice(&e.attempts.to_le_bytes());
+            p.extend_from_slice(&e.deliver_at_ns.to_le_bytes());
+            p.push(match e.kind {
+                EntryKind::InFlight => 0,
+                EntryKind::Requeued => 1,
+                EntryKind::Deferred => 2,
+            });
+        }
+    }
+    Ok(p)
+}
+
+fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
+    let mut r = Input(buf);
+    if r.take(8)? != MAGIC {
+        return Err("bad magic");
+    }
+    if r.u32()? != VERSION {
+        return Err("unsupported version");
+    }
+    let crc = r.u32()?;
+    let len = r.u64()?;
+    if len != r.0.len() as u64 {
+        return Err("length mismatch (torn write?)");
+    }
+    if crc32fast::hash(r.0) != crc {
+        return Err("checksum mismatch");
+    }
+    let paused = r.flag()?;
+    let n = r.u32()?;
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        let name_len = r.u16()? as usize;
+        let name = std::str::from_utf8(r.take(name_len)?)
+            .ok()
+            .ok_or("channel name is not UTF-8")?
+            .to_owned();
+        let ch_paused = r.flag()?;
+        let cursor = r.u64()?;
+        let count = r.u32()? as usize;
+        if count.saturating_mul(ENTRY_BYTES) > r.0.len() {
+            return Err("entry count exceeds file");
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let seq = r.u64()?;
+            let attempts = r.u16()?;
+            let deliver_at_ns = r.u64()? as i64;
+            let kind = match r.u8()? {
+                0 => EntryKind::InFlight,
+                1 => EntryKind::Requeued,
+                2 => EntryKind::Deferred,
+                _ => return Err("unknown entry kind"),
+            };
+            entries.push(SnapshotEntry {
+                seq,
+                attempts,
+                deliver_at_ns,
+                kind,
+            });
+        }
+        channels.push(ChannelMeta {
+            name,
+            paused: ch_paused,
+            state: ChannelSnapshot { cursor, entries },
+        });
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(TopicMeta { paused, channels })
+}
+
+/// A bounds-checked little-endian reader.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if n > self.0.len() {
+            return Err("truncated");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn flag(&mut self) -> Result<bool, &'static str> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err("bad flag"),
+        }
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        self.array().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        self.array().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        self.array().map(u64::from_le_bytes)
+    }
+}

@@ -1,0 +1,349 @@
+//! One segment file of a topic log.
+//!
+//! ```text
+//!  <dir>/<base_seq, 20 digits>.seg, preallocated to max_bytes_per_file (or to one oversized record)
+//!
+//!  0        8         12        16                24        28        32
+//!  +--------+---------+---------+-----------------+---------+---------+-----------+-----+---------+
+//!  | magic  | version | flags=0 | base_seq u64 LE | rsvd=0  | crc32   | record... | ... | zeros.. |
+//!  |FERRYSEG| u32 LE  | u32     |                 | u32     | of 0..28|           |     |         |
+//!  +--------+---------+---------+-----------------+---------+---------+-----------+-----+---------+
+//! ```
+//!
+//! Invariants:
+//! - A segment file is created as `<name>.tmp`, preallocated for real, given its header and
+//!   only then renamed into place, so a `.seg` file always has its full length.
+//! - The file is never truncated (see `map.rs`); recovery zeroes garbage instead.
+//! - `committed` (a byte offset) only grows, and is stored with `Release` after the bytes
+//!   below it are written; once `sealed` is set it never changes again.
+//! - `holes` (corrupt ranges found by recovery) and `start_seq` are fixed at construction;
+//!   each hole starts exactly where the record chain expected a record, so a reader that
+//!   steps record by record lands on its start and jumps to its end.
+//! - The sparse index holds `(seq, offset)` of every 64th record; offsets point at valid
+//!   records, so a lookup plus a short forward scan finds any record.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+
+use bytes::Bytes;
+
+use crate::StoreError;
+use crate::map::{MapSlice, SegMap};
+use crate::record::{MIN_LEN, RECORD_HEADER, Record, RecordHeader};
+use crate::sys::preallocate;
+
+/// Size of the segment header; the first record starts here.
+pub(crate) const SEGMENT_HEADER: u64 = 32;
+const MAGIC: [u8; 8] = *b"FERRYSEG";
+const VERSION: u32 = 1;
+/// One sparse-index entry per this many records.
+pub(crate) const INDEX_EVERY: u64 = 64;
+
+/// File name of the segment whose first seq is `base`.
+pub(crate) fn file_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+/// Inverse of [`file_name`]; `None` for any other name.
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Encodes a segment header.
+pub(crate) fn encode_header(base: u64) -> [u8; SEGMENT_HEADER as usize] {
+    let mut h = [0u8; SEGMENT_HEADER as usize];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&base.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decodes a segment header: the base seq, or `None` if magic, version or CRC is wrong.
+pub(crate) fn decode_header(h: &[u8; SEGMENT_HEADER as usize]) -> Option<u64> {
+    let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+    if h[0..8] != MAGIC || crc32fast::hash(&h[0..28]) != crc {
+        return None;
+    }
+    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if version != VERSION {
+        return None;
+    }
+    let mut base = [0u8; 8];
+    base.copy_from_slice(&h[16..24]);
+    Some(u64::from_le_bytes(base))
+}
+
+/// A corrupt byte range skipped by recovery: `[start, resume)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hole {
+    pub start: u64,
+    pub resume: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexEntry {
+    pub seq: u64,
+    pub off: u64,
+}
+
+/// What recovery learned about a segment.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    pub start_seq: u64,
+    pub end_seq: u64,
+    pub committed: u64,
+    pub records: u64,
+    pub holes: Vec<Hole>,
+    pub index: Vec<IndexEntry>,
+}
+
+/// Shared state of one segment; held in the log's segment list and by readers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// First seq this segment may hold (from its header and name).
+    pub base: u64,
+    pub path: PathBuf,
+    /// File length (= map length).
+    pub file_len: u64,
+    /// Header unreadable: the segment holds nothing readable and is kept only until
+    /// `retain_from` deletes it.
+    pub bad: bool,
+    /// Seq of the first record (`base` if none).
+    pub start_seq: u64,
+    committed: AtomicU64,
+    end_seq: AtomicU64,
+    sealed: AtomicBool,
+    holes: Vec<Hole>,
+    index: RwLock<Vec<IndexEntry>>,
+    map: Mutex<Weak<SegMap>>,
+}
+
+impl Segment {
+    /// A segment recovered from disk.
+    pub fn recovered(base: u64, path: PathBuf, file_len: u64, r: Recovered) -> Segment {
+        Segment {
+            base,
+            path,
+            file_len,
+            bad: false,
+            start_seq: r.start_seq,
+            committed: AtomicU64::new(r.committed),
+            end_seq: AtomicU64::new(r.end_seq),
+            sealed: AtomicBool::new(false),
+            holes: r.holes,
+            index: RwLock::new(r.index),
+            map: Mutex::new(Weak::new()),
+        }
+    }
+
+    /// A segment whose header could not be read.
+    pub fn bad(base: u64, path: PathBuf, file_len: u64) -> Segment {
+        Segment {
+            bad: true,
+            sealed: AtomicBool::new(true),
+            ..Segment::recovered(
+                base,
+                path,
+                file_len,
+                Recovered {
+                    start_seq: base,
+                    end_seq: base,
+                    ..Recovered::default()
+                },
+            )
+        }
+    }
+
+    /// Creates, preallocates and maps a new empty segment file `<dir>/<base>.seg` of
+    /// `capacity` bytes. Out of space is [`StoreError::DiskFull`]; on any error no file is
+    /// left behind.
+    pub fn create(
+        dir: &Path,
+        base: u64,
+        capacity: u64,
+    ) -> Result<(Arc<Segment>, Arc<SegMap>, File), StoreError> {
+        let path = dir.join(file_name(base));
+        let tmp = dir.join(format!("{}.tmp", file_name(base)));
+        let result = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| StoreError::io("create segment", &tmp, e))?;
+            preallocate(&file, capacity)
+                .map_err(|e| StoreError::io("preallocate segment", &tmp, e))?;
+            file.write_all_at(&encode_header(base), 0)
+                .map_err(|e| StoreError::io("write segment header", &tmp, e))?;
+            let map =
+                SegMap::map(&file, capacity).map_err(|e| StoreError::io("map segment", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename segment", &path, e))?;
+            Ok((file, map))
+        })();
+        let (file, map) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let seg = Segment::recovered(
+            base,
+            path,
+            capacity,
+            Recovered {
+                start_seq: base,
+                end_seq: base,
+                committed: SEGMENT_HEADER,
+                ..Recovered::default()
+            },
+        );
+        let map = Arc::new(map);
+        seg.remember_map(&map);
+        Ok((Arc::new(seg), map, file))
+    }
+
+    /// The segment's map, shared with every other user of this segment; mapped on demand
+    /// and unmapped when the last user drops it.
+    pub fn map(&self) -> Result<Arc<SegMap>, StoreError> {
+        let mut slot = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(map) = slot.upgrade() {
+            return Ok(map);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| StoreError::io("open segment", &self.path, e))?;
+        let map = SegMap::map(&file, self.file_len)
+            .map_err(|e| StoreError::io("map segment", &self.path, e))?;
+        let map = Arc::new(map);
+        *slot = Arc::downgrade(&map);
+        Ok(map)
+    }
+
+    /// Lets later [`Segment::map`] calls share `map`.
+    pub fn remember_map(&self, map: &Arc<SegMap>) {
+        *self.map.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(map);
+    }
+
+    /// End of the readable records (`Acquire`).
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// One past the last committed record's seq.
+    pub fn end_seq(&self) -> u64 {
+        self.end_seq.load(Ordering::Acquire)
+    }
+
+    /// Makes records up to byte `committed` (seqs below `end_seq`) readable.
+    pub fn publish(&self, committed: u64, end_seq: u64) {
+        self.end_seq.store(end_seq, Ordering::Release);
+        self.committed.store(committed, Ordering::Release);
+    }
+
+    /// Marks the segment as complete: no record will be added.
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Whether the segment is complete.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// If a corrupt range starts at `off`, the offset of the next valid record.
+    pub fn hole_at(&self, off: u64) -> Option<u64> {
+        if self.holes.is_empty() {
+            return None;
+        }
+        self.holes
+            .binary_search_by_key(&off, |h| h.start)
+            .ok()
+            .map(|i| self.holes[i].resume)
+    }
+
+    /// Records `(seq, off)` in the sparse index.
+    pub fn index_push(&self, seq: u64, off: u64) {
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(IndexEntry { seq, off });
+    }
+
+    /// Offset of the last indexed record with a seq `<= seq` (or of the first record).
+    pub fn index_lookup(&self, seq: u64) -> u64 {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let i = index.partition_point(|e| e.seq <= seq);
+        if i == 0 {
+            SEGMENT_HEADER
+        } else {
+            index[i - 1].off
+        }
+    }
+}
+
+/// Decodes the header of the record at `off` if the whole record lies below `committed`;
+/// `None` means no (sane) record there.
+pub(crate) fn header_at(map: &SegMap, off: u64, committed: u64) -> Option<RecordHeader> {
+    if off.checked_add(RECORD_HEADER as u64)? > committed {
+        return None;
+    }
+    // SAFETY: the range is below the segment's committed offset (checked above, `committed`
+    // was loaded with Acquire or comes from the writer itself), so it is immutable.
+    let bytes = unsafe { map.slice(off, RECORD_HEADER) }?;
+    let h = RecordHeader::decode(bytes.try_into().ok()?);
+    if h.len < MIN_LEN || off.checked_add(h.stride())? > committed {
+        return None;
+    }
+    Some(h)
+}
+
+/// The record at `off` whose header is `h` (from [`header_at`] with the same `committed`).
+pub(crate) fn record_at(map: &Arc<SegMap>, off: u64, h: &RecordHeader) -> Record {
+    let body_len = h.body_len();
+    let body = if body_len == 0 {
+        Bytes::new()
+    } else {
+        // SAFETY: `header_at` checked that the whole record lies below the committed offset,
+        // so the body range is immutable for the map's lifetime.
+        match unsafe { MapSlice::new(map.clone(), off + RECORD_HEADER as u64, body_len) } {
+            Some(slice) => Bytes::from_owner(slice),
+            None => Bytes::new(),
+        }
+    };
+    Record {
+        seq: h.seq,
+        timestamp_ns: h.timestamp_ns,
+        deliver_at_ns: h.deliver_at_ns,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_headers() {
+        assert_eq!(file_name(42), "00000000000000000042.seg");
+        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_file_name("0042.seg"), None);
+        assert_eq!(parse_file_name("0000000000000000004x.seg"), None);
+        let mut h = encode_header(7);
+        assert_eq!(decode_header(&h), Some(7));
+        h[17] ^= 1;
+        assert_eq!(decode_header(&h), None);
+    }
+}
