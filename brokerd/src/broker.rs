@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context as _;
 use ferry_store::{LogOptions, StoreError};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 use crate::client::ClientInfo;
 use crate::clock::{now_ns, now_secs};
 use crate::config::Config;
+use crate::lookup::{LookupPeers, RegistryEvent};
 use crate::topic::Topic;
 
 /// Version reported to clients and in `/info` and `/stats`.
@@ -42,6 +44,8 @@ pub struct Broker {
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     ports: std::sync::OnceLock<crate::http::Ports>,
+    events: broadcast::Sender<RegistryEvent>,
+    lookup_peers: LookupPeers,
     _lock: File,
 }
 
@@ -90,6 +94,8 @@ impl Broker {
             cancel,
             tracker: TaskTracker::new(),
             ports: std::sync::OnceLock::new(),
+            events: broadcast::channel(4096).0,
+            lookup_peers: LookupPeers::default(),
             _lock: lock,
         });
         broker.load_topics()?;
@@ -142,6 +148,7 @@ impl Broker {
             &self.topics_dir,
             self.log_options(),
             self.config.mem_queue_size,
+            self.events.clone(),
             self.cancel.child_token(),
             self.tracker.clone(),
         )
@@ -168,8 +175,9 @@ impl Broker {
             .unwrap_or(crate::http::Ports { tcp: 0, http: 0 })
     }
 
-    /// The topic `name`, created if missing.
-    pub fn get_or_create_topic(&self, name: &str) -> Result<Arc<Topic>, StoreError> {
+    /// The topic `name`, created if missing (and then registered with lookupd, which is also
+    /// asked for the channels it knows of the topic).
+    pub fn get_or_create_topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, StoreError> {
         if let Some(t) = self.topics_read().get(name) {
             return Ok(t.clone());
         }
@@ -181,7 +189,33 @@ impl Broker {
         topic.persist_meta();
         info!(topic = name, "topic created");
         topics.insert(name.to_owned(), topic.clone());
+        drop(topics);
+        self.emit(RegistryEvent::Register {
+            topic: name.to_owned(),
+            channel: None,
+        });
+        if !self.config.lookupd_tcp_addresses.is_empty() {
+            let (b, t) = (self.clone(), topic.clone());
+            self.tracker
+                .spawn(async move { crate::lookup::precreate_channels(b, t).await });
+        }
         Ok(topic)
+    }
+
+    /// Tells the lookup registration tasks (if any) about a new or removed topic or channel.
+    pub(crate) fn emit(&self, ev: RegistryEvent) {
+        // No receivers (no lookupd configured) is fine.
+        let _ = self.events.send(ev);
+    }
+
+    /// Registry events, for a lookupd registration task.
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<RegistryEvent> {
+        self.events.subscribe()
+    }
+
+    /// The lookupds this broker registered with.
+    pub fn lookup_peers(&self) -> &LookupPeers {
+        &self.lookup_peers
     }
 
     /// An existing topic.
@@ -203,6 +237,10 @@ impl Broker {
         };
         topic.destroy();
         info!(topic = name, "topic deleted");
+        self.emit(RegistryEvent::Unregister {
+            topic: name.to_owned(),
+            channel: None,
+        });
         true
     }
 
@@ -226,6 +264,10 @@ impl Broker {
                 if let Some(t) = t {
                     t.destroy();
                     info!(topic = t.name(), "ephemeral topic deleted");
+                    self.emit(RegistryEvent::Unregister {
+                        topic: t.name().to_owned(),
+                        channel: None,
+                    });
                 }
             }
         }

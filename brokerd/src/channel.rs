@@ -250,19 +250,24 @@ impl Channel {
         Ok(())
     }
 
-    /// TOUCH: extends the deadline to now + `msg_timeout`, never past `delivered + max_msg_timeout`
-    /// (the cap is applied by the caller, which knows when the message was delivered).
+    /// TOUCH: extends the deadline to now + `msg_timeout`, never past the delivery time +
+    /// `max_msg_timeout`.
     pub fn touch(
         &self,
         client: &ClientInfo,
         seq: u64,
         msg_timeout: Duration,
-        max_deadline_ns: i64,
+        max_msg_timeout: Duration,
     ) -> Result<(), MessageOpError> {
+        let mut inner = self.lock();
+        let delivered = inner
+            .queue
+            .delivered_at(seq)
+            .ok_or(MessageOpError::NotInFlight)?;
+        let cap = delivered.saturating_add(max_msg_timeout.as_nanos() as i64);
         let deadline = now_ns()
             .saturating_add(msg_timeout.as_nanos() as i64)
-            .min(max_deadline_ns);
-        let mut inner = self.lock();
+            .min(cap);
         inner.queue.touch(seq, client.id, deadline)?;
         Ok(())
     }

@@ -108,6 +108,10 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// A lookupd to register with (host:port of its TCP interface); repeat for several.
+    #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
+    pub lookupd_tcp_addresses: Vec<String>,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -182,7 +186,11 @@ fn config_file_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
         .collect();
     let mut out = Vec::new();
     for (key, value) in table {
-        let flag = key.replace('_', "-");
+        // NSQ's config files name some options differently from their flags.
+        let flag = match key.as_str() {
+            "nsqlookupd_tcp_addresses" => "lookupd-tcp-address".to_owned(),
+            other => other.replace('_', "-"),
+        };
         if flag == "config" {
             continue;
         }

@@ -24,6 +24,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod lookup;
 pub mod stats;
 mod tcp;
 pub mod topic;
@@ -96,6 +97,7 @@ impl Server {
         info!("HTTP: listening on {}", http.local_addr()?);
         let stop = broker.cancel.clone();
         let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone()));
+        lookup::start(&broker);
         let app = http::router(broker.clone());
         let http_stop = stop.clone();
         let http_task = tokio::spawn(async move {

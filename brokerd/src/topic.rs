@@ -20,13 +20,14 @@ use std::time::Duration;
 use ferry_store::{
     ChannelMeta, ChannelState, LogOptions, NewRecord, StoreError, TopicLog, TopicMeta,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::channel::Channel;
 use crate::clock::now_ns;
+use crate::lookup::RegistryEvent;
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,10 @@ pub struct Topic {
     meta_lock: Mutex<()>,
     sync_now: Notify,
     sync_timeout: Duration,
+    /// First sequence published after this topic was created here (channels lookupd tells us
+    /// about start there).
+    created_seq: u64,
+    events: broadcast::Sender<RegistryEvent>,
     pub(crate) cancel: CancellationToken,
     tracker: TaskTracker,
     /// Messages published since start.
@@ -82,13 +87,18 @@ impl Topic {
         topics_dir: &Path,
         opts: LogOptions,
         mem_queue_size: usize,
+        events: broadcast::Sender<RegistryEvent>,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Topic>, StoreError> {
         let ephemeral = ferry_proto::names::is_ephemeral(name);
         let sync_timeout = opts.sync_timeout;
         let (log, dir, meta) = if ephemeral {
-            (TopicLog::in_memory(mem_queue_size), None, None)
+            (
+                TopicLog::in_memory_from(mem_queue_size, opts.initial_seq),
+                None,
+                None,
+            )
         } else {
             let dir = topic_dir(topics_dir, name);
             let (log, report) = TopicLog::open(&dir, opts)?;
@@ -123,6 +133,8 @@ impl Topic {
             meta_lock: Mutex::new(()),
             sync_now: Notify::new(),
             sync_timeout,
+            created_seq: log.next_seq(),
+            events,
             cancel,
             tracker,
             message_count: AtomicU64::new(0),
@@ -262,7 +274,44 @@ impl Topic {
         };
         info!(topic = %self.name, channel = name, "channel created");
         self.persist_meta();
+        self.emit_channel(name, true);
         Some(ch)
+    }
+
+    fn emit_channel(&self, name: &str, created: bool) {
+        let (topic, channel) = (self.name.clone(), Some(name.to_owned()));
+        let ev = if created {
+            RegistryEvent::Register { topic, channel }
+        } else {
+            RegistryEvent::Unregister { topic, channel }
+        };
+        let _ = self.events.send(ev);
+    }
+
+    /// Creates channels lookupd knows for this new topic, each starting at the topic's first
+    /// message here, so no consumer of theirs misses what was published before they arrive.
+    pub fn precreate_channels(&self, names: &[String]) {
+        let mut created = Vec::new();
+        {
+            let channels = self.channels_read();
+            for name in names {
+                if !channels.contains_key(name) {
+                    created.push(name.clone());
+                }
+            }
+        }
+        if created.is_empty() || self.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let start = self.created_seq.max(self.log.first_seq());
+        for name in &created {
+            if self.channel(name).is_none() {
+                self.insert_channel(name, ChannelState::new(start), false);
+                info!(topic = %self.name, channel = %name, "channel created from lookupd");
+                self.emit_channel(name, true);
+            }
+        }
+        self.persist_meta();
     }
 
     /// An existing channel.
@@ -294,6 +343,7 @@ impl Topic {
         ch.cancel.cancel();
         info!(topic = %self.name, channel = name, "channel deleted");
         self.persist_meta();
+        self.emit_channel(name, false);
         true
     }
 

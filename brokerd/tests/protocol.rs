@@ -599,3 +599,40 @@ async fn max_channel_consumers_is_enforced() {
     c.expect_closed().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn touch_is_capped_at_max_msg_timeout() {
+    let b = start(|c| c.max_msg_timeout = Duration::from_millis(1500)).await;
+    let mut t = b.conn().await;
+    t.identify(serde_json::json!({"msg_timeout": 1000})).await;
+    t.sub("t", "c").await;
+    t.rdy(1).await;
+    b.conn().await.publish("t", b"m").await;
+    let m = t.message().await;
+    let delivered = tokio::time::Instant::now();
+    loop {
+        t.send(&Command::Touch(m.id)).await;
+        match t.frame_within(Duration::from_millis(300)).await {
+            Err(()) => {}
+            Ok(Some(Frame::Message(again))) => {
+                assert_eq!(again.id, m.id);
+                assert_eq!(again.attempts, 2);
+                let after = delivered.elapsed();
+                assert!(
+                    after >= Duration::from_millis(1400),
+                    "redelivered after {after:?}"
+                );
+                break;
+            }
+            // A TOUCH that raced the timeout fails without closing the connection.
+            Ok(Some(Frame::Error(e))) => assert!(e.starts_with(b"E_TOUCH_FAILED"), "{e:?}"),
+            Ok(Some(Frame::Response(r))) => assert_eq!(&r[..], b"_heartbeat_"),
+            Ok(None) => panic!("connection closed"),
+        }
+        assert!(
+            delivered.elapsed() < DEADLINE,
+            "TOUCH kept the message past max_msg_timeout"
+        );
+    }
+    b.stop().await;
+}

@@ -102,6 +102,7 @@ struct InFlight {
     owner: u64,
     attempts: u16,
     deadline: i64,
+    delivered_at: i64,
     record: Record,
 }
 
@@ -247,6 +248,7 @@ impl ChannelState {
                 record,
                 entry.attempts,
                 owner,
+                now_ns,
                 deadline_ns,
             )));
         }
@@ -256,7 +258,15 @@ impl ChannelState {
             }
             self.deferred.pop();
             match log.read(d.seq) {
-                Ok(Some(r)) => return Ok(Some(self.dispatch(r, d.attempts, owner, deadline_ns))),
+                Ok(Some(r)) => {
+                    return Ok(Some(self.dispatch(
+                        r,
+                        d.attempts,
+                        owner,
+                        now_ns,
+                        deadline_ns,
+                    )));
+                }
                 Ok(None) => continue,
                 Err(e) => {
                     self.deferred.push(Reverse(d));
@@ -273,12 +283,19 @@ impl ChannelState {
                 }));
                 continue;
             }
-            return Ok(Some(self.dispatch(record, 0, owner, deadline_ns)));
+            return Ok(Some(self.dispatch(record, 0, owner, now_ns, deadline_ns)));
         }
         Ok(None)
     }
 
-    fn dispatch(&mut self, record: Record, attempts: u16, owner: u64, deadline: i64) -> Delivery {
+    fn dispatch(
+        &mut self,
+        record: Record,
+        attempts: u16,
+        owner: u64,
+        now: i64,
+        deadline: i64,
+    ) -> Delivery {
         let attempts = attempts.saturating_add(1);
         self.deadlines.push(Reverse((deadline, record.seq)));
         self.in_flight.insert(
@@ -287,6 +304,7 @@ impl ChannelState {
                 owner,
                 attempts,
                 deadline,
+                delivered_at: now,
                 record: record.clone(),
             },
         );
@@ -353,6 +371,11 @@ impl ChannelState {
         }
         self.prune_deadlines();
         Ok(())
+    }
+
+    /// When an in-flight message was delivered (ns), to cap how far TOUCH may extend it.
+    pub fn delivered_at(&self, seq: u64) -> Option<i64> {
+        self.in_flight.get(&seq).map(|f| f.delivered_at)
     }
 
     /// `(owner, deadline)` of an in-flight message.

@@ -158,7 +158,7 @@ fn existing_topic(b: &Broker, q: &HashMap<String, String>) -> ApiResult<Arc<Topi
         .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
 }
 
-fn create_topic(b: &Broker, name: &str) -> ApiResult<Arc<Topic>> {
+fn create_topic(b: &Arc<Broker>, name: &str) -> ApiResult<Arc<Topic>> {
     b.get_or_create_topic(name).map_err(|e| {
         tracing::warn!(topic = name, error = %e, "cannot create topic");
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
@@ -371,7 +371,7 @@ async fn config_get(State(b): State<Arc<Broker>>, Path(opt): Path<String>) -> Ap
         "max_channel_consumers" => json!(c.max_channel_consumers),
         "mem_queue_size" => json!(c.mem_queue_size),
         "log_level" => json!(c.log_level),
-        "nsqlookupd_tcp_addresses" => json!(Vec::<String>::new()),
+        "nsqlookupd_tcp_addresses" => json!(c.lookupd_tcp_addresses),
         _ => return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION")),
     };
     Ok(axum::Json(v).into_response())

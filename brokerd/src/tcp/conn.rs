@@ -308,10 +308,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             }
             Command::Touch(id) => {
                 let (channel, seq) = self.message_target("TOUCH", &id)?;
-                let cap =
-                    now_ns().saturating_add(self.broker.config.max_msg_timeout.as_nanos() as i64);
+                let max = self.broker.config.max_msg_timeout;
                 channel
-                    .touch(&self.info, seq, self.msg_timeout, cap)
+                    .touch(&self.info, seq, self.msg_timeout, max)
                     .map_err(|e| op_failed(ErrorCode::TouchFailed, "TOUCH", &id, e))
             }
             Command::Cls => {

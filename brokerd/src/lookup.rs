@@ -1,0 +1,264 @@
+//! Registration with lookupd (protocol "  V1"): for each `--lookupd-tcp-address` one task keeps a
+//! connection open, IDENTIFYs, REGISTERs every topic and channel, follows creations and deletions
+//! with REGISTER/UNREGISTER, PINGs every 15 s, and reconnects with backoff (re-registering
+//! everything) when the connection breaks or lookupd restarts.
+//!
+//! A topic created here asks the lookupds which channels they know for it and creates those
+//! (starting at the topic's first message), so consumers that subscribed elsewhere miss nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::{Bytes, BytesMut};
+use ferry_proto::lookup::{self, LookupCommand, PeerInfo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Broker, VERSION};
+use crate::topic::Topic;
+
+/// How often a registered broker PINGs each lookupd.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Longest wait for a connect or a reply.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Largest reply accepted from lookupd.
+const MAX_REPLY: usize = 1 << 20;
+
+/// A topic or channel appeared or went away; lookupds are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// REGISTER.
+    Register {
+        /// Topic.
+        topic: String,
+        /// Channel, for a channel registration.
+        channel: Option<String>,
+    },
+    /// UNREGISTER.
+    Unregister {
+        /// Topic.
+        topic: String,
+        /// Channel, for a channel registration.
+        channel: Option<String>,
+    },
+}
+
+/// HTTP addresses of the lookupds this broker is registered with (learned from IDENTIFY).
+#[derive(Debug, Default)]
+pub struct LookupPeers {
+    http: Mutex<HashMap<String, String>>,
+    client: reqwest::Client,
+}
+
+impl LookupPeers {
+    fn set_http(&self, tcp: &str, http: String) {
+        self.http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tcp.to_owned(), http);
+    }
+
+    /// `host:port` of every known lookupd HTTP interface.
+    pub fn http_addresses(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Starts one registration task per configured lookupd.
+pub(crate) fn start(broker: &Arc<Broker>) {
+    for addr in broker.config.lookupd_tcp_addresses.clone() {
+        let b = broker.clone();
+        broker
+            .tracker
+            .spawn(async move { peer_loop(b, addr).await });
+    }
+}
+
+async fn peer_loop(broker: Arc<Broker>, addr: String) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            _ = broker.cancel.cancelled() => return,
+            r = session(&broker, &addr, &mut backoff) => r,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(lookupd = %addr, error = %format!("{e:#}"), "lookupd connection lost; reconnecting")
+            }
+        }
+        tokio::select! {
+            _ = broker.cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: identify, register everything, then follow events and ping.
+async fn session(broker: &Arc<Broker>, addr: &str, backoff: &mut Duration) -> anyhow::Result<()> {
+    let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .context("connect timed out")?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn {
+        stream,
+        buf: BytesMut::new(),
+    };
+    conn.stream.write_all(&lookup::MAGIC).await?;
+    // Subscribe before the full registration so nothing created meanwhile is missed.
+    let mut events = broker.subscribe_events();
+    let ports = broker.ports();
+    let me = PeerInfo {
+        tcp_port: ports.tcp,
+        http_port: ports.http,
+        version: VERSION.to_owned(),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        broadcast_address: broker.config.broadcast_address(),
+    };
+    let reply = conn
+        .call(&LookupCommand::Identify(Bytes::from(me.to_json())))
+        .await?;
+    let theirs: serde_json::Value =
+        serde_json::from_slice(&reply).context("lookupd IDENTIFY reply is not JSON")?;
+    if let Some(http_port) = theirs["http_port"].as_u64() {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        broker
+            .lookup_peers()
+            .set_http(addr, format!("{host}:{http_port}"));
+    }
+    let mut count = 0usize;
+    for topic in broker.topics() {
+        conn.expect_ok(&register(topic.name(), None)).await?;
+        count += 1;
+        for ch in topic.channels() {
+            conn.expect_ok(&register(topic.name(), Some(ch.name())))
+                .await?;
+            count += 1;
+        }
+    }
+    info!(lookupd = %addr, registrations = count, "registered with lookupd");
+    *backoff = BACKOFF_MIN;
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = broker.cancel.cancelled() => return Ok(()),
+            _ = ping.tick() => conn.expect_ok(&LookupCommand::Ping).await?,
+            ev = events.recv() => match ev {
+                Ok(RegistryEvent::Register { topic, channel }) => {
+                    conn.expect_ok(&register(&topic, channel.as_deref())).await?;
+                }
+                Ok(RegistryEvent::Unregister { topic, channel }) => {
+                    conn.expect_ok(&LookupCommand::Unregister { topic, channel }).await?;
+                }
+                Err(RecvError::Lagged(n)) => bail!("missed {n} registry events; re-registering"),
+                Err(RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
+}
+
+fn register(topic: &str, channel: Option<&str>) -> LookupCommand {
+    LookupCommand::Register {
+        topic: topic.to_owned(),
+        channel: channel.map(str::to_owned),
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    async fn call(&mut self, cmd: &LookupCommand) -> anyhow::Result<Bytes> {
+        let mut out = BytesMut::new();
+        cmd.encode(&mut out);
+        self.stream.write_all(&out).await?;
+        let fut = async {
+            loop {
+                if let Some(reply) = lookup::decode_response(&mut self.buf, MAX_REPLY)? {
+                    return anyhow::Ok(reply);
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    bail!("lookupd closed the connection");
+                }
+            }
+        };
+        tokio::time::timeout(IO_TIMEOUT, fut)
+            .await
+            .context("lookupd did not reply in time")?
+    }
+
+    async fn expect_ok(&mut self, cmd: &LookupCommand) -> anyhow::Result<()> {
+        let reply = self.call(cmd).await?;
+        if &reply[..] != b"OK" {
+            bail!("lookupd answered {:?}", String::from_utf8_lossy(&reply));
+        }
+        debug!(?cmd, "lookupd OK");
+        Ok(())
+    }
+}
+
+/// Creates, on a new topic, the (non-ephemeral) channels the lookupds know for it.
+pub(crate) async fn precreate_channels(broker: Arc<Broker>, topic: Arc<Topic>) {
+    let peers = broker.lookup_peers();
+    for http in peers.http_addresses() {
+        // Topic names are URL-safe but for the '#' of "#ephemeral".
+        let url = format!(
+            "http://{http}/channels?topic={}",
+            topic.name().replace('#', "%23")
+        );
+        let resp = peers.client.get(&url).timeout(IO_TIMEOUT).send().await;
+        let names: Vec<String> = match resp {
+            Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+                Ok(v) => v["channels"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(e) => {
+                    warn!(lookupd = %http, error = %e, "bad /channels reply");
+                    continue;
+                }
+            },
+            Ok(r) => {
+                debug!(lookupd = %http, status = %r.status(), "no channels from lookupd");
+                continue;
+            }
+            Err(e) => {
+                warn!(lookupd = %http, error = %e, "cannot ask lookupd for channels");
+                continue;
+            }
+        };
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| {
+                ferry_proto::names::is_valid_channel_name(n) && !ferry_proto::names::is_ephemeral(n)
+            })
+            .collect();
+        if !names.is_empty() {
+            topic.precreate_channels(&names);
+        }
+    }
+}

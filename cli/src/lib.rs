@@ -1,0 +1,16 @@
+//! `ferry`, Ferry's operator tool, as a library: the binary (`src/main.rs`) only parses the
+//! command line and calls into these modules, and tests call the same functions.
+//!
+//! # Layout
+//!
+//! - [`args`]: argument parsers shared by every subcommand (Go-style durations, defaults);
+//! - [`bench`](mod@bench): `ferry bench writer|reader`, a load generator for any NSQ-protocol broker.
+//!
+//! Every command speaks NSQ's protocol V2 through `ferry-proto`, so it works against Ferry's
+//! `brokerd` and against a real `nsqd` alike.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod args;
+pub mod bench;

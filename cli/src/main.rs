@@ -1,0 +1,96 @@
+//! `ferry`: Ferry's operator tool. Parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry_cli::bench::BenchArgs;
+use tokio_util::sync::CancellationToken;
+
+/// Ferry's operator tool.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry's operator tool",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `ferry`'s subcommands; each holds its own flags.
+#[derive(Debug, Subcommand)]
+enum Command {
+    // About and help text come from `BenchArgs`.
+    Bench(BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A first Ctrl-C ends a run early (it still reports what it did); a second one exits.
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    match cli.command {
+        Command::Bench(bench) => {
+            let report = ferry_cli::bench::run(&bench.command, shutdown).await?;
+            print!("{}", report.render(bench.command.verbose()));
+            if let Some(shortfall) = report.shortfall() {
+                anyhow::bail!(shortfall);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("ferry: error: {err:#}");
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_subcommands_parse() {
+        let cli = Cli::try_parse_from(["ferry", "bench", "writer", "--runfor", "1s"]).unwrap();
+        let Command::Bench(bench) = cli.command;
+        assert!(matches!(
+            bench.command,
+            ferry_cli::bench::BenchCommand::Writer(_)
+        ));
+        assert!(Cli::try_parse_from(["ferry", "bench"]).is_err());
+        assert!(Cli::try_parse_from(["ferry", "bench", "nope"]).is_err());
+    }
+}
