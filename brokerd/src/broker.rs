@@ -41,6 +41,8 @@ pub struct Broker {
     /// Unix seconds at start.
     pub start_time: i64,
     health: Mutex<Option<String>>,
+    /// Fast check of `health.is_some()` for the publish path.
+    unhealthy: std::sync::atomic::AtomicBool,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     ports: std::sync::OnceLock<crate::http::Ports>,
@@ -91,6 +93,7 @@ impl Broker {
             next_client_id: AtomicU64::new(1),
             start_time: now_secs(),
             health: Mutex::new(None),
+            unhealthy: std::sync::atomic::AtomicBool::new(false),
             cancel,
             tracker: TaskTracker::new(),
             ports: std::sync::OnceLock::new(),
@@ -322,7 +325,18 @@ impl Broker {
 
     /// Records a storage problem (shown by `/ping` and `/stats`) or clears it.
     pub fn set_health(&self, problem: Option<String>) {
+        self.unhealthy.store(problem.is_some(), Ordering::Release);
         *self.health.lock().unwrap_or_else(PoisonError::into_inner) = problem;
+    }
+
+    /// Records the outcome of a write to a log: a failure makes the broker unhealthy (`/ping`
+    /// answers 500) until a later write succeeds.
+    pub fn note_write<T, E: std::fmt::Display>(&self, result: &Result<T, E>) {
+        match result {
+            Ok(_) if self.unhealthy.load(Ordering::Acquire) => self.set_health(None),
+            Ok(_) => {}
+            Err(e) => self.set_health(Some(format!("failed to write to the log: {e}"))),
+        }
     }
 
     /// Syncs every durable topic (log, metadata). Used at shutdown.

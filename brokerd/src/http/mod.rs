@@ -198,12 +198,14 @@ async fn publish(
         }
     };
     let topic = create_topic(&b, name)?;
-    put(&topic, &[&body], defer)?;
+    put(&b, &topic, &[&body], defer)?;
     Ok(ok_text())
 }
 
-fn put(topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResult<()> {
-    topic.publish(bodies, defer).map(drop).map_err(|e| {
+fn put(b: &Broker, topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResult<()> {
+    let result = topic.publish(bodies, defer);
+    b.note_write(&result);
+    result.map(drop).map_err(|e| {
         tracing::warn!(topic = topic.name(), error = %e, "HTTP publish failed");
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
     })
@@ -240,7 +242,7 @@ async fn multi_publish(
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
     let topic = create_topic(&b, name)?;
-    put(&topic, &msgs, Duration::ZERO)?;
+    put(&b, &topic, &msgs, Duration::ZERO)?;
     Ok(ok_text())
 }
 

@@ -25,7 +25,7 @@ use crate::channel::Channel;
 use crate::client::{ClientIdentity, ClientInfo, ClientState};
 use crate::clock::now_ns;
 use crate::tcp::outbuf::OutBuf;
-use crate::topic::{PublishError, Topic};
+use crate::topic::Topic;
 
 /// Default heartbeat interval.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -454,13 +454,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             .broker
             .get_or_create_topic(topic_name)
             .map_err(|e| failed(&e))?;
-        match topic.publish(bodies, defer) {
-            Ok(_) => {}
-            Err(PublishError::Store(e)) => {
-                warn!(topic = topic_name, error = %e, "publish failed");
-                return Err(failed(&e));
-            }
-            Err(e) => return Err(failed(&e)),
+        let result = topic.publish(bodies, defer);
+        self.broker.note_write(&result);
+        if let Err(e) = result {
+            warn!(topic = topic_name, error = %e, "publish failed");
+            return Err(failed(&e));
         }
         self.info
             .pub_count
