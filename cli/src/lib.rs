@@ -4,7 +4,10 @@
 //! # Layout
 //!
 //! - [`args`]: argument parsers shared by every subcommand (Go-style durations, defaults);
-//! - [`bench`](mod@bench): `ferry bench writer|reader`, a load generator for any NSQ-protocol broker.
+//! - [`bench`](mod@bench): `ferry bench writer|reader`, a load generator for any NSQ-protocol broker;
+//! - [`admin`]: `ferry pause|unpause|empty|delete`, applied on every broker holding a topic;
+//! - [`stat`]: `ferry stat`, a live table of a topic's or channel's numbers across brokers;
+//! - [`nodes`]: finding those brokers (lookupd `/lookup`, or given addresses).
 //!
 //! Every command speaks NSQ's protocol V2 through `ferry-proto`, so it works against Ferry's
 //! `brokerd` and against a real `nsqd` alike.
@@ -12,5 +15,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod args;
 pub mod bench;
+pub mod nodes;
+pub mod stat;

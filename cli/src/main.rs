@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ferry_cli::admin::{self, Action, AdminArgs};
 use ferry_cli::bench::BenchArgs;
+use ferry_cli::stat::{self, StatArgs};
 use tokio_util::sync::CancellationToken;
 
 /// Ferry's operator tool.
@@ -24,6 +26,17 @@ struct Cli {
 enum Command {
     // About and help text come from `BenchArgs`.
     Bench(BenchArgs),
+    /// Pause a topic or channel on every broker that holds it (messages keep queueing).
+    Pause(AdminArgs),
+    /// Resume a paused topic or channel on every broker that holds it.
+    Unpause(AdminArgs),
+    /// Drop every queued message of a topic or channel on every broker that holds it.
+    Empty(AdminArgs),
+    /// Delete a topic or channel, with its messages, on every broker that holds it.
+    Delete(AdminArgs),
+    /// Live table of a topic's or channel's depth, in-flight, deferred, requeued, timed-out
+    /// counts and message rate, summed across brokers (like nsq_stat).
+    Stat(StatArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +68,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     match cli.command {
+        Command::Pause(a) => admin_command(Action::Pause, &a).await,
+        Command::Unpause(a) => admin_command(Action::Unpause, &a).await,
+        Command::Empty(a) => admin_command(Action::Empty, &a).await,
+        Command::Delete(a) => admin_command(Action::Delete, &a).await,
+        Command::Stat(a) => stat::run(&a, shutdown).await,
         Command::Bench(bench) => {
             let report = ferry_cli::bench::run(&bench.command, shutdown).await?;
             print!("{}", report.render(bench.command.verbose()));
@@ -64,6 +82,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn admin_command(action: Action, args: &AdminArgs) -> anyhow::Result<()> {
+    let outcomes = admin::run(action, args).await?;
+    print!("{}", admin::render(action, args, &outcomes));
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed > 0 {
+        anyhow::bail!("failed on {failed} of {} brokers", outcomes.len());
+    }
+    Ok(())
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
@@ -85,7 +113,9 @@ mod tests {
     #[test]
     fn bench_subcommands_parse() {
         let cli = Cli::try_parse_from(["ferry", "bench", "writer", "--runfor", "1s"]).unwrap();
-        let Command::Bench(bench) = cli.command;
+        let Command::Bench(bench) = cli.command else {
+            panic!("bench expected");
+        };
         assert!(matches!(
             bench.command,
             ferry_cli::bench::BenchCommand::Writer(_)

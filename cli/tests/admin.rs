@@ -1,0 +1,192 @@
+//! `ferry pause|unpause|empty|delete|stat` run as processes against real brokers on loopback,
+//! and their answers to bad input.
+
+use std::process::{Command, Output};
+
+use ferry_brokerd::config::Config;
+use tokio_util::sync::CancellationToken;
+
+struct Broker {
+    http: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ferry_brokerd::Server::bind(Config::for_tests(dir.path()))
+        .await
+        .unwrap();
+    let http = server.http_addr().to_string();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.run(stop.clone()));
+    Broker {
+        http,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Broker {
+    async fn post(&self, path: &str, body: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.http))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+
+    async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/stats?format=json", self.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn ferry(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_unpause_empty_delete_on_every_broker() {
+    let (a, b) = (broker().await, broker().await);
+    for br in [&a, &b] {
+        br.post("/channel/create?topic=t&channel=c", "").await;
+        br.post("/mpub?topic=t", "1\n2\n3").await;
+    }
+    let nodes = [
+        "--broker-http-address",
+        &a.http,
+        "--broker-http-address",
+        &b.http,
+    ];
+    let mut pause = args(&["pause", "--topic", "t"]);
+    pause.extend(args(&nodes));
+    let out = ferry(pause).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for br in [&a, &b] {
+        assert_eq!(br.stats().await["topics"][0]["paused"], true);
+    }
+
+    let mut chan_pause = args(&["pause", "--topic", "t", "--channel", "c"]);
+    chan_pause.extend(args(&nodes));
+    assert!(ferry(chan_pause).await.status.success());
+    for br in [&a, &b] {
+        assert_eq!(br.stats().await["topics"][0]["channels"][0]["paused"], true);
+    }
+    let mut unpause = args(&["unpause", "--topic", "t"]);
+    unpause.extend(args(&nodes));
+    assert!(ferry(unpause).await.status.success());
+    assert_eq!(a.stats().await["topics"][0]["paused"], false);
+
+    // stat sums both brokers: 3 + 3 waiting messages on channel c.
+    let mut stat = args(&["stat", "--topic", "t", "--channel", "c", "-n", "1"]);
+    stat.extend(args(&nodes));
+    let out = ferry(stat).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let row: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "6", "depth column: {stdout}");
+    assert_eq!(row[row.len() - 1], "2", "brokers column: {stdout}");
+
+    let mut empty = args(&["empty", "--topic", "t", "--channel", "c"]);
+    empty.extend(args(&nodes));
+    assert!(ferry(empty).await.status.success());
+    assert_eq!(a.stats().await["topics"][0]["channels"][0]["depth"], 0);
+
+    let mut delete = args(&["delete", "--topic", "t"]);
+    delete.extend(args(&nodes));
+    assert!(ferry(delete).await.status.success());
+    for br in [&a, &b] {
+        assert_eq!(br.stats().await["topics"].as_array().unwrap().len(), 0);
+    }
+    // Acting on a topic a broker does not have: a line saying so and a non-zero exit.
+    let mut again = args(&["pause", "--topic", "t"]);
+    again.extend(args(&nodes));
+    let out = ferry(again).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stdout.contains("TOPIC_NOT_FOUND"), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_one_clear_line_and_non_zero_exit() {
+    // A port nothing listens on: bind and drop.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        args(&["pause", "--topic", "bad name"]),
+        args(&["pause", "--topic", "t", "--channel", "a/b"]),
+        args(&["pause", "--topic", "t", "--no-such-flag"]),
+        args(&[
+            "pause",
+            "--topic",
+            "t",
+            "--broker-http-address",
+            &dead.to_string(),
+        ]),
+        args(&[
+            "stat",
+            "--topic",
+            "t",
+            "-n",
+            "1",
+            "--broker-http-address",
+            &dead.to_string(),
+        ]),
+        args(&["stat", "--topic", "t", "--interval", "0s"]),
+        args(&["frobnicate"]),
+    ];
+    for case in cases {
+        let out = ferry(case.clone()).await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{case:?} succeeded: {stdout}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{case:?}: {stderr}"
+        );
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error") || first.starts_with("ferry: error"),
+            "{case:?}: {stderr}"
+        );
+    }
+}
