@@ -31,24 +31,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// Largest reply accepted from lookupd.
 const MAX_REPLY: usize = 1 << 20;
 
-/// A topic or channel appeared or went away; lookupds are told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistryEvent {
-    /// REGISTER.
-    Register {
-        /// Topic.
-        topic: String,
-        /// Channel, for a channel registration.
-        channel: Option<String>,
-    },
-    /// UNREGISTER.
-    Unregister {
-        /// Topic.
-        topic: String,
-        /// Channel, for a channel registration.
-        channel: Option<String>,
-    },
-}
+/// A topic or channel appeared or went away: a `REGISTER` or `UNREGISTER` for the lookupds.
+pub type RegistryEvent = LookupCommand;
 
 /// HTTP addresses of the lookupds this broker is registered with (learned from IDENTIFY).
 #[derive(Debug, Default)]
@@ -162,12 +146,7 @@ async fn session(broker: &Arc<Broker>, addr: &str, backoff: &mut Duration) -> an
             _ = broker.cancel.cancelled() => return Ok(()),
             _ = ping.tick() => conn.expect_ok(&LookupCommand::Ping).await?,
             ev = events.recv() => match ev {
-                Ok(RegistryEvent::Register { topic, channel }) => {
-                    conn.expect_ok(&register(&topic, channel.as_deref())).await?;
-                }
-                Ok(RegistryEvent::Unregister { topic, channel }) => {
-                    conn.expect_ok(&LookupCommand::Unregister { topic, channel }).await?;
-                }
+                Ok(cmd) => conn.expect_ok(&cmd).await?,
                 Err(RecvError::Lagged(n)) => bail!("missed {n} registry events; re-registering"),
                 Err(RecvError::Closed) => return Ok(()),
             },

@@ -85,19 +85,11 @@ pub struct Outcome {
     pub result: Result<(), String>,
 }
 
-/// The default broker when no address is given.
-pub const LOCAL_BROKER: &str = "127.0.0.1:4151";
-
 /// Applies `action` on every broker holding the topic. Also tells the lookupds about deletions,
 /// so the topic or channel disappears from discovery.
 pub async fn run(action: Action, args: &AdminArgs) -> anyhow::Result<Vec<Outcome>> {
     let client = nodes::http_client()?;
-    let mut node_args = args.nodes.clone();
-    if node_args.is_empty() {
-        node_args
-            .broker_http_addresses
-            .push(LOCAL_BROKER.to_owned());
-    }
+    let node_args = args.nodes.or_local();
     let brokers = nodes::brokers_for_topic(&client, &node_args, &args.topic).await?;
     let path = match &args.channel {
         None => format!("/topic/{}?topic={}", action.verb(), q(&args.topic)),

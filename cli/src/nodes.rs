@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 
+/// The broker used when no address is given.
+pub const LOCAL_BROKER: &str = "127.0.0.1:4151";
+
 /// How long one HTTP request may take.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -30,6 +33,15 @@ impl NodeArgs {
     /// True when neither brokers nor lookupds were given.
     pub fn is_empty(&self) -> bool {
         self.broker_http_addresses.is_empty() && self.lookupd_http_addresses.is_empty()
+    }
+
+    /// These addresses, or the local broker (127.0.0.1:4151) when none were given.
+    pub fn or_local(&self) -> NodeArgs {
+        let mut n = self.clone();
+        if n.is_empty() {
+            n.broker_http_addresses.push(LOCAL_BROKER.to_owned());
+        }
+        n
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{LOCAL_BROKER, parse_channel, parse_topic};
+use crate::admin::{parse_channel, parse_topic};
 use crate::args::parse_positive_duration;
 use crate::nodes::{self, NodeArgs, base_url, q};
 
@@ -163,12 +163,7 @@ pub async fn sample(
 /// Prints rows until `count` rows or `cancel`.
 pub async fn run(args: &StatArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let client = nodes::http_client()?;
-    let mut node_args = args.nodes.clone();
-    if node_args.is_empty() {
-        node_args
-            .broker_http_addresses
-            .push(LOCAL_BROKER.to_owned());
-    }
+    let node_args = args.nodes.or_local();
     let mut previous: Option<(Sample, Instant)> = None;
     let mut rows = 0u64;
     loop {

@@ -60,7 +60,6 @@ pub(crate) struct Conn<R, W> {
     heartbeat: Option<Duration>,
     heartbeat_changed: bool,
     output_buffer_size: usize,
-    output_buffer_timeout: Duration,
     msg_timeout: Duration,
     sample_rate: i32,
     sub: Option<Subscription>,
@@ -90,7 +89,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             heartbeat: Some(DEFAULT_HEARTBEAT),
             heartbeat_changed: false,
             output_buffer_size: DEFAULT_OUTPUT_BUFFER_SIZE,
-            output_buffer_timeout: DEFAULT_OUTPUT_BUFFER_TIMEOUT,
             msg_timeout,
             sample_rate: 0,
             sub: None,
@@ -383,7 +381,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         self.heartbeat = heartbeat;
         self.heartbeat_changed = true;
         self.output_buffer_size = obs;
-        self.output_buffer_timeout = obt;
         self.sample_rate = req.sample_rate;
         self.msg_timeout = msg_timeout;
         debug!(client_id = %req.client_id, user_agent = %req.user_agent, "IDENTIFY");
