@@ -71,6 +71,13 @@ struct Planned {
     end_seq: u64,
 }
 
+/// Deletes the files of segments a failed batch created (still under their temporary names).
+fn discard(planned: &[Planned]) {
+    for p in planned {
+        let _ = std::fs::remove_file(p.seg.pending_path());
+    }
+}
+
 /// A topic log stored in segment files under one directory.
 #[derive(Debug)]
 pub(crate) struct DiskLog {
@@ -242,7 +249,7 @@ impl DiskLog {
             let stride = stride_for_body(r.body.len());
             if off + stride > cap {
                 let capacity = self.seg_capacity.max(SEGMENT_HEADER + stride);
-                match Segment::create(&self.dir, start + i as u64, capacity) {
+                match Segment::create_pending(&self.dir, start + i as u64, capacity) {
                     Ok((seg, map, file)) => planned.push(Planned {
                         seg,
                         map,
@@ -251,9 +258,7 @@ impl DiskLog {
                         end_seq: start + i as u64,
                     }),
                     Err(e) => {
-                        for p in planned {
-                            let _ = std::fs::remove_file(&p.seg.path);
-                        }
+                        discard(&planned);
                         return Err(e);
                     }
                 }
@@ -263,14 +268,18 @@ impl DiskLog {
             off += stride;
         }
 
-        // 2. Write. Each record's `len` goes last; the batch's first `len` after all others,
-        // so a crash mid-batch leaves an end marker in front of the whole batch.
+        // 2. Write. Each record's `len` goes last; the batch's first `len` after all others
+        // and after a zeroed `len` behind the batch. A crash mid-batch leaves an end marker in
+        // front of the whole batch and new segments still under their temporary names
+        // (recovery deletes them); the next batch's end marker cuts off its leftovers.
         let mut k = 0usize; // 0: the active segment; j: planned[j - 1]
         let mut off = w.off;
         let mut cap = w.seg.file_len;
         let mut seg_records = w.seg_records;
         let mut active_end = (w.off, w.seg.end_seq());
         let mut first_len = (0usize, 0u64, 0u32);
+        // Sparse-index entries (segment, seq, offset), added once the batch is committed.
+        let mut index: Vec<(usize, u64, u64)> = Vec::new();
         for (i, r) in recs.iter().enumerate() {
             let seq = start + i as u64;
             let stride = stride_for_body(r.body.len());
@@ -287,9 +296,9 @@ impl DiskLog {
                 cap = planned[k - 1].seg.file_len;
                 seg_records = 0;
             }
-            let (seg, map) = match k {
-                0 => (&w.seg, &w.map),
-                j => (&planned[j - 1].seg, &planned[j - 1].map),
+            let map = match k {
+                0 => &w.map,
+                j => &planned[j - 1].map,
             };
             let (header, len) = encode_header(seq, r);
             // SAFETY: `off` is at or above the segment's committed offset (the active one's
@@ -305,7 +314,7 @@ impl DiskLog {
                 unsafe { map.write(off, &len.to_le_bytes()) };
             }
             if seg_records.is_multiple_of(INDEX_EVERY) {
-                seg.index_push(seq, off);
+                index.push((k, seq, off));
             }
             seg_records += 1;
             off += stride;
@@ -317,14 +326,42 @@ impl DiskLog {
                 planned[j - 1].end_seq = end_seq;
             }
         }
+        // An end marker behind the batch: whatever an interrupted append once left there is
+        // never taken for the next record.
+        let end_map = match k {
+            0 => &w.map,
+            j => &planned[j - 1].map,
+        };
+        // SAFETY: `off` is the end of the batch, above every committed offset; a segment with
+        // no room left for a `len` word makes this a no-op (`write` checks bounds).
+        let _ = unsafe { end_map.write(off, &0u32.to_le_bytes()) };
         let (fk, foff, flen) = first_len;
         let fmap = if fk == 0 {
             &w.map
         } else {
             &planned[fk - 1].map
         };
-        // SAFETY: as above; still unpublished.
+        // SAFETY: as above; still unpublished. This is the commit point.
         unsafe { fmap.write(foff, &flen.to_le_bytes()) };
+        // The batch is on disk; the new segments join the log under their real names.
+        for (j, p) in planned.iter().enumerate() {
+            if let Err(e) = p.seg.adopt() {
+                // Undo: the first `len` becomes the end marker again, nothing was published.
+                // SAFETY: as above.
+                unsafe { fmap.write(foff, &0u32.to_le_bytes()) };
+                for q in &planned[..j] {
+                    let _ = std::fs::remove_file(&q.seg.path);
+                }
+                discard(&planned[j..]);
+                return Err(e);
+            }
+        }
+        for (k, seq, off) in index {
+            match k {
+                0 => w.seg.index_push(seq, off),
+                j => planned[j - 1].seg.index_push(seq, off),
+            }
+        }
 
         // 3. Publish.
         if !planned.is_empty() {

@@ -47,6 +47,13 @@ pub(crate) fn file_name(base: u64) -> String {
     format!("{base:020}.seg")
 }
 
+/// `<path>.tmp`: where a segment lives until it is adopted.
+fn pending_path_for(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".tmp");
+    PathBuf::from(p)
+}
+
 /// Inverse of [`file_name`]; `None` for any other name.
 pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
@@ -171,8 +178,24 @@ impl Segment {
         base: u64,
         capacity: u64,
     ) -> Result<(Arc<Segment>, Arc<SegMap>, File), StoreError> {
+        let (seg, map, file) = Segment::create_pending(dir, base, capacity)?;
+        if let Err(e) = seg.adopt() {
+            let _ = std::fs::remove_file(seg.pending_path());
+            return Err(e);
+        }
+        Ok((seg, map, file))
+    }
+
+    /// Like [`Segment::create`], but the file keeps its temporary name
+    /// ([`Segment::pending_path`]) until [`Segment::adopt`]: recovery deletes such a file, so a
+    /// segment that a batch opened is not part of the log unless the batch committed.
+    pub fn create_pending(
+        dir: &Path,
+        base: u64,
+        capacity: u64,
+    ) -> Result<(Arc<Segment>, Arc<SegMap>, File), StoreError> {
         let path = dir.join(file_name(base));
-        let tmp = dir.join(format!("{}.tmp", file_name(base)));
+        let tmp = pending_path_for(&path);
         let result = (|| {
             let file = OpenOptions::new()
                 .read(true)
@@ -187,7 +210,6 @@ impl Segment {
                 .map_err(|e| StoreError::io("write segment header", &tmp, e))?;
             let map =
                 SegMap::map(&file, capacity).map_err(|e| StoreError::io("map segment", &tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename segment", &path, e))?;
             Ok((file, map))
         })();
         let (file, map) = match result {
@@ -230,6 +252,17 @@ impl Segment {
         let map = Arc::new(map);
         *slot = Arc::downgrade(&map);
         Ok(map)
+    }
+
+    /// The temporary name of a segment made by [`Segment::create_pending`].
+    pub fn pending_path(&self) -> PathBuf {
+        pending_path_for(&self.path)
+    }
+
+    /// Gives a pending segment its real name, making it part of the log on disk.
+    pub fn adopt(&self) -> Result<(), StoreError> {
+        std::fs::rename(self.pending_path(), &self.path)
+            .map_err(|e| StoreError::io("rename segment", &self.path, e))
     }
 
     /// Lets later [`Segment::map`] calls share `map`.

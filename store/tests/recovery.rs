@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{body, opts, patch, read_all, rec, record_offsets, segment_files};
-use ferry_store::{NewRecord, TopicLog};
+use ferry_store::{LogOptions, NewRecord, TopicLog};
 
 #[test]
 fn torn_tail_is_cut_and_appends_continue() {
@@ -42,6 +42,82 @@ fn torn_tail_is_cut_and_appends_continue() {
     assert_eq!(report.torn_tail_bytes, 0);
     assert_eq!(report.records, 21);
     assert_eq!(&log.read(1020).unwrap().unwrap().body[..], b"next");
+}
+
+/// A batch interrupted before its commit point leaves whole, valid records behind an end
+/// marker. They were never acknowledged: after a shorter append over them and another crash
+/// none of them may come back (neither as messages nor as "corruption").
+#[test]
+fn leftovers_of_an_interrupted_batch_never_resurface() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = TopicLog::open(tmp.path(), opts(1 << 20)).unwrap();
+    let first = log.append(rec(b"acked")).unwrap();
+    let batch: Vec<Vec<u8>> = (0..4).map(|i| body(i, 200)).collect();
+    let recs: Vec<NewRecord<'_>> = batch.iter().map(|b| rec(b)).collect();
+    log.append_batch(&recs).unwrap();
+    drop(log);
+    // Undo the batch's commit: its first `len` back to zero, as a crash before it leaves it.
+    let files = segment_files(tmp.path());
+    let offs = record_offsets(&files[0]);
+    assert_eq!(offs.len(), 5);
+    patch(&files[0], offs[1], &0u32.to_le_bytes());
+
+    let (log, report) = TopicLog::open(tmp.path(), opts(1 << 20)).unwrap();
+    assert_eq!(
+        (report.records, report.corrupt_records_skipped),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(log.next_seq(), first + 1);
+    // A shorter record lands where the batch began, then the process dies again.
+    assert_eq!(log.append(rec(b"short")).unwrap(), first + 1);
+    drop(log);
+
+    let (log, report) = TopicLog::open(tmp.path(), opts(1 << 20)).unwrap();
+    assert_eq!(
+        (
+            report.records,
+            report.corrupt_records_skipped,
+            report.torn_tail_bytes
+        ),
+        (2, 0, 0),
+        "{report:?}"
+    );
+    let bodies: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(bodies, [b"acked".to_vec(), b"short".to_vec()]);
+    assert_eq!(log.append(rec(b"next")).unwrap(), first + 2);
+}
+
+/// A batch that needed a new segment and died before its commit point leaves that segment
+/// under its temporary name; recovery deletes it instead of adopting its records.
+#[test]
+fn a_segment_of_an_uncommitted_batch_is_not_adopted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = TopicLog::open(tmp.path(), opts(4096)).unwrap();
+    let first = log.append(rec(b"acked")).unwrap();
+    drop(log);
+    // What an interrupted rotation leaves: a complete segment file that was never renamed.
+    let donor = tempfile::tempdir().unwrap();
+    let donor_opts = LogOptions {
+        initial_seq: first + 1,
+        ..opts(4096)
+    };
+    let (other, _) = TopicLog::open(donor.path(), donor_opts).unwrap();
+    for i in 0..3 {
+        other.append(rec(&body(i, 100))).unwrap();
+    }
+    drop(other);
+    let donor_file = segment_files(donor.path()).remove(0);
+    let name = format!("{}.tmp", donor_file.file_name().unwrap().to_str().unwrap());
+    std::fs::copy(&donor_file, tmp.path().join(&name)).unwrap();
+
+    let (log, report) = TopicLog::open(tmp.path(), opts(4096)).unwrap();
+    assert!(
+        !tmp.path().join(&name).exists(),
+        "pending segment left behind"
+    );
+    assert_eq!(report.records, 1, "{report:?}");
+    assert_eq!(log.append(rec(b"next")).unwrap(), first + 1);
 }
 
 #[test]
