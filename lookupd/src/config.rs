@@ -1,0 +1,220 @@
+//! Lookup daemon configuration: nsqlookupd's flag names and defaults (nsqlookupd/options.go),
+//! parsed with clap, and optionally read from an NSQ-style TOML file (`--config`), where keys are
+//! the flag names with underscores (`tombstone_lifetime = "45s"`) and command-line flags win over
+//! the file.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+/// Every knob of `lookupd`. Defaults are nsqlookupd 1.3's.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "lookupd",
+    version,
+    about = "Ferry's lookup daemon: brokers register their topics, clients find the brokers",
+    long_about = "Ferry's lookup daemon, wire-compatible with nsqlookupd. Brokers register their \
+                  topics and channels over TCP (lookup protocol V1); consumers and operators ask \
+                  over HTTP which brokers hold a topic (/lookup, /topics, /channels, /nodes)."
+)]
+pub struct Config {
+    /// NSQ-style TOML config file (keys are flag names with underscores); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on for brokers (lookup protocol V1).
+    #[arg(long, default_value = "0.0.0.0:4160")]
+    pub tcp_address: SocketAddr,
+
+    /// Address to listen on for HTTP clients.
+    #[arg(long, default_value = "0.0.0.0:4161")]
+    pub http_address: SocketAddr,
+
+    /// Address of this lookupd, sent to brokers in the IDENTIFY reply. Default: hostname.
+    #[arg(long)]
+    pub broadcast_address: Option<String>,
+
+    /// How long a broker stays in /lookup and /nodes after its last PING (or IDENTIFY).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub inactive_producer_timeout: Duration,
+
+    /// How long a tombstoned broker stays hidden from /lookup for its topic.
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    pub tombstone_lifetime: Duration,
+
+    /// Most simultaneous broker (TCP) connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Parses Go-style durations ("250ms", "45s", "5m", "1h") and plain milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+impl Config {
+    /// Parses the process's command line, merging `--config` if given.
+    pub fn from_env_args() -> Result<Config, clap::Error> {
+        Self::from_args(std::env::args_os())
+    }
+
+    /// Parses `args` (program name first), merging the TOML file named by `--config`.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let first = Config::try_parse_from(&args)?;
+        let Some(path) = first.config.clone() else {
+            return Ok(first);
+        };
+        let file_args = config_file_args(&path)
+            .map_err(|msg| Config::command().error(clap::error::ErrorKind::InvalidValue, msg))?;
+        // File values go first so that the command line, parsed after them, wins.
+        let mut merged: Vec<OsString> = Vec::with_capacity(args.len() + file_args.len());
+        merged.push(args.first().cloned().unwrap_or_else(|| "lookupd".into()));
+        merged.extend(file_args);
+        merged.extend(args.into_iter().skip(1));
+        let matches = Config::command()
+            .args_override_self(true)
+            .try_get_matches_from(merged)?;
+        Config::from_arg_matches(&matches)
+    }
+
+    /// The configuration tests and `ferry dev` use: loopback and ephemeral ports.
+    pub fn for_tests() -> Config {
+        let mut cfg = Config::try_parse_from(["lookupd"]).expect("defaults parse");
+        cfg.tcp_address = SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.http_address = SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.broadcast_address = Some("127.0.0.1".into());
+        cfg
+    }
+
+    /// The broadcast address: the flag, or this machine's hostname.
+    pub fn broadcast_address(&self) -> String {
+        self.broadcast_address.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// This machine's host name (what nsqlookupd reports as `hostname`).
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// Turns a TOML file into `--flag=value` arguments (arrays become repeated flags).
+fn config_file_args(path: &Path) -> Result<Vec<OsString>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("cannot parse config file {}: {e}", path.display()))?;
+    let known: Vec<String> = Config::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        if flag == "config" {
+            continue;
+        }
+        if !known.contains(&flag) {
+            return Err(format!(
+                "config file {}: unknown option {key:?}",
+                path.display()
+            ));
+        }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for v in values {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => return Err(format!("config option {key:?}: unsupported value {other}")),
+            };
+            out.push(OsString::from(format!("--{flag}={text}")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_nsqlookupds() {
+        let c = Config::from_args(["lookupd"]).unwrap();
+        assert_eq!(c.tcp_address, "0.0.0.0:4160".parse().unwrap());
+        assert_eq!(c.http_address, "0.0.0.0:4161".parse().unwrap());
+        assert_eq!(c.inactive_producer_timeout, Duration::from_secs(300));
+        assert_eq!(c.tombstone_lifetime, Duration::from_secs(45));
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.broadcast_address, None);
+        assert_eq!(c.broadcast_address(), hostname());
+    }
+
+    #[test]
+    fn for_tests_is_loopback_with_ephemeral_ports() {
+        let c = Config::for_tests();
+        assert_eq!(c.tcp_address, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.http_address, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.broadcast_address(), "127.0.0.1");
+    }
+
+    #[test]
+    fn config_file_is_merged_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nsqlookupd.cfg");
+        std::fs::write(
+            &path,
+            "tcp_address = \"127.0.0.1:5160\"\ntombstone_lifetime = \"10s\"\n\
+             inactive_producer_timeout = \"1m\"\nbroadcast_address = \"lookup.example\"\n",
+        )
+        .unwrap();
+        let c = Config::from_args([
+            "lookupd",
+            "--config",
+            path.to_str().unwrap(),
+            "--tombstone-lifetime",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(c.tombstone_lifetime, Duration::from_secs(2), "flag wins");
+        assert_eq!(c.inactive_producer_timeout, Duration::from_secs(60));
+        assert_eq!(c.tcp_address.port(), 5160);
+        assert_eq!(c.broadcast_address(), "lookup.example");
+    }
+
+    #[test]
+    fn unknown_config_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.cfg");
+        std::fs::write(&path, "no_such_option = 1\n").unwrap();
+        let err = Config::from_args(["lookupd", "--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("no_such_option"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_go_style() {
+        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The `lookupd` binary: flags, the config file, the "listening on" log lines, and a clean exit
+//! on SIGTERM and SIGINT.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Peer, broker_info, http};
+
+struct Process {
+    child: Child,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+/// Runs `lookupd` with `args`; waits for both "listening on" lines.
+fn spawn(args: &[&str]) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookupd"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lookupd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut tcp, mut http) = (None, None);
+    let end = Instant::now() + DEADLINE;
+    while tcp.is_none() || http.is_none() {
+        let left = end.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("lookupd logs its listening addresses");
+        let clean = strip_ansi(&line);
+        if let Some(a) = clean.split("TCP: listening on ").nth(1) {
+            tcp = Some(a.trim().parse().unwrap());
+        }
+        if let Some(a) = clean.split("HTTP: listening on ").nth(1) {
+            http = Some(a.trim().parse().unwrap());
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Process {
+        child,
+        tcp: tcp.unwrap(),
+        http: http.unwrap(),
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Process {
+    /// Sends `signal` with kill(1) and expects a clean exit within the deadline.
+    fn signal_and_wait(mut self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "lookupd exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < end, "lookupd did not stop on SIG{signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Only reached with a live child when a test failed midway.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn serves_and_stops_on_sigterm_with_a_broker_connected() {
+    let process = spawn(&[
+        "--tcp-address=127.0.0.1:0",
+        "--http-address=127.0.0.1:0",
+        "--broadcast-address=lookup.test",
+    ]);
+    let ping = http(process.http, "GET", "/ping").await;
+    assert_eq!((ping.status, ping.body.as_str()), (200, "OK"));
+
+    let mut peer = Peer::connect(process.tcp).await;
+    let reply = peer.identify(broker_info("b1", 4150, 4151)).await;
+    assert_eq!(reply["broadcast_address"], "lookup.test");
+    assert_eq!(reply["tcp_port"], process.tcp.port());
+    assert_eq!(reply["http_port"], process.http.port());
+    peer.register("orders", None).await;
+    let lookup = http(process.http, "GET", "/lookup?topic=orders").await;
+    assert_eq!(lookup.json()["producers"][0]["broadcast_address"], "b1");
+
+    tokio::task::spawn_blocking(move || process.signal_and_wait("TERM"))
+        .await
+        .unwrap();
+    peer.expect_closed().await;
+}
+
+#[tokio::test]
+async fn reads_a_config_file_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nsqlookupd.cfg");
+    std::fs::write(
+        &path,
+        "tcp_address = \"127.0.0.1:0\"\nhttp_address = \"127.0.0.1:0\"\n\
+         broadcast_address = \"from-file\"\ntombstone_lifetime = \"10s\"\n",
+    )
+    .unwrap();
+    let config = format!("--config={}", path.display());
+    let process = spawn(&[&config, "--broadcast-address=from-flag"]);
+    let mut peer = Peer::connect(process.tcp).await;
+    let reply = peer.identify(broker_info("b1", 4150, 4151)).await;
+    assert_eq!(reply["broadcast_address"], "from-flag", "flags win");
+    tokio::task::spawn_blocking(move || process.signal_and_wait("INT"))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn bad_flags_exit_with_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lookupd"))
+        .arg("--tombstone-lifetime=soon")
+        .output()
+        .expect("run lookupd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid duration"), "{stderr}");
+}
