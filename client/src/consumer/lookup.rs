@@ -1,0 +1,271 @@
+//! Discovery: which brokers have the consumer's topic, according to its lookupds.
+//!
+//! ```text
+//! every lookupd_poll_interval × (1 − jitter × U[0,1)):
+//!   GET http://<lookupd>/lookup?topic=T   (each lookupd; 404 = no broker has it)
+//!     {"channels":[..],"producers":[{"broadcast_address":"10.0.0.5","tcp_port":4150,..}]}
+//!   union of every answer → brokers "10.0.0.5:4150", ...
+//!   new address        → supervise it (connect, reconnect while listed)
+//!   discovered address missing from {MISSING_POLLS} polls in a row, every lookupd answering
+//!                      → close it gracefully
+//! ```
+//!
+//! Lookupd daemons never talk to each other, so a broker counts as listed if any lookupd lists
+//! it; a lookupd that fails to answer makes the poll incomplete, and nothing is dropped on an
+//! incomplete poll. Brokers given directly to `connect_to_broker` are never dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use reqwest::Url;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::Shared;
+use crate::config::Config;
+use crate::error::Error;
+
+/// Complete polls in a row that must miss a discovered broker before it is dropped (one missing
+/// answer may just be a broker re-registering after a lookupd restart).
+const MISSING_POLLS: u32 = 2;
+
+/// The consumer's lookupd state.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    client: reqwest::Client,
+    /// A tokio mutex, held for a whole poll (across its HTTP queries) so polls never overlap.
+    state: Mutex<State>,
+    /// Whether the periodic poller runs.
+    started: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lookupds: Vec<String>,
+    /// Discovered brokers missing from the last complete polls, and how many.
+    missing: HashMap<String, u32>,
+}
+
+/// Why one lookupd query failed (logged, never returned: the next poll retries).
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    #[error("HTTP request failed")]
+    Http(#[from] reqwest::Error),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("invalid JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Lookup {
+    pub(crate) fn new(config: &Config) -> Result<Lookup, Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.dial_timeout)
+            .timeout(config.lookupd_poll_timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|err| Error::InvalidConfig {
+                reason: format!("cannot build the lookupd HTTP client: {err}"),
+            })?;
+        Ok(Lookup {
+            client,
+            state: Mutex::new(State::default()),
+            started: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Adds a lookupd, polls every lookupd once, and starts the periodic poller if needed.
+pub(crate) async fn add(shared: &Arc<Shared>, addr: String) -> Result<(), Error> {
+    if shared.stop.is_cancelled() {
+        return Err(Error::Closed);
+    }
+    lookup_url(&addr, &shared.topic)?;
+    {
+        let mut state = shared.lookup.state.lock().await;
+        if state.lookupds.contains(&addr) {
+            return Err(Error::AlreadyConnected { addr });
+        }
+        state.lookupds.push(addr);
+    }
+    poll(shared).await;
+    if !shared.lookup.started.swap(true, Ordering::AcqRel) {
+        shared.tasks.spawn(poll_loop(shared.clone()));
+    }
+    Ok(())
+}
+
+/// Polls every jittered interval until the consumer stops.
+async fn poll_loop(shared: Arc<Shared>) {
+    let interval = shared.config.lookupd_poll_interval;
+    let jitter = shared.config.lookupd_poll_jitter;
+    loop {
+        let wait = interval.mul_f64(1.0 - jitter * rand::random::<f64>());
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = poll(&shared) => {}
+        }
+    }
+}
+
+/// Queries every lookupd and joins or drops brokers accordingly.
+async fn poll(shared: &Arc<Shared>) {
+    let mut state = shared.lookup.state.lock().await;
+    let mut listed = HashSet::new();
+    let mut complete = true;
+    for lookupd in &state.lookupds {
+        let result = match lookup_url(lookupd, &shared.topic) {
+            Ok(url) => query(&shared.lookup.client, url).await,
+            Err(_invalid) => continue, // checked when added
+        };
+        match result {
+            Ok(brokers) => {
+                debug!(%lookupd, ?brokers, "lookup");
+                listed.extend(brokers);
+            }
+            Err(err) => {
+                complete = false;
+                warn!(%lookupd, error = %err, "lookupd query failed");
+            }
+        }
+    }
+    if shared.stop.is_cancelled() {
+        return;
+    }
+    for broker in &listed {
+        state.missing.remove(broker);
+        if !shared.has_broker(broker) {
+            shared.join_discovered(broker);
+        }
+    }
+    if complete {
+        for broker in shared.discovered_brokers() {
+            if listed.contains(&broker) {
+                continue;
+            }
+            let missed = state.missing.entry(broker.clone()).or_insert(0);
+            *missed += 1;
+            if *missed >= MISSING_POLLS {
+                state.missing.remove(&broker);
+                shared.drop_discovered(&broker);
+            }
+        }
+    }
+}
+
+/// One `GET /lookup?topic=`: the brokers' TCP addresses.
+async fn query(client: &reqwest::Client, url: Url) -> Result<Vec<String>, QueryError> {
+    let resp = client
+        .get(url)
+        .header("Accept", "application/vnd.nsq; version=1.0")
+        .send()
+        .await?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        // TOPIC_NOT_FOUND: no broker has it (yet).
+        return Ok(Vec::new());
+    }
+    if !status.is_success() {
+        return Err(QueryError::Status(status.as_u16()));
+    }
+    let body = resp.bytes().await?;
+    Ok(parse_producers(&body)?)
+}
+
+/// The URL of `lookupd`'s `/lookup` for `topic`; `lookupd` is `host:port` or an `http://` URL.
+pub(crate) fn lookup_url(lookupd: &str, topic: &str) -> Result<Url, Error> {
+    let base = if lookupd.contains("://") {
+        lookupd.to_owned()
+    } else {
+        format!("http://{lookupd}")
+    };
+    let mut url = Url::parse(&base).map_err(|err| Error::InvalidConfig {
+        reason: format!("invalid lookupd address {lookupd:?}: {err}"),
+    })?;
+    url.set_path("/lookup");
+    url.query_pairs_mut().clear().append_pair("topic", topic);
+    Ok(url)
+}
+
+#[derive(Debug, Deserialize)]
+struct LookupBody {
+    #[serde(default)]
+    producers: Vec<Producer>,
+    /// nsqlookupd before 1.0 wrapped its answer: `{"status_code":200,"data":{...}}`.
+    #[serde(default)]
+    data: Option<Box<LookupBody>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Producer {
+    broadcast_address: String,
+    tcp_port: u16,
+}
+
+/// The brokers' `host:port` in a `/lookup` answer.
+fn parse_producers(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    let mut parsed: LookupBody = serde_json::from_slice(body)?;
+    if parsed.producers.is_empty()
+        && let Some(data) = parsed.data.take()
+    {
+        parsed = *data;
+    }
+    Ok(parsed
+        .producers
+        .iter()
+        .map(|p| join_host_port(&p.broadcast_address, p.tcp_port))
+        .collect())
+}
+
+/// `host:port`, bracketing IPv6 literals.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lookup_answers() {
+        let body = br#"{"channels":["c"],"producers":[
+            {"remote_address":"127.0.0.1:5000","hostname":"h","broadcast_address":"10.0.0.5",
+             "tcp_port":4150,"http_port":4151,"version":"1.3.0"},
+            {"broadcast_address":"::1","tcp_port":4152}]}"#;
+        assert_eq!(
+            parse_producers(body).unwrap(),
+            ["10.0.0.5:4150", "[::1]:4152"]
+        );
+        let old = br#"{"status_code":200,"status_txt":"OK","data":{"producers":[
+            {"broadcast_address":"b","tcp_port":1}]}}"#;
+        assert_eq!(parse_producers(old).unwrap(), ["b:1"]);
+        assert!(
+            parse_producers(br#"{"channels":[],"producers":[]}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(parse_producers(b"not json").is_err());
+    }
+
+    #[test]
+    fn lookup_urls_encode_the_topic() {
+        let url = lookup_url("127.0.0.1:4161", "t#ephemeral").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:4161/lookup?topic=t%23ephemeral"
+        );
+        let url = lookup_url("http://lookupd.example:4161/", "t").unwrap();
+        assert_eq!(url.as_str(), "http://lookupd.example:4161/lookup?topic=t");
+        assert!(lookup_url("http://[bad", "t").is_err());
+    }
+}
