@@ -145,6 +145,12 @@ async fn session(broker: &Arc<Broker>, addr: &str, backoff: &mut Duration) -> an
         tokio::select! {
             _ = broker.cancel.cancelled() => return Ok(()),
             _ = ping.tick() => conn.expect_ok(&LookupCommand::Ping).await?,
+            // lookupd only ever answers; reading while idle notices at once that it went away
+            // (restart, crash) instead of at the next PING.
+            n = conn.stream.read_buf(&mut conn.buf) => match n? {
+                0 => bail!("lookupd closed the connection"),
+                _ => bail!("lookupd sent {} unsolicited bytes", conn.buf.len()),
+            },
             ev = events.recv() => match ev {
                 Ok(cmd) => conn.expect_ok(&cmd).await?,
                 Err(RecvError::Lagged(n)) => bail!("missed {n} registry events; re-registering"),
