@@ -149,6 +149,16 @@ impl Channel {
         }
     }
 
+    /// Counts DPUB records at the cursor as deferred (see `ChannelState::absorb_deferred`),
+    /// re-arming the timer for them.
+    fn absorb_deferred(&self, inner: &mut MutexGuard<'_, Inner>) {
+        match inner.queue.absorb_deferred(&self.log, now_ns()) {
+            Ok(0) => {}
+            Ok(_) => self.rearm_if_earlier(inner),
+            Err(e) => tracing::warn!(channel = %self.name, error = %e, "cannot read the log"),
+        }
+    }
+
     /// Wakes consumers waiting for messages (new messages, requeue, unpause).
     pub fn notify_ready(&self) {
         self.ready.notify_waiters();
@@ -333,7 +343,8 @@ impl Channel {
 
     /// Counts for `/stats`: (depth, in_flight, deferred, clients).
     pub fn counts(&self) -> ChannelCounts {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        self.absorb_deferred(&mut inner);
         ChannelCounts {
             depth: inner.queue.depth(&self.log),
             in_flight: inner.queue.in_flight_count() as u64,

@@ -7,7 +7,10 @@
 //! - [`bench`](mod@bench): `ferry bench writer|reader`, a load generator for any NSQ-protocol broker;
 //! - [`admin`]: `ferry pause|unpause|empty|delete`, applied on every broker holding a topic;
 //! - [`stat`]: `ferry stat`, a live table of a topic's or channel's numbers across brokers;
-//! - [`nodes`]: finding those brokers (lookupd `/lookup`, or given addresses).
+//! - [`nodes`]: finding those brokers (lookupd `/lookup`, or given addresses);
+//! - [`tail`]: `ferry tail`, print a topic's messages (a ferry-client consumer);
+//! - [`publish`]: `ferry pub`, publish arguments or stdin lines (a ferry-client producer);
+//! - [`dev`]: `ferry dev`, lookupd + brokerd in one process for development.
 //!
 //! Every command speaks NSQ's protocol V2 through `ferry-proto`, so it works against Ferry's
 //! `brokerd` and against a real `nsqd` alike.
@@ -18,5 +21,8 @@
 pub mod admin;
 pub mod args;
 pub mod bench;
+pub mod dev;
 pub mod nodes;
+pub mod publish;
 pub mod stat;
+pub mod tail;

@@ -1,11 +1,15 @@
 //! `ferry`: Ferry's operator tool. Parses the command line and hands over to the library.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry_cli::admin::{self, Action, AdminArgs};
 use ferry_cli::bench::BenchArgs;
+use ferry_cli::dev::{self, DevArgs};
+use ferry_cli::publish::{self, PubArgs};
 use ferry_cli::stat::{self, StatArgs};
+use ferry_cli::tail::{self, TailArgs};
 use tokio_util::sync::CancellationToken;
 
 /// Ferry's operator tool.
@@ -37,6 +41,14 @@ enum Command {
     /// Live table of a topic's or channel's depth, in-flight, deferred, requeued, timed-out
     /// counts and message rate, summed across brokers (like nsq_stat).
     Stat(StatArgs),
+    /// Print a topic's messages as they arrive (on a private ephemeral channel by default, so
+    /// no consumer loses a message and no channel is left behind).
+    Tail(TailArgs),
+    /// Publish the given messages, or each line of stdin (batched with MPUB).
+    Pub(PubArgs),
+    /// Run lookupd and a broker on loopback in this process, data under the current
+    /// directory: a complete Ferry for development. Ctrl-C stops it.
+    Dev(DevArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,15 +68,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // A first Ctrl-C ends a run early (it still reports what it did); a second one exits.
+    // A first Ctrl-C (or SIGTERM) ends a run early and cleanly (it still reports what it
+    // did); a second Ctrl-C exits at once.
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            _ = term.recv() => {}
+        }
+        on_signal.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            std::process::exit(130);
         }
     });
     match cli.command {
@@ -73,6 +92,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Empty(a) => admin_command(Action::Empty, &a).await,
         Command::Delete(a) => admin_command(Action::Delete, &a).await,
         Command::Stat(a) => stat::run(&a, shutdown).await,
+        Command::Tail(a) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            tail::run(&a, &mut out, shutdown).await.map(drop)
+        }
+        Command::Pub(a) => {
+            let stdin_is_terminal = std::io::stdin().is_terminal();
+            if a.messages.is_empty() && stdin_is_terminal {
+                eprintln!("ferry pub: reading messages from stdin, one per line (Ctrl-D ends)");
+            }
+            let input = Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin()));
+            let report = publish::run(&a, input, !stdin_is_terminal, shutdown).await?;
+            let skipped = match report.skipped_empty {
+                0 => String::new(),
+                n => format!(" ({n} empty lines skipped)"),
+            };
+            println!(
+                "published {} messages to {}{skipped}",
+                report.published, a.topic
+            );
+            Ok(())
+        }
+        Command::Dev(a) => {
+            init_logging(&a.log_level);
+            dev::run(&a, shutdown, |addrs| {
+                print!("{}", dev::banner(addrs, &a.data_path));
+                let _ = std::io::stdout().flush();
+            })
+            .await
+        }
         Command::Bench(bench) => {
             let report = ferry_cli::bench::run(&bench.command, shutdown).await?;
             print!("{}", report.render(bench.command.verbose()));
@@ -92,6 +140,15 @@ async fn admin_command(action: Action, args: &AdminArgs) -> anyhow::Result<()> {
         anyhow::bail!("failed on {failed} of {} brokers", outcomes.len());
     }
     Ok(())
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {

@@ -1,82 +1,9 @@
 //! `ferry pause|unpause|empty|delete|stat` run as processes against real brokers on loopback,
 //! and their answers to bad input.
 
-use std::process::{Command, Output};
+mod common;
 
-use ferry_brokerd::config::Config;
-use tokio_util::sync::CancellationToken;
-
-struct Broker {
-    http: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn broker() -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ferry_brokerd::Server::bind(Config::for_tests(dir.path()))
-        .await
-        .unwrap();
-    let http = server.http_addr().to_string();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(server.run(stop.clone()));
-    Broker {
-        http,
-        stop,
-        task,
-        _dir: dir,
-    }
-}
-
-impl Broker {
-    async fn post(&self, path: &str, body: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("http://{}{path}", self.http))
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        reqwest::get(format!("http://{}/stats?format=json", self.http))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn ferry(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(&args)
-            .env("RUST_BACKTRACE", "1")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::{args, broker, ferry, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_unpause_empty_delete_on_every_broker() {
@@ -152,6 +79,9 @@ async fn bad_input_gives_one_clear_line_and_non_zero_exit() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // A port in use, for `ferry dev` to fail on.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_dir = tempfile::tempdir().unwrap();
     let cases: Vec<Vec<String>> = vec![
         args(&["pause", "--topic", "bad name"]),
         args(&["pause", "--topic", "t", "--channel", "a/b"]),
@@ -174,6 +104,37 @@ async fn bad_input_gives_one_clear_line_and_non_zero_exit() {
         ]),
         args(&["stat", "--topic", "t", "--interval", "0s"]),
         args(&["frobnicate"]),
+        args(&["tail", "--topic", "bad name"]),
+        args(&["tail", "--topic", "t", "--format", "xml"]),
+        args(&[
+            "tail",
+            "--topic",
+            "t",
+            "--broker-tcp-address",
+            &dead.to_string(),
+        ]),
+        args(&["tail", "--topic", "t", "-n", "many"]),
+        args(&["pub", "--topic", "t", "--no-such-flag", "x"]),
+        args(&["pub", "--topic", "t#bad", "x"]),
+        args(&["pub", "--topic", "t", "--defer", "10", "x"]),
+        args(&[
+            "pub",
+            "--topic",
+            "t",
+            "--broker-tcp-address",
+            &dead.to_string(),
+            "x",
+        ]),
+        args(&["dev", "--broker-tcp-address", "not-an-address"]),
+        args(&[
+            "dev",
+            "--data-path",
+            &dead_dir.path().join("data").to_string_lossy(),
+            "--lookupd-tcp-address",
+            &busy.local_addr().unwrap().to_string(),
+            "--lookupd-http-address",
+            "127.0.0.1:0",
+        ]),
     ];
     for case in cases {
         let out = ferry(case.clone()).await;

@@ -378,6 +378,11 @@ impl ChannelState {
         self.in_flight.get(&seq).map(|f| f.delivered_at)
     }
 
+    /// Publish time (ns) of an in-flight message, for end-to-end latency at FIN.
+    pub fn published_at(&self, seq: u64) -> Option<i64> {
+        self.in_flight.get(&seq).map(|f| f.record.timestamp_ns)
+    }
+
     /// `(owner, deadline)` of an in-flight message.
     pub fn in_flight_deadline_info(&self, seq: u64) -> Option<(u64, i64)> {
         self.in_flight.get(&seq).map(|f| (f.owner, f.deadline))
@@ -464,6 +469,32 @@ impl ChannelState {
         match (deadline, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves the publisher-deferred (DPUB) records at the cursor, up to the first record that is
+    /// due, into the deferred heap, as [`ChannelState::next`] would when it reached them; so a
+    /// caught-up channel counts a DPUB as deferred at once (as nsqd does) rather than in its
+    /// depth. Returns how many moved; re-arm the channel's timer when that is not zero.
+    pub fn absorb_deferred(&mut self, log: &TopicLog, now_ns: i64) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        loop {
+            let at = self.reader.position();
+            match self.reader.next(log)? {
+                Some(record) if record.deliver_at_ns > now_ns => {
+                    self.deferred.push(Reverse(Deferred {
+                        deliver_at: record.deliver_at_ns,
+                        seq: record.seq,
+                        attempts: 0,
+                    }));
+                    moved += 1;
+                }
+                Some(_) => {
+                    self.reader.seek(at);
+                    return Ok(moved);
+                }
+                None => return Ok(moved),
+            }
         }
     }
 

@@ -478,3 +478,35 @@ fn channel_basics() {
     assert_eq!(ch.low_water(), 4);
     assert!(ch.next(&log, i64::MAX, 1, 0).unwrap().is_none());
 }
+
+#[test]
+fn deferred_records_at_the_cursor_count_as_deferred_at_once() {
+    let log = TopicLog::in_memory(100);
+    let later = |i: i64| NewRecord {
+        timestamp_ns: 0,
+        deliver_at_ns: 1_000 + i,
+        body: b"later",
+    };
+    log.append(later(0)).unwrap();
+    log.append(later(1)).unwrap();
+    log.append(rec(b"now")).unwrap();
+    log.append(later(2)).unwrap();
+    let mut ch = ChannelState::new(0);
+    assert_eq!((ch.depth(&log), ch.deferred_count()), (4, 0));
+    // The two DPUBs before the first due record move; the one behind it waits its turn.
+    assert_eq!(ch.absorb_deferred(&log, 0).unwrap(), 2);
+    assert_eq!((ch.depth(&log), ch.deferred_count()), (2, 2));
+    assert_eq!(ch.absorb_deferred(&log, 0).unwrap(), 0);
+    let now = ch.next(&log, 0, 1, 50).unwrap().unwrap();
+    assert_eq!(&now.record.body[..], b"now");
+    assert_eq!(ch.absorb_deferred(&log, 0).unwrap(), 1);
+    assert_eq!((ch.depth(&log), ch.deferred_count()), (0, 3));
+    assert_eq!(ch.next_wakeup(), Some(50));
+    ch.finish(2, 1).unwrap();
+    assert_eq!(ch.next_wakeup(), Some(1_000));
+    // Once due, they come out in due order.
+    let seqs: Vec<u64> = (0..3)
+        .map(|_| ch.next(&log, 5_000, 1, 9_000).unwrap().unwrap().record.seq)
+        .collect();
+    assert_eq!(seqs, [0, 1, 3]);
+}

@@ -1,0 +1,274 @@
+//! `ferry tail --topic T`: print a topic's messages as they arrive.
+//!
+//! By default tail subscribes on a fresh `tail<random>#ephemeral` channel: it gets its own copy
+//! of every message (taking none from real consumers) and the broker drops the channel when
+//! tail disconnects. With `--channel` it joins a real channel and competes for its messages.
+//! Only printed messages are finished; anything received beyond `-n` is requeued.
+
+use std::io::Write;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use ferry_client::{Config, Consumer, Message};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{parse_channel, parse_topic};
+
+/// The broker used when no address is given.
+pub const LOCAL_BROKER_TCP: &str = "127.0.0.1:4150";
+
+/// How a message is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The body as it is, then a newline.
+    Raw,
+    /// One JSON object per line: topic, id, timestamp (ns), attempts, body.
+    Json,
+}
+
+/// Flags of `ferry tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Topic to print; repeat to tail several topics at once.
+    #[arg(long, required = true, value_parser = parse_topic)]
+    pub topic: Vec<String>,
+
+    /// Channel to consume from. Default: a new `tail<random>#ephemeral` channel, which sees
+    /// every message without taking any from other consumers and disappears when tail exits.
+    #[arg(long, value_parser = parse_channel)]
+    pub channel: Option<String>,
+
+    /// Stop after printing this many messages (over all topics).
+    #[arg(short = 'n', long = "count", value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Raw)]
+    pub format: Format,
+
+    /// In raw format, put `TOPIC | ` before each message.
+    #[arg(long)]
+    pub print_topic: bool,
+
+    /// A broker's TCP address (host:port); repeatable. Default, when no lookupd is given
+    /// either: 127.0.0.1:4150.
+    #[arg(
+        long = "broker-tcp-address",
+        visible_alias = "nsqd-tcp-address",
+        value_name = "ADDR"
+    )]
+    pub broker_tcp_addresses: Vec<String>,
+
+    /// A lookupd's HTTP address (host:port) to discover every broker holding the topic;
+    /// repeatable. Brokers that appear later are joined as they register.
+    #[arg(long = "lookupd-http-address", value_name = "ADDR")]
+    pub lookupd_http_addresses: Vec<String>,
+
+    /// Most messages in flight per topic (RDY, shared across brokers).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+}
+
+/// Random name of an ephemeral channel for one tail session, as nsq_tail names them.
+pub fn ephemeral_channel() -> String {
+    format!("tail{:06}#ephemeral", rand::random_range(0..1_000_000u32))
+}
+
+/// One line of output for `msg` of `topic`.
+pub fn render(format: Format, print_topic: bool, topic: &str, msg: &Message, out: &mut Vec<u8>) {
+    match format {
+        Format::Raw => {
+            if print_topic {
+                out.extend_from_slice(topic.as_bytes());
+                out.extend_from_slice(b" | ");
+            }
+            out.extend_from_slice(msg.body());
+        }
+        Format::Json => {
+            let line = json_line(
+                topic,
+                &msg.id().to_string(),
+                msg.timestamp_ns(),
+                msg.attempts(),
+                msg.body(),
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+    }
+    out.push(b'\n');
+}
+
+/// The JSON object printed for a message. A body that is not UTF-8 is given as
+/// `body_base64` instead of `body`.
+pub fn json_line(topic: &str, id: &str, timestamp_ns: i64, attempts: u16, body: &Bytes) -> String {
+    let mut v = serde_json::json!({
+        "topic": topic,
+        "id": id,
+        "timestamp": timestamp_ns,
+        "attempts": attempts,
+    });
+    match std::str::from_utf8(body) {
+        Ok(text) => v["body"] = text.into(),
+        Err(_) => v["body_base64"] = BASE64_STANDARD.encode(body).into(),
+    }
+    v.to_string()
+}
+
+/// Runs `ferry tail` until `-n` messages were printed, `shutdown` is cancelled (Ctrl-C) or
+/// stdout is closed; `out` receives the output. Returns how many messages were printed.
+pub async fn run<W: Write>(
+    args: &TailArgs,
+    out: &mut W,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u64> {
+    let mut brokers = args.broker_tcp_addresses.clone();
+    if brokers.is_empty() && args.lookupd_http_addresses.is_empty() {
+        brokers.push(LOCAL_BROKER_TCP.to_owned());
+    }
+    let channel = args.channel.clone().unwrap_or_else(ephemeral_channel);
+    let max_in_flight = match args.count {
+        Some(n) => args.max_in_flight.min(n.max(1)),
+        None => args.max_in_flight,
+    };
+    let config = Config::new()
+        .max_in_flight(max_in_flight)
+        .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
+        .shutdown_timeout(std::time::Duration::from_secs(5));
+
+    let (tx, mut rx) = mpsc::channel::<(usize, Message)>(1024);
+    let mut consumers = Vec::new();
+    let mut forwarders = Vec::new();
+    for (i, topic) in args.topic.iter().enumerate() {
+        let (consumer, mut messages) = Consumer::stream(topic, &channel, config.clone())
+            .with_context(|| format!("cannot subscribe to {topic}/{channel}"))?;
+        let tx = tx.clone();
+        forwarders.push(tokio::spawn(async move {
+            while let Some(msg) = messages.recv().await {
+                if let Err(mpsc::error::SendError((_, msg))) = tx.send((i, msg)).await {
+                    // Nobody prints any more: give it back at once.
+                    let _ = msg.requeue_without_backoff(None).await;
+                }
+            }
+        }));
+        if !brokers.is_empty() {
+            consumer
+                .connect_to_brokers(brokers.iter().cloned())
+                .await
+                .with_context(|| format!("cannot subscribe to {topic}/{channel}"))?;
+        }
+        if !args.lookupd_http_addresses.is_empty() {
+            consumer
+                .connect_to_lookupds(args.lookupd_http_addresses.iter().cloned())
+                .await
+                .with_context(|| format!("cannot look up {topic}"))?;
+        }
+        consumers.push(consumer);
+    }
+    drop(tx);
+
+    let result = print_loop(args, &mut rx, out, &shutdown).await;
+    // Stop consumers while still answering what arrives: extra messages are requeued.
+    let stop = async {
+        for c in &consumers {
+            c.stop().await;
+        }
+    };
+    let drain = async {
+        while let Some((_, msg)) = rx.recv().await {
+            let _ = msg.requeue_without_backoff(None).await;
+        }
+    };
+    tokio::join!(stop, drain);
+    for f in forwarders {
+        let _ = f.await;
+    }
+    result
+}
+
+async fn print_loop<W: Write>(
+    args: &TailArgs,
+    rx: &mut mpsc::Receiver<(usize, Message)>,
+    out: &mut W,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let mut printed = 0u64;
+    let mut line = Vec::new();
+    loop {
+        if args.count.is_some_and(|n| printed >= n) {
+            return Ok(printed);
+        }
+        let (i, msg) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(printed),
+            next = rx.recv() => match next {
+                Some(next) => next,
+                None => bail!("every connection closed"),
+            },
+        };
+        line.clear();
+        render(
+            args.format,
+            args.print_topic,
+            &args.topic[i],
+            &msg,
+            &mut line,
+        );
+        let written = out.write_all(&line).and_then(|()| {
+            // Flush when nothing else is waiting, so output appears as messages arrive.
+            if rx.is_empty() { out.flush() } else { Ok(()) }
+        });
+        match written {
+            Ok(()) => {
+                printed += 1;
+                let _ = msg.finish().await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                // `ferry tail | head`: the reader is gone; that is a normal end.
+                let _ = msg.requeue_without_backoff(None).await;
+                return Ok(printed);
+            }
+            Err(e) => {
+                let _ = msg.requeue_without_backoff(None).await;
+                return Err(anyhow::Error::new(e).context("cannot write to stdout"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_channel_names_are_valid() {
+        for _ in 0..100 {
+            let name = ephemeral_channel();
+            assert!(ferry_proto::names::is_valid_channel_name(&name), "{name}");
+            assert!(name.starts_with("tail") && name.ends_with("#ephemeral"));
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_metadata() {
+        let line = json_line(
+            "orders",
+            "0123456789abcdef",
+            42,
+            3,
+            &Bytes::from_static(b"hi"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["topic"], "orders");
+        assert_eq!(v["id"], "0123456789abcdef");
+        assert_eq!(v["timestamp"], 42);
+        assert_eq!(v["attempts"], 3);
+        assert_eq!(v["body"], "hi");
+        let line = json_line("t", "x", 0, 1, &Bytes::from_static(&[0xff, 0, 1]));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["body_base64"], "/wAB");
+        assert!(v.get("body").is_none());
+    }
+}

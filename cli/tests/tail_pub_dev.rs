@@ -1,0 +1,327 @@
+//! `ferry tail`, `ferry pub` and `ferry dev` run as processes against real daemons on loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use common::*;
+
+/// Waits until `topic` on `broker` has a `tail…#ephemeral` channel (the tail subscribed).
+async fn wait_tail_subscribed(broker: &Broker, topic: &str) -> String {
+    eventually(&format!("a tail channel on {topic}"), || async {
+        channel_names(&broker.stats().await, topic)
+            .into_iter()
+            .find(|c| c.starts_with("tail") && c.ends_with("#ephemeral"))
+    })
+    .await
+}
+
+fn lines(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_exactly_what_was_published_and_leaves_no_channel() {
+    let b = broker().await;
+    b.post("/topic/create?topic=orders", "").await;
+    let tail = spawn_ferry(
+        &[
+            "tail",
+            "--broker-tcp-address",
+            &b.tcp,
+            "--topic",
+            "orders",
+            "-n",
+            "50",
+            "--format",
+            "json",
+        ],
+        Stdio::null(),
+    );
+    wait_tail_subscribed(&b, "orders").await;
+    let body: Vec<String> = (0..50).map(|i| format!("order-{i}")).collect();
+    b.post("/mpub?topic=orders", &body.join("\n")).await;
+
+    let out = wait_output(tail).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), 50, "{stdout}");
+    let mut ids = BTreeSet::new();
+    for (i, line) in got.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["topic"], "orders");
+        assert_eq!(v["body"], format!("order-{i}"));
+        assert_eq!(v["attempts"], 1);
+        assert!(v["timestamp"].as_i64().unwrap() > 0);
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 16);
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 50, "distinct IDs");
+    // Its ephemeral channel went with it; the topic itself stays.
+    eventually("the tail channel to disappear", || async {
+        channel_names(&b.stats().await, "orders")
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_several_topics_found_through_lookupd() {
+    let l = lookupd().await;
+    let b = broker_registered_with(&l.tcp).await;
+    for t in ["alpha", "beta"] {
+        b.post(&format!("/topic/create?topic={t}"), "").await;
+        let lookup = format!("http://{}/lookup?topic={t}", l.http);
+        eventually(&format!("lookupd to know {t}"), || async {
+            let r = reqwest::get(&lookup).await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+    let tail = spawn_ferry(
+        &[
+            "tail",
+            "--lookupd-http-address",
+            &l.http,
+            "--topic",
+            "alpha",
+            "--topic",
+            "beta",
+            "-n",
+            "4",
+            "--print-topic",
+        ],
+        Stdio::null(),
+    );
+    wait_tail_subscribed(&b, "alpha").await;
+    wait_tail_subscribed(&b, "beta").await;
+    b.post("/mpub?topic=alpha", "a0\na1").await;
+    b.post("/mpub?topic=beta", "b0\nb1").await;
+    let out = wait_output(tail).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let got: BTreeSet<String> = lines(&out.stdout).into_iter().collect();
+    let want: BTreeSet<String> = ["alpha | a0", "alpha | a1", "beta | b0", "beta | b1"]
+        .map(String::from)
+        .into();
+    assert_eq!(got, want);
+    b.stop().await;
+    l.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_exits_cleanly_on_ctrl_c() {
+    let b = broker().await;
+    b.post("/topic/create?topic=events", "").await;
+    let tail = spawn_ferry(
+        &["tail", "--broker-tcp-address", &b.tcp, "--topic", "events"],
+        Stdio::null(),
+    );
+    let channel = wait_tail_subscribed(&b, "events").await;
+    b.post("/mpub?topic=events", "e1\ne2\ne3").await;
+    // Wait until all three were printed and finished.
+    eventually("three messages finished", || async {
+        let stats = b.stats().await;
+        let c = stats["topics"][0]["channels"]
+            .as_array()?
+            .iter()
+            .find(|c| c["channel_name"] == channel.as_str())?
+            .clone();
+        (c["message_count"] == 3 && c["in_flight_count"] == 0 && c["depth"] == 0).then_some(())
+    })
+    .await;
+    let pid = tail.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = wait_output(tail).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(lines(&out.stdout), ["e1", "e2", "e3"]);
+    eventually("the tail channel to disappear", || async {
+        channel_names(&b.stats().await, "events")
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_from_stdin_delivers_every_line_once_in_order() {
+    const N: usize = 100_000;
+    let b = broker().await;
+    b.post("/channel/create?topic=big&channel=check", "").await;
+    let mut publisher = spawn_ferry(
+        &["pub", "--broker-tcp-address", &b.tcp, "--topic", "big"],
+        Stdio::piped(),
+    );
+    let mut stdin = publisher.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::new(&mut stdin);
+        for i in 0..N {
+            writeln!(w, "line-{i}").unwrap();
+        }
+        w.flush().unwrap();
+    });
+    let out = wait_output(publisher).await;
+    writer.join().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), format!("published {N} messages to big"));
+    let stats = b.stats().await;
+    assert_eq!(stats["topics"][0]["message_count"], N);
+    assert_eq!(stats["topics"][0]["channels"][0]["depth"], N);
+
+    // Read them back through the channel: every line, once, in order.
+    let out = ferry(args(&[
+        "tail",
+        "--broker-tcp-address",
+        &b.tcp,
+        "--topic",
+        "big",
+        "--channel",
+        "check",
+        "-n",
+        &N.to_string(),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), N);
+    for (i, line) in got.iter().enumerate() {
+        assert_eq!(line, &format!("line-{i}"));
+    }
+    let stats = b.stats().await;
+    assert_eq!(stats["topics"][0]["channels"][0]["depth"], 0);
+    assert_eq!(stats["topics"][0]["channels"][0]["in_flight_count"], 0);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_arguments_and_deferred_messages() {
+    let b = broker().await;
+    b.post("/channel/create?topic=later&channel=c", "").await;
+    let out = ferry(args(&[
+        "pub",
+        "--broker-tcp-address",
+        &b.tcp,
+        "--topic",
+        "later",
+        "--defer",
+        "1h",
+        "x",
+        "y",
+    ]))
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "published 2 messages to later");
+    let out = ferry(args(&[
+        "pub",
+        "--broker-tcp-address",
+        &b.tcp,
+        "--topic",
+        "later",
+        "now",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let c = &b.stats().await["topics"][0]["channels"][0];
+    assert_eq!(c["deferred_count"], 2, "{c}");
+    assert_eq!(c["depth"], 1, "{c}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["dev"])
+        .args(["--broker-tcp-address", "127.0.0.1:0"])
+        .args(["--broker-http-address", "127.0.0.1:0"])
+        .args(["--lookupd-tcp-address", "127.0.0.1:0"])
+        .args(["--lookupd-http-address", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut banner = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Ctrl-C");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        banner
+    });
+    let banner = tokio::time::timeout(DEADLINE, banner)
+        .await
+        .expect("banner in time")
+        .unwrap();
+    let field = |daemon: &str, i: usize| -> String {
+        let line = banner
+            .iter()
+            .find(|l| l.trim_start().starts_with(daemon))
+            .unwrap_or_else(|| panic!("no {daemon} line in {banner:?}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f[i].trim_start_matches("http://").to_owned()
+    };
+    let (broker_tcp, broker_http) = (field("brokerd", 2), field("brokerd", 4));
+    let lookupd_http = field("lookupd", 4);
+
+    let out = ferry(args(&[
+        "pub",
+        "--broker-tcp-address",
+        &broker_tcp,
+        "--topic",
+        "hello",
+        "hi",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    // The broker registered the new topic with the dev lookupd.
+    let lookup = format!("http://{lookupd_http}/lookup?topic=hello");
+    let producers = eventually("hello in lookupd", || async {
+        let v: serde_json::Value = reqwest::get(&lookup).await.ok()?.json().await.ok()?;
+        let p = v["producers"].as_array()?.clone();
+        (!p.is_empty()).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        producers[0]["tcp_port"].to_string(),
+        broker_tcp.rsplit(':').next().unwrap()
+    );
+    let stats: serde_json::Value = reqwest::get(format!("http://{broker_http}/stats?format=json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["topics"][0]["message_count"], 1);
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = wait_output(dev).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(cwd.path().join("ferry-data/topics/hello.topic").is_dir());
+}
