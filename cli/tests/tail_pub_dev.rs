@@ -18,6 +18,16 @@ async fn wait_tail_subscribed(broker: &Broker, topic: &str) -> String {
     .await
 }
 
+/// Waits until `topic` on `broker` has no channel left (a tail's ephemeral one went with it).
+async fn wait_no_channels(broker: &Broker, topic: &str) {
+    eventually(&format!("no channel left on {topic}"), || async {
+        channel_names(&broker.stats().await, topic)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
 fn lines(stdout: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(stdout)
         .lines()
@@ -65,12 +75,7 @@ async fn tail_prints_exactly_what_was_published_and_leaves_no_channel() {
     }
     assert_eq!(ids.len(), 50, "distinct IDs");
     // Its ephemeral channel went with it; the topic itself stays.
-    eventually("the tail channel to disappear", || async {
-        channel_names(&b.stats().await, "orders")
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    wait_no_channels(&b, "orders").await;
     b.stop().await;
 }
 
@@ -149,12 +154,7 @@ async fn tail_exits_cleanly_on_ctrl_c() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(lines(&out.stdout), ["e1", "e2", "e3"]);
-    eventually("the tail channel to disappear", || async {
-        channel_names(&b.stats().await, "events")
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    wait_no_channels(&b, "events").await;
     b.stop().await;
 }
 

@@ -17,10 +17,15 @@ pub struct Broker {
 }
 
 pub async fn broker() -> Broker {
+    broker_with(|_| {}).await
+}
+
+/// A broker whose test config `tweak` adjusts.
+pub async fn broker_with(tweak: impl FnOnce(&mut Config)) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let server = ferry_brokerd::Server::bind(Config::for_tests(dir.path()))
-        .await
-        .unwrap();
+    let mut config = Config::for_tests(dir.path());
+    tweak(&mut config);
+    let server = ferry_brokerd::Server::bind(config).await.unwrap();
     let http = server.http_addr().to_string();
     let tcp = server.tcp_addr().to_string();
     let stop = CancellationToken::new();
@@ -85,22 +90,11 @@ pub fn text(o: &Output) -> (String, String) {
 
 /// A broker registered with the lookupd at `lookupd_tcp`.
 pub async fn broker_registered_with(lookupd_tcp: &str) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path());
-    config.lookupd_tcp_addresses = vec![lookupd_tcp.to_owned()];
-    config.broadcast_address = Some("127.0.0.1".to_owned());
-    let server = ferry_brokerd::Server::bind(config).await.unwrap();
-    let http = server.http_addr().to_string();
-    let tcp = server.tcp_addr().to_string();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(server.run(stop.clone()));
-    Broker {
-        http,
-        tcp,
-        stop,
-        task,
-        _dir: dir,
-    }
+    broker_with(|c| {
+        c.lookupd_tcp_addresses = vec![lookupd_tcp.to_owned()];
+        c.broadcast_address = Some("127.0.0.1".to_owned());
+    })
+    .await
 }
 
 /// An in-process lookupd on loopback.
