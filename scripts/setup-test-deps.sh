@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Installs what the tests need, when missing: a local Python venv (.venv) with pynsq from PyPI.
+# Installs what the tests need, when missing: a local Python venv (.venv) with the packages of
+# tests/python/requirements.txt from PyPI (pynsq, python-snappy, ...). Re-installs when that
+# file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! .venv/bin/python -c 'import nsq' >/dev/null 2>&1; then
-  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq python3-venv
+req=tests/python/requirements.txt
+want=$(sha256sum "$req" | cut -d' ' -f1)
+have=$(cat .venv/.requirements-sha256 2>/dev/null || true)
+if [ "$want" != "$have" ] || ! .venv/bin/python -c 'import nsq' >/dev/null 2>&1; then
+  if [ ! -x .venv/bin/python ]; then
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      apt-get update -qq && apt-get install -y -qq python3-venv
+    fi
+    rm -rf .venv
+    python3 -m venv .venv
   fi
-  rm -rf .venv
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" > .venv/.requirements-sha256
 fi
-.venv/bin/python -c 'import nsq, tornado; print("pynsq", nsq.__version__, "tornado", tornado.version)'
+.venv/bin/python -c 'import nsq, snappy, tornado; print("pynsq", nsq.__version__, "tornado", tornado.version)'

@@ -69,6 +69,12 @@ pub struct ClientInfo {
     pub last_recv_ns: AtomicI64,
     /// Wakes the connection task when something outside it changed its credit (a timeout).
     pub wake: Notify,
+    /// The connection upgraded to TLS.
+    pub tls: AtomicBool,
+    /// The connection uses snappy compression.
+    pub snappy: AtomicBool,
+    /// The connection uses DEFLATE compression.
+    pub deflate: AtomicBool,
 }
 
 impl ClientInfo {
@@ -94,6 +100,9 @@ impl ClientInfo {
             is_producer: AtomicBool::new(false),
             last_recv_ns: AtomicI64::new(0),
             wake: Notify::new(),
+            tls: AtomicBool::new(false),
+            snappy: AtomicBool::new(false),
+            deflate: AtomicBool::new(false),
         }
     }
 
@@ -146,10 +155,10 @@ impl ClientInfo {
             requeue_count: self.requeue_count.load(Ordering::Relaxed),
             connect_ts: self.connect_ts,
             sample_rate: ident.sample_rate,
-            deflate: false,
-            snappy: false,
+            deflate: self.deflate.load(Ordering::Relaxed),
+            snappy: self.snappy.load(Ordering::Relaxed),
             user_agent: ident.user_agent,
-            tls: false,
+            tls: self.tls.load(Ordering::Relaxed),
             authed: false,
             msg_timeout: ident.msg_timeout_ms,
             pub_count: self.pub_count.load(Ordering::Relaxed),

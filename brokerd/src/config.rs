@@ -112,6 +112,49 @@ pub struct Config {
     #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
     pub lookupd_tcp_addresses: Vec<String>,
 
+    /// PEM certificate (chain) for TLS: turns on `tls_v1` in IDENTIFY and the HTTPS server.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that client certificates are verified against.
+    #[arg(long, value_name = "FILE")]
+    pub tls_root_ca_file: Option<PathBuf>,
+
+    /// Client certificates: `require` (any certificate) or `require-verify` (signed by
+    /// `--tls-root-ca-file`). Default: not asked for (verified if given and a root CA is set).
+    #[arg(long, value_name = "POLICY", value_parser = ["require", "require-verify"])]
+    pub tls_client_auth_policy: Option<String>,
+
+    /// Require TLS: `true` (TCP clients must upgrade with IDENTIFY tls_v1; plain HTTP answers
+    /// 403 TLS_REQUIRED), `tcp-https` (TCP must upgrade; HTTP stays open) or `false`.
+    #[arg(long, value_name = "MODE", default_value = "false", value_parser = ["true", "false", "tcp-https"], num_args = 0..=1, default_missing_value = "true")]
+    pub tls_required: String,
+
+    /// Lowest TLS version accepted: ssl3.0, tls1.0, tls1.1, tls1.2 or tls1.3 (TLS 1.2 is the
+    /// lowest this broker speaks, so the first three mean tls1.2).
+    #[arg(long, value_name = "VERSION", default_value = "tls1.0", value_parser = ["ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3"])]
+    pub tls_min_version: String,
+
+    /// HTTPS address (served only when `--tls-cert` is set).
+    #[arg(long, default_value = "0.0.0.0:4152")]
+    pub https_address: SocketAddr,
+
+    /// Allow snappy compression (IDENTIFY `snappy`).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub snappy: bool,
+
+    /// Allow DEFLATE compression (IDENTIFY `deflate`).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub deflate: bool,
+
+    /// Highest DEFLATE level a client may ask for (1-9).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub max_deflate_level: u32,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -160,9 +203,20 @@ impl Config {
         let mut cfg = Config::try_parse_from(["brokerd"]).expect("defaults parse");
         cfg.tcp_address = "127.0.0.1:0".parse().expect("addr");
         cfg.http_address = "127.0.0.1:0".parse().expect("addr");
+        cfg.https_address = "127.0.0.1:0".parse().expect("addr");
         cfg.data_path = data_path.into();
         cfg.broadcast_address = Some("127.0.0.1".into());
         cfg
+    }
+
+    /// TCP clients must upgrade to TLS before anything but IDENTIFY.
+    pub fn tls_required_tcp(&self) -> bool {
+        self.tls_required != "false"
+    }
+
+    /// Plain HTTP is refused with 403 TLS_REQUIRED.
+    pub fn tls_required_http(&self) -> bool {
+        self.tls_required == "true"
     }
 
     /// The broadcast address: the flag, or this machine's hostname.

@@ -27,6 +27,7 @@ pub mod http;
 pub mod lookup;
 pub mod stats;
 mod tcp;
+pub mod tls;
 pub mod topic;
 
 use std::net::SocketAddr;
@@ -47,11 +48,23 @@ pub struct Server {
     broker: Arc<Broker>,
     tcp: TcpListener,
     http: TcpListener,
+    /// HTTPS, when TLS is configured.
+    https: Option<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
     /// Opens the data directory (recovering every topic) and binds the TCP and HTTP listeners.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let tls = tls::server_config(&config)?;
+        let https = match &tls {
+            Some(_) => Some(
+                TcpListener::bind(config.https_address)
+                    .await
+                    .with_context(|| format!("cannot listen on HTTPS {}", config.https_address))?,
+            ),
+            None => None,
+        };
         let tcp = TcpListener::bind(config.tcp_address)
             .await
             .with_context(|| format!("cannot listen on TCP {}", config.tcp_address))?;
@@ -66,7 +79,13 @@ impl Server {
             tcp: tcp.local_addr()?.port(),
             http: http.local_addr()?.port(),
         });
-        Ok(Server { broker, tcp, http })
+        Ok(Server {
+            broker,
+            tcp,
+            http,
+            https,
+            tls,
+        })
     }
 
     /// Bound TCP address.
@@ -83,6 +102,11 @@ impl Server {
             .expect("bound listener has an address")
     }
 
+    /// Bound HTTPS address, when TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The broker's shared state.
     pub fn broker(&self) -> Arc<Broker> {
         self.broker.clone()
@@ -92,13 +116,38 @@ impl Server {
     /// in-flight messages go back to their channels), syncs every log and saves every channel's
     /// state. Returns when all of that is done.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Server { broker, tcp, http } = self;
+        let Server {
+            broker,
+            tcp,
+            http,
+            https,
+            tls,
+        } = self;
         info!("TCP: listening on {}", tcp.local_addr()?);
         info!("HTTP: listening on {}", http.local_addr()?);
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let stop = broker.cancel.clone();
-        let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone()));
+        let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone(), tls.clone()));
         lookup::start(&broker);
         let app = http::router(broker.clone());
+        let https_task = match (https, tls) {
+            (Some(listener), Some(acceptor)) => {
+                info!("HTTPS: listening on {}", listener.local_addr()?);
+                let listener = tcp::https::TlsListener::start(listener, acceptor, stop.clone())?;
+                let (app, https_stop) = (app.clone(), stop.clone());
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { https_stop.cancelled().await })
+                        .await
+                }))
+            }
+            _ => None,
+        };
+        let app = if broker.config.tls_required_http() {
+            http::require_tls(app)
+        } else {
+            app
+        };
         let http_stop = stop.clone();
         let http_task = tokio::spawn(async move {
             axum::serve(http, app)
@@ -109,10 +158,12 @@ impl Server {
         info!("shutting down");
         stop.cancel();
         let _ = tcp_task.await;
-        match http_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
-            Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+        for task in std::iter::once(http_task).chain(https_task) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
+                Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+            }
         }
         broker.tracker.close();
         broker.tracker.wait().await;

@@ -36,15 +36,16 @@ async fn identify_feature_negotiation_reply() {
         .identify(serde_json::json!({
             "client_id": "x", "hostname": "h", "user_agent": "ua/1", "feature_negotiation": true,
             "heartbeat_interval": 5000, "msg_timeout": 3000, "short_id": "x", "long_id": "y",
-            "tls_v1": true, "snappy": true, "deflate": true
+            "tls_v1": true
         }))
         .await;
     let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
     assert_eq!(v["max_rdy_count"], 2500);
     assert_eq!(v["msg_timeout"], 3000);
-    assert_eq!(v["tls_v1"], false);
+    assert_eq!(v["tls_v1"], false, "no certificate configured");
     assert_eq!(v["snappy"], false);
     assert_eq!(v["deflate"], false);
+    assert_eq!(v["max_deflate_level"], 6);
     assert_eq!(v["auth_required"], false);
     assert_eq!(v["output_buffer_size"], 16384);
     assert_eq!(v["output_buffer_timeout"], 250);
@@ -54,6 +55,55 @@ async fn identify_feature_negotiation_reply() {
         c2.identify(serde_json::json!({"client_id": "y"})).await,
         b"OK"
     );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn identify_compression_negotiation() {
+    let b = start(|c| {
+        c.snappy = false;
+        c.max_deflate_level = 4;
+    })
+    .await;
+    // Both at once: refused.
+    let mut c = b.conn().await;
+    c.send(&ferry_proto::v2::Command::Identify(
+        serde_json::to_vec(&serde_json::json!({
+            "feature_negotiation": true, "snappy": true, "deflate": true
+        }))
+        .unwrap()
+        .into(),
+    ))
+    .await;
+    let text = c.expect_error("E_IDENTIFY_FAILED").await;
+    assert_eq!(
+        text,
+        "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression"
+    );
+    c.expect_closed().await;
+    // Snappy switched off by flag: answered false, the connection stays plain.
+    let mut c = b.conn().await;
+    let r = c
+        .identify(serde_json::json!({"feature_negotiation": true, "snappy": true}))
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
+    assert_eq!(
+        (v["snappy"].clone(), v["deflate"].clone()),
+        (false.into(), false.into())
+    );
+    c.send(&ferry_proto::v2::Command::Nop).await;
+    c.publish("plain", b"x").await;
+    // DEFLATE level capped at --max-deflate-level.
+    let mut c = b.conn().await;
+    let r = c
+        .identify(
+            serde_json::json!({"feature_negotiation": true, "deflate": true, "deflate_level": 9}),
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
+    assert_eq!(v["deflate"], true);
+    assert_eq!(v["deflate_level"], 4);
+    assert_eq!(v["max_deflate_level"], 4);
     b.stop().await;
 }
 

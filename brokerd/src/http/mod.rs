@@ -378,3 +378,13 @@ async fn config_get(State(b): State<Arc<Broker>>, Path(opt): Path<String>) -> Ap
     };
     Ok(axum::Json(v).into_response())
 }
+
+/// Wraps the plain-HTTP router when `--tls-required=true`: every request gets nsqd's
+/// 403 `TLS_REQUIRED` (HTTPS is served by the same router without this layer).
+pub fn require_tls(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |_req: axum::extract::Request, _next: axum::middleware::Next| async {
+            ApiError(StatusCode::FORBIDDEN, "TLS_REQUIRED").into_response()
+        },
+    ))
+}

@@ -17,6 +17,7 @@ use ferry_proto::v2::{self, Command, DecodeLimits};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Interval, MissedTickBehavior};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -24,6 +25,7 @@ use crate::broker::{Broker, VERSION};
 use crate::channel::Channel;
 use crate::client::{ClientIdentity, ClientInfo, ClientState};
 use crate::clock::now_ns;
+use crate::tcp::codec::{Codec, Compressed};
 use crate::tcp::outbuf::OutBuf;
 use crate::topic::Topic;
 
@@ -46,14 +48,33 @@ struct Subscription {
 enum Flow {
     Continue,
     Close,
+    /// IDENTIFY negotiated TLS and/or compression: switch before reading anything more.
+    Upgrade,
 }
 
+/// A connection's byte stream: plain TCP, TLS, and/or compressed.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What IDENTIFY negotiated, applied once its reply is out.
+#[derive(Debug, Clone, Copy)]
+struct Upgrade {
+    tls: bool,
+    codec: Option<Codec>,
+}
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// State of one V2 connection.
-pub(crate) struct Conn<R, W> {
+pub(crate) struct Conn {
     broker: Arc<Broker>,
     info: Arc<ClientInfo>,
-    reader: R,
-    writer: W,
+    io: Box<dyn Stream>,
+    tls: Option<TlsAcceptor>,
+    upgrade: Option<Upgrade>,
+    /// The stream is TLS.
+    is_tls: bool,
     rbuf: BytesMut,
     out: OutBuf,
     limits: DecodeLimits,
@@ -67,8 +88,13 @@ pub(crate) struct Conn<R, W> {
     last_recv: Instant,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
-    pub(crate) fn new(broker: Arc<Broker>, info: Arc<ClientInfo>, reader: R, writer: W) -> Self {
+impl Conn {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        info: Arc<ClientInfo>,
+        io: Box<dyn Stream>,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
         let limits = DecodeLimits {
             max_msg_size: broker.config.max_msg_size,
             max_body_size: broker.config.max_body_size,
@@ -81,8 +107,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         Conn {
             broker,
             info,
-            reader,
-            writer,
+            io,
+            tls,
+            upgrade: None,
+            is_tls: false,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             out: OutBuf::default(),
             limits,
@@ -126,14 +154,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
-                r = self.reader.read_buf(&mut self.rbuf) => {
+                r = self.io.read_buf(&mut self.rbuf) => {
                     if r? == 0 {
                         return Ok(());
                     }
                     self.last_recv = Instant::now();
                     self.info.last_recv_ns.store(now_ns(), Ordering::Relaxed);
-                    let flow = self.process_input();
+                    let mut flow = self.process_input();
                     self.flush().await?;
+                    if let Flow::Upgrade = flow {
+                        self.apply_upgrade().await?;
+                        // Anything pipelined behind IDENTIFY is processed in the new mode.
+                        flow = self.process_input();
+                        self.flush().await?;
+                    }
                     if let Flow::Close = flow {
                         return Ok(());
                     }
@@ -206,13 +240,48 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             .heartbeat
             .unwrap_or(DEFAULT_HEARTBEAT)
             .max(Duration::from_secs(1));
-        match tokio::time::timeout(limit, self.out.flush(&mut self.writer)).await {
+        match tokio::time::timeout(limit, self.out.flush(&mut self.io)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "client did not read its data in time",
             )),
         }
+    }
+
+    /// Switches to TLS and/or compression as IDENTIFY negotiated (its reply is already out):
+    /// each step is confirmed with an `OK` frame sent in the new mode, as nsqd does.
+    async fn apply_upgrade(&mut self) -> std::io::Result<()> {
+        let Some(up) = self.upgrade.take() else {
+            return Ok(());
+        };
+        if up.tls {
+            let acceptor = self.tls.clone().ok_or_else(|| {
+                std::io::Error::other("TLS negotiated without a TLS configuration")
+            })?;
+            let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain))
+                .await
+                .map_err(|elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, elapsed))??;
+            let version = tls.get_ref().1.protocol_version();
+            debug!(?version, "TLS handshake done");
+            self.io = Box::new(tls);
+            self.is_tls = true;
+            self.info.tls.store(true, Ordering::Relaxed);
+            self.respond(v2::OK);
+            self.flush().await?;
+        }
+        if let Some(codec) = up.codec {
+            let inner = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+            self.io = Box::new(Compressed::new(inner, codec));
+            match codec {
+                Codec::Snappy => self.info.snappy.store(true, Ordering::Relaxed),
+                Codec::Deflate { .. } => self.info.deflate.store(true, Ordering::Relaxed),
+            }
+            self.respond(v2::OK);
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Decodes and executes every complete command in the read buffer.
@@ -232,6 +301,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                     return Flow::Close;
                 }
             }
+            if self.upgrade.is_some() {
+                return Flow::Upgrade;
+            }
         }
     }
 
@@ -249,6 +321,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
     }
 
     fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
+        if self.broker.config.tls_required_tcp()
+            && !self.is_tls
+            && !matches!(cmd, Command::Identify(_))
+        {
+            return Err(ProtocolError::new(
+                ErrorCode::Invalid,
+                format!("cannot {} in current state (TLS required)", cmd.name()),
+            ));
+        }
         match cmd {
             Command::Identify(body) => self.identify(&body),
             Command::Auth(_) => {
@@ -384,20 +465,43 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         self.sample_rate = req.sample_rate;
         self.msg_timeout = msg_timeout;
         debug!(client_id = %req.client_id, user_agent = %req.user_agent, "IDENTIFY");
+        if req.snappy && req.deflate {
+            return Err(ProtocolError::new(
+                ErrorCode::IdentifyFailed,
+                "cannot enable both deflate and snappy compression",
+            ));
+        }
+        let tls = req.tls_v1 && self.tls.is_some() && !self.is_tls;
+        let snappy = req.snappy && cfg.snappy;
+        let deflate = req.deflate && cfg.deflate;
+        let deflate_level = match req.deflate_level {
+            l if l > 0 => (l as u32).min(cfg.max_deflate_level),
+            _ => 6u32.min(cfg.max_deflate_level),
+        };
         if !req.feature_negotiation {
             self.respond(v2::OK);
             return Ok(());
+        }
+        let codec = match (snappy, deflate) {
+            (true, _) => Some(Codec::Snappy),
+            (_, true) => Some(Codec::Deflate {
+                level: deflate_level,
+            }),
+            _ => None,
+        };
+        if tls || codec.is_some() {
+            self.upgrade = Some(Upgrade { tls, codec });
         }
         let resp = IdentifyResponse {
             max_rdy_count: cfg.max_rdy_count as i64,
             version: VERSION.to_owned(),
             max_msg_timeout: max_mt,
             msg_timeout: msg_timeout.as_millis() as i64,
-            tls_v1: false,
-            deflate: false,
-            deflate_level: 0,
-            max_deflate_level: 6,
-            snappy: false,
+            tls_v1: tls,
+            deflate,
+            deflate_level: if deflate { deflate_level as i32 } else { 0 },
+            max_deflate_level: cfg.max_deflate_level as i32,
+            snappy,
             sample_rate: req.sample_rate,
             auth_required: false,
             output_buffer_size: obs as i64,

@@ -1,7 +1,9 @@
 //! The TCP listener for protocol V2: accepts connections (bounded by `--max-connections`), checks
 //! the protocol magic and hands each connection to its own task.
 
+mod codec;
 mod conn;
+pub(crate) mod https;
 mod outbuf;
 
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use ferry_proto::v2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -20,7 +23,12 @@ use crate::broker::Broker;
 const MAGIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections until `cancel`.
-pub(crate) async fn serve(listener: TcpListener, broker: Arc<Broker>, cancel: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    cancel: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
@@ -42,10 +50,11 @@ pub(crate) async fn serve(listener: TcpListener, broker: Arc<Broker>, cancel: Ca
         };
         let broker = broker.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
         let span = info_span!("conn", remote = %remote, client = tracing::field::Empty);
         broker.tracker.clone().spawn(
             async move {
-                handle(stream, remote, broker, cancel).await;
+                handle(stream, remote, broker, cancel, tls).await;
                 drop(permit);
             }
             .instrument(span),
@@ -58,6 +67,7 @@ async fn handle(
     remote: std::net::SocketAddr,
     broker: Arc<Broker>,
     cancel: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut magic = [0u8; 4];
@@ -75,8 +85,7 @@ async fn handle(
     }
     let info = broker.add_client(remote);
     tracing::Span::current().record("client", info.id);
-    let (reader, writer) = stream.into_split();
-    conn::Conn::new(broker, info, reader, writer)
+    conn::Conn::new(broker, info, Box::new(stream), tls)
         .run(cancel)
         .await;
 }
