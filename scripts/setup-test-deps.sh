@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, when missing: a local Python venv (.venv) with the packages of
-# tests/python/requirements.txt from PyPI (pynsq, python-snappy, ...). Re-installs when that
-# file changes.
+# tests/python/requirements.txt from PyPI (pynsq, python-snappy, ...), re-installed when that
+# file changes; and headless Chromium with chromedriver (Debian's packages) for admin-ui's
+# browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 req=tests/python/requirements.txt
@@ -19,3 +20,7 @@ if [ "$want" != "$have" ] || ! .venv/bin/python -c 'import nsq' >/dev/null 2>&1;
   echo "$want" > .venv/.requirements-sha256
 fi
 .venv/bin/python -c 'import nsq, snappy, tornado; print("pynsq", nsq.__version__, "tornado", tornado.version)'
+if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/lib/chromium/chromium ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+chromedriver --version

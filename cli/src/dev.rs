@@ -1,8 +1,10 @@
-//! `ferry dev`: a whole Ferry on this machine in one process, for development: a lookupd and a
-//! broker registered with it, on loopback, with the broker's data under the current directory.
+//! `ferry dev`: a whole Ferry on this machine in one process, for development: a lookupd, a
+//! broker registered with it and the admin dashboard reading lookupd, on loopback, with the
+//! broker's data under the current directory.
 //!
-//! Each daemon is the real one (`ferry_lookupd::Server`, `ferry_brokerd::Server`) with its
-//! built-in defaults; only the addresses and the data path are set here.
+//! Each daemon is the real one (`ferry_lookupd::Server`, `ferry_brokerd::Server`,
+//! `ferry_admin_ui::Server`) with its built-in defaults; only the addresses and the data path are
+//! set here.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -35,6 +37,10 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:4161", value_name = "ADDR")]
     pub lookupd_http_address: SocketAddr,
 
+    /// The admin dashboard's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:4171", value_name = "ADDR")]
+    pub admin_http_address: SocketAddr,
+
     /// Log level of the daemons (error, warn, info, debug, trace).
     #[arg(long, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
@@ -51,6 +57,8 @@ pub struct DevAddrs {
     pub lookupd_tcp: SocketAddr,
     /// lookupd HTTP.
     pub lookupd_http: SocketAddr,
+    /// admin-ui HTTP.
+    pub admin_http: SocketAddr,
 }
 
 /// The banner `ferry dev` prints once everything listens.
@@ -71,6 +79,7 @@ pub fn banner(addrs: &DevAddrs, data_path: &std::path::Path) -> String {
         "  lookupd   TCP {}   HTTP http://{}",
         addrs.lookupd_tcp, addrs.lookupd_http
     );
+    let _ = writeln!(s, "  admin-ui  HTTP http://{}", addrs.admin_http);
     let _ = writeln!(s);
     let _ = writeln!(s, "Try it:");
     let _ = writeln!(
@@ -88,7 +97,8 @@ pub fn banner(addrs: &DevAddrs, data_path: &std::path::Path) -> String {
     s
 }
 
-/// Starts lookupd and brokerd, calls `ready` with their addresses, and runs until `shutdown`.
+/// Starts lookupd, brokerd and admin-ui, calls `ready` with their addresses, and runs until
+/// `shutdown`.
 pub async fn run(
     args: &DevArgs,
     shutdown: CancellationToken,
@@ -117,23 +127,34 @@ pub async fn run(
         .await
         .context("cannot start brokerd")?;
 
+    let mut admin_cfg =
+        ferry_admin_ui::config::Config::from_args(["admin-ui"]).context("admin-ui defaults")?;
+    admin_cfg.http_address = args.admin_http_address;
+    admin_cfg.lookupd_http_addresses = vec![lookupd.http_addr().to_string()];
+    let admin = ferry_admin_ui::Server::bind(admin_cfg)
+        .await
+        .context("cannot start admin-ui")?;
+
     let addrs = DevAddrs {
         broker_tcp: broker.tcp_addr(),
         broker_http: broker.http_addr(),
         lookupd_tcp: lookupd.tcp_addr(),
         lookupd_http: lookupd.http_addr(),
+        admin_http: admin.http_addr(),
     };
-    // The broker stops first (it unregisters and flushes), then lookupd.
-    let broker_stop = shutdown.child_token();
+    // The dashboard and the broker stop first (the broker unregisters and flushes), then lookupd.
     let lookupd_stop = CancellationToken::new();
-    let broker_task = tokio::spawn(broker.run(broker_stop));
+    let admin_task = tokio::spawn(admin.run(shutdown.child_token()));
+    let broker_task = tokio::spawn(broker.run(shutdown.child_token()));
     let lookupd_task = tokio::spawn(lookupd.run(lookupd_stop.clone()));
     ready(&addrs);
 
+    let admin_result = admin_task.await.context("admin-ui task failed")?;
     let broker_result = broker_task.await.context("brokerd task failed")?;
     lookupd_stop.cancel();
     let lookupd_result = lookupd_task.await.context("lookupd task failed")?;
     broker_result.context("brokerd failed")?;
     lookupd_result.context("lookupd failed")?;
+    admin_result.context("admin-ui failed")?;
     Ok(())
 }

@@ -46,8 +46,8 @@ enum Command {
     Tail(TailArgs),
     /// Publish the given messages, or each line of stdin (batched with MPUB).
     Pub(PubArgs),
-    /// Run lookupd and a broker on loopback in this process, data under the current
-    /// directory: a complete Ferry for development. Ctrl-C stops it.
+    /// Run lookupd, a broker and the admin dashboard on loopback in this process, data under
+    /// the current directory: a complete Ferry for development. Ctrl-C stops it.
     Dev(DevArgs),
 }
 

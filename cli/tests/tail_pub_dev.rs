@@ -253,6 +253,7 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
         .args(["--broker-http-address", "127.0.0.1:0"])
         .args(["--lookupd-tcp-address", "127.0.0.1:0"])
         .args(["--lookupd-http-address", "127.0.0.1:0"])
+        .args(["--admin-http-address", "127.0.0.1:0"])
         .current_dir(cwd.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -285,6 +286,7 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
     };
     let (broker_tcp, broker_http) = (field("brokerd", 2), field("brokerd", 4));
     let lookupd_http = field("lookupd", 4);
+    let admin_http = field("admin-ui", 2);
 
     let out = ferry(args(&[
         "pub",
@@ -315,6 +317,13 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
         .await
         .unwrap();
     assert_eq!(stats["topics"][0]["message_count"], 1);
+    // The dashboard finds the topic through the dev lookupd.
+    let topics = format!("http://{admin_http}/api/topics");
+    eventually("hello on the dashboard", || async {
+        let v: serde_json::Value = reqwest::get(&topics).await.ok()?.json().await.ok()?;
+        v.to_string().contains("\"hello\"").then_some(())
+    })
+    .await;
 
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])

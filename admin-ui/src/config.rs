@@ -1,0 +1,196 @@
+//! admin-ui configuration: nsqadmin's flag names and defaults where nsqadmin has the flag
+//! (`--http-address`, `--lookupd-http-address`, `--nsqd-http-address`, `--admin-user`,
+//! `--acl-http-header`, `--http-client-*-timeout`), plus Ferry's own knobs for live updates and
+//! history. Every limit is a flag.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Every knob of `admin-ui`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "admin-ui",
+    version,
+    about = "Ferry's operator dashboard: topics, channels, clients and nodes, live, with history",
+    long_about = "Ferry's operator dashboard (nsqadmin's pages, updated live, with a chart of \
+                  each topic's and channel's rate and depth). It finds brokers through lookupd \
+                  (--lookupd-http-address) or is given them (--broker-http-address); it reads \
+                  NSQ's /stats JSON, so it works with nsqd as well as with Ferry's brokerd."
+)]
+pub struct Config {
+    /// Address to listen on for HTTP clients (browsers).
+    #[arg(long, default_value = "0.0.0.0:4171")]
+    pub http_address: SocketAddr,
+
+    /// HTTP address of a lookup daemon (host:port); repeat for several.
+    #[arg(long = "lookupd-http-address", value_name = "ADDR")]
+    pub lookupd_http_addresses: Vec<String>,
+
+    /// HTTP address of a broker (host:port) to show even when no lookupd knows it; repeat for
+    /// several. `--nsqd-http-address` (nsqadmin's name) is accepted too.
+    #[arg(
+        long = "broker-http-address",
+        alias = "nsqd-http-address",
+        value_name = "ADDR"
+    )]
+    pub broker_http_addresses: Vec<String>,
+
+    /// A user allowed to take actions (pause, empty, delete, create); repeat for several. When
+    /// none is given, anyone who reaches the page may act.
+    #[arg(long = "admin-user", value_name = "USER")]
+    pub admin_users: Vec<String>,
+
+    /// Request header that names the user (set by the authenticating proxy in front).
+    #[arg(long, default_value = "X-Forwarded-User")]
+    pub acl_http_header: String,
+
+    /// Timeout for connecting to a broker or lookupd.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub http_client_connect_timeout: Duration,
+
+    /// Timeout for a whole request to a broker or lookupd.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub http_client_request_timeout: Duration,
+
+    /// How often the sampler records every topic's and channel's counts for the charts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub sample_interval: Duration,
+
+    /// How much history the charts keep (in memory).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub history: Duration,
+
+    /// Most topics + channels whose history is kept; new ones beyond it are not charted.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_history_series: usize,
+
+    /// How often an open page receives fresh numbers (server-sent events).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// Most pages receiving live updates at once; more get 503 on their event stream.
+    #[arg(long, default_value_t = 256)]
+    pub max_live_clients: usize,
+
+    /// Most brokers or lookupds asked at the same time.
+    #[arg(long, default_value_t = 32)]
+    pub max_concurrent_requests: usize,
+
+    /// Largest reply accepted from a broker or lookupd.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_response_bytes: usize,
+
+    /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Parses Go-style durations ("250ms", "10s", "1h") and plain milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+impl Config {
+    /// Parses `args` (program name first).
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Config::try_parse_from(args)?;
+        config.validate().map_err(|msg| {
+            use clap::CommandFactory as _;
+            Config::command().error(clap::error::ErrorKind::InvalidValue, msg)
+        })?;
+        Ok(config)
+    }
+
+    /// Parses the process's command line.
+    pub fn from_env_args() -> Result<Config, clap::Error> {
+        Self::from_args(std::env::args_os())
+    }
+
+    /// The configuration tests and `ferry dev` use: loopback, an ephemeral port, fast updates.
+    pub fn for_tests() -> Config {
+        let mut cfg = Config::try_parse_from(["admin-ui"]).expect("defaults parse");
+        cfg.http_address = SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.sample_interval = Duration::from_millis(200);
+        cfg.refresh_interval = Duration::from_millis(200);
+        cfg.http_client_connect_timeout = Duration::from_secs(1);
+        cfg.http_client_request_timeout = Duration::from_secs(2);
+        cfg
+    }
+
+    /// Checks values clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sample_interval.is_zero() || self.refresh_interval.is_zero() {
+            return Err("--sample-interval and --refresh-interval must be above zero".into());
+        }
+        if self.history < self.sample_interval {
+            return Err("--history must be at least --sample-interval".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("--max-concurrent-requests must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Samples kept per series: the history window divided by the sample interval, plus one.
+    pub fn history_len(&self) -> usize {
+        let n = self.history.as_millis() / self.sample_interval.as_millis().max(1);
+        usize::try_from(n).unwrap_or(usize::MAX).saturating_add(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_nsqadmins() {
+        let c = Config::from_args(["admin-ui"]).unwrap();
+        assert_eq!(c.http_address, "0.0.0.0:4171".parse().unwrap());
+        assert_eq!(c.acl_http_header, "X-Forwarded-User");
+        assert!(c.admin_users.is_empty());
+        assert_eq!(c.sample_interval, Duration::from_secs(10));
+        assert_eq!(c.history, Duration::from_secs(3600));
+        assert_eq!(c.history_len(), 361);
+    }
+
+    #[test]
+    fn repeatable_addresses_and_nsqd_alias() {
+        let c = Config::from_args([
+            "admin-ui",
+            "--lookupd-http-address",
+            "a:4161",
+            "--lookupd-http-address=b:4161",
+            "--broker-http-address",
+            "c:4151",
+            "--nsqd-http-address",
+            "d:4151",
+            "--admin-user",
+            "alice",
+            "--admin-user",
+            "bob",
+        ])
+        .unwrap();
+        assert_eq!(c.lookupd_http_addresses, ["a:4161", "b:4161"]);
+        assert_eq!(c.broker_http_addresses, ["c:4151", "d:4151"]);
+        assert_eq!(c.admin_users, ["alice", "bob"]);
+    }
+
+    #[test]
+    fn bad_intervals_are_rejected() {
+        assert!(Config::from_args(["admin-ui", "--sample-interval", "0"]).is_err());
+        assert!(
+            Config::from_args(["admin-ui", "--sample-interval", "10s", "--history", "1s"]).is_err()
+        );
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
+    }
+}

@@ -1,0 +1,196 @@
+//! The HTTP client admin-ui uses to talk to brokers and lookup daemons: timeouts, a cap on
+//! concurrent requests and on reply size, NSQ's `Accept` header, and errors that say which
+//! node failed and why (they are shown to the operator as they are).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::nsq;
+
+/// What went wrong asking a node.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connection refused, timeout, reset...
+    #[error("{url}: {}", chain(.source))]
+    Request {
+        /// The URL asked.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A non-2xx status.
+    #[error("{url}: HTTP {status}{}", if .body.is_empty() { String::new() } else { format!(" {}", .body) })]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body (NSQ puts `{"message":"CODE"}` there).
+        body: String,
+    },
+    /// The reply exceeded `--max-response-bytes`.
+    #[error("{url}: reply larger than {limit} bytes")]
+    TooBig {
+        /// The URL asked.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not the JSON expected.
+    #[error("{url}: invalid JSON reply: {source}")]
+    Decode {
+        /// The URL asked.
+        url: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl UpstreamError {
+    /// The HTTP status the node answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An error and its causes on one line ("error sending request: connection refused").
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// A shared client for brokers and lookupds.
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    limit: Arc<Semaphore>,
+    max_response_bytes: usize,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A client with the configured timeouts and limits.
+    pub fn new(config: &Config) -> anyhow::Result<Upstream> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.http_client_connect_timeout)
+            .timeout(config.http_client_request_timeout)
+            .user_agent(concat!("ferry-admin-ui/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Upstream {
+            client,
+            limit: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    /// `GET http://{addr}{path}` decoded as NSQ JSON.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+    ) -> Result<T, UpstreamError> {
+        let url = url(addr, path);
+        let body = self.send(reqwest::Method::GET, &url).await?;
+        nsq::parse(&body).map_err(|source| UpstreamError::Decode { url, source })
+    }
+
+    /// `POST http://{addr}{path}` with an empty body; the reply body is returned.
+    pub async fn post(&self, addr: &str, path: &str) -> Result<Vec<u8>, UpstreamError> {
+        let url = url(addr, path);
+        self.send(reqwest::Method::POST, &url).await
+    }
+
+    async fn send(&self, method: reqwest::Method, url: &str) -> Result<Vec<u8>, UpstreamError> {
+        // The semaphore is never closed, so acquire only fails if it were; then go unthrottled.
+        let _permit = self.limit.acquire().await.ok();
+        let request_error = |source| UpstreamError::Request {
+            url: url.to_owned(),
+            source,
+        };
+        let mut resp = self
+            .client
+            .request(method, url)
+            .header("Accept", "application/vnd.nsq; version=1.0")
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = resp.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(request_error)? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(UpstreamError::TooBig {
+                    url: url.to_owned(),
+                    limit: self.max_response_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            let text: String = text.trim().chars().take(200).collect();
+            return Err(UpstreamError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// `http://addr/path` unless `addr` already has a scheme.
+fn url(addr: &str, path: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        format!("{}{path}", addr.trim_end_matches('/'))
+    } else {
+        format!("http://{addr}{path}")
+    }
+}
+
+/// A query string (`?a=1&b=2`) with every value percent-encoded (`#ephemeral` needs it).
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    match serde_urlencoded::to_string(pairs) {
+        Ok(q) if !q.is_empty() => format!("?{q}"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_queries() {
+        assert_eq!(url("h:1", "/stats"), "http://h:1/stats");
+        assert_eq!(url("http://h:1/", "/stats"), "http://h:1/stats");
+        assert_eq!(
+            query(&[("topic", "a#ephemeral"), ("channel", "c")]),
+            "?topic=a%23ephemeral&channel=c"
+        );
+    }
+}

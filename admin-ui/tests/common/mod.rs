@@ -1,0 +1,419 @@
+//! Test harness: real brokers and lookup daemons in this process (127.0.0.1, port 0, temp
+//! dirs), the dashboard itself, a raw protocol V2 consumer built on ferry-proto, tiny HTTP
+//! servers that play a broker from a JSON fixture (nsqd's shape) or a broken one, and an HTTP
+//! client. Every wait is a condition polled against a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bytes::BytesMut;
+use ferry_proto::v2::{self, Command, Frame};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Longest any single expected event may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A broker running in this process.
+pub struct TestBroker {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a broker in a fresh temp dir, registering with `lookupd_tcp` if given.
+pub async fn start_broker(lookupd_tcp: Option<SocketAddr>) -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ferry_brokerd::config::Config::for_tests(dir.path());
+    if let Some(l) = lookupd_tcp {
+        cfg.lookupd_tcp_addresses.push(l.to_string());
+    }
+    let server = ferry_brokerd::Server::bind(cfg)
+        .await
+        .expect("broker binds");
+    let tcp = server.tcp_addr();
+    let http = server.http_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(server.run(shutdown.clone()));
+    TestBroker {
+        tcp,
+        http,
+        shutdown,
+        handle,
+        _dir: dir,
+    }
+}
+
+impl TestBroker {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("broker stops in time")
+            .expect("broker task")
+            .expect("broker run ok");
+    }
+
+    /// Publishes `n` messages with one MPUB over HTTP.
+    pub async fn publish(&self, topic: &str, n: usize) {
+        let body: Vec<String> = (0..n).map(|i| format!("message {i}")).collect();
+        let url = format!("http://{}/mpub?topic={topic}", self.http);
+        let resp = client()
+            .post(url)
+            .body(body.join("\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// `POST /{kind}/create?...` on the broker.
+    pub async fn create(&self, topic: &str, channel: Option<&str>) {
+        let url = match channel {
+            Some(c) => format!(
+                "http://{}/channel/create?topic={topic}&channel={c}",
+                self.http
+            ),
+            None => format!("http://{}/topic/create?topic={topic}", self.http),
+        };
+        let resp = client().post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    pub async fn stats(&self) -> Value {
+        get_json(&format!("http://{}/stats?format=json", self.http)).await
+    }
+
+    /// A channel's stats object, if it exists.
+    pub async fn channel_stats(&self, topic: &str, channel: &str) -> Option<Value> {
+        let s = self.stats().await;
+        let t = s["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["topic_name"] == topic)?
+            .clone();
+        t["channels"]
+            .as_array()?
+            .iter()
+            .find(|c| c["channel_name"] == channel)
+            .cloned()
+    }
+
+    pub async fn topic_stats(&self, topic: &str) -> Option<Value> {
+        let s = self.stats().await;
+        s["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["topic_name"] == topic)
+            .cloned()
+    }
+}
+
+/// A lookup daemon running in this process.
+pub struct TestLookupd {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn start_lookupd() -> TestLookupd {
+    let server = ferry_lookupd::Server::bind(ferry_lookupd::config::Config::for_tests())
+        .await
+        .expect("lookupd binds");
+    let tcp = server.tcp_addr();
+    let http = server.http_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(server.run(shutdown.clone()));
+    TestLookupd {
+        tcp,
+        http,
+        shutdown,
+        handle,
+    }
+}
+
+impl TestLookupd {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("lookupd stops in time")
+            .expect("lookupd task")
+            .expect("lookupd run ok");
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        get_json(&format!("http://{}{path}", self.http)).await
+    }
+}
+
+/// The dashboard running in this process.
+pub struct TestAdmin {
+    pub http: SocketAddr,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts admin-ui with [`Config::for_tests`](ferry_admin_ui::config::Config::for_tests),
+/// adjusted by `tweak`.
+pub async fn start_admin(tweak: impl FnOnce(&mut ferry_admin_ui::config::Config)) -> TestAdmin {
+    let mut cfg = ferry_admin_ui::config::Config::for_tests();
+    tweak(&mut cfg);
+    let server = ferry_admin_ui::Server::bind(cfg)
+        .await
+        .expect("admin-ui binds");
+    let http = server.http_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(server.run(shutdown.clone()));
+    TestAdmin {
+        http,
+        shutdown,
+        handle,
+    }
+}
+
+impl TestAdmin {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// Graceful stop, which must be prompt even with live streams open.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("admin-ui stops in time")
+            .expect("admin-ui task")
+            .expect("admin-ui run ok");
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = client().get(self.url(path)).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// Sends `method path` with an optional JSON body and extra headers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        json: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut req = client().request(method, self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(j) = json {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(j.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap()
+}
+
+pub async fn get_json(url: &str) -> Value {
+    let resp = client().get(url).send().await.unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Polls `check` until it returns Some; fails the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A subscribed protocol V2 consumer.
+pub struct Consumer {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Consumer {
+    /// Connects, IDENTIFYs (with a user agent), subscribes; RDY stays 0 until [`consume`].
+    pub async fn subscribe(addr: SocketAddr, topic: &str, channel: &str) -> Consumer {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&v2::MAGIC).await.unwrap();
+        let mut c = Consumer {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let identify = serde_json::json!({
+            "client_id": "test-consumer",
+            "hostname": "consumer.test",
+            "user_agent": "admin-ui-test/1.0",
+            "feature_negotiation": true,
+        });
+        c.send(&Command::Identify(
+            serde_json::to_vec(&identify).unwrap().into(),
+        ))
+        .await;
+        c.response().await;
+        c.send(&Command::Sub {
+            topic: topic.into(),
+            channel: channel.into(),
+        })
+        .await;
+        assert_eq!(c.response().await, b"OK");
+        c
+    }
+
+    async fn send(&mut self, cmd: &Command) {
+        let mut b = BytesMut::new();
+        cmd.encode(&mut b);
+        self.stream.write_all(&b).await.unwrap();
+    }
+
+    async fn frame(&mut self) -> Frame {
+        let fut = async {
+            loop {
+                if let Some(f) = v2::decode_frame(&mut self.buf, 64 << 20).expect("valid frame") {
+                    match f {
+                        Frame::Response(r) if &r[..] == v2::HEARTBEAT => {
+                            self.send(&Command::Nop).await
+                        }
+                        f => return f,
+                    }
+                    continue;
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+                assert!(n > 0, "broker closed the connection");
+            }
+        };
+        tokio::time::timeout(DEADLINE, fut)
+            .await
+            .expect("frame within deadline")
+    }
+
+    async fn response(&mut self) -> Vec<u8> {
+        match self.frame().await {
+            Frame::Response(r) => r.to_vec(),
+            f => panic!("expected a response, got {f:?}"),
+        }
+    }
+
+    /// Receives `n` messages (RDY `n`), sets RDY 0 so no more come, then FINs them.
+    pub async fn consume(&mut self, n: u64) {
+        self.send(&Command::Rdy(n)).await;
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            match self.frame().await {
+                Frame::Message(m) => ids.push(m.id),
+                f => panic!("expected a message, got {f:?}"),
+            }
+        }
+        self.send(&Command::Rdy(0)).await;
+        for id in ids {
+            self.send(&Command::Fin(id)).await;
+        }
+    }
+
+    /// Receives `n` messages and keeps them in flight.
+    pub async fn hold(&mut self, n: u64) {
+        self.send(&Command::Rdy(n)).await;
+        for _ in 0..n {
+            match self.frame().await {
+                Frame::Message(_) => {}
+                f => panic!("expected a message, got {f:?}"),
+            }
+        }
+    }
+}
+
+/// A tiny HTTP server answering fixed bodies: plays an nsqd from a fixture, or a broken node.
+pub struct FakeNode {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl FakeNode {
+    /// Serves `stats` at `/stats` and `info` at `/info`, both with status `status`.
+    pub async fn start(status: u16, stats: String, info: String) -> FakeNode {
+        FakeNode::serve(status, vec![("/stats", stats), ("/info", info)]).await
+    }
+
+    /// Serves each `(path, JSON body)` with status `status`; anything else is 404.
+    pub async fn serve(status: u16, routes: Vec<(&'static str, String)>) -> FakeNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let code = axum::http::StatusCode::from_u16(status).unwrap();
+        let mut app = Router::new();
+        for (path, body) in routes {
+            app = app.route(
+                path,
+                get(move || {
+                    let body = body.clone();
+                    async move { (code, [("content-type", "application/json")], body) }
+                }),
+            );
+        }
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .ok();
+        });
+        FakeNode { addr, shutdown }
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An address nothing listens on (bound then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// nsqd 1.2's `/stats?format=json` (unwrapped), as a fixture file.
+pub fn nsqd_fixture() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nsqd-1.2-stats.json"
+    ))
+    .unwrap()
+}
