@@ -24,8 +24,9 @@ use tracing::{info, warn};
 use crate::client::ClientInfo;
 use crate::clock::{now_ns, now_secs};
 use crate::config::Config;
+use crate::latency::E2eConfig;
 use crate::lookup::{LookupPeers, RegistryEvent};
-use crate::topic::Topic;
+use crate::topic::{Topic, TopicOptions};
 
 /// Version reported to clients and in `/info` and `/stats`.
 pub const VERSION: &str = concat!("ferry-", env!("CARGO_PKG_VERSION"));
@@ -38,6 +39,8 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     next_client_id: AtomicU64,
+    /// TCP connections accepted since start.
+    pub connections_total: AtomicU64,
     /// Unix seconds at start.
     pub start_time: i64,
     health: Mutex<Option<String>>,
@@ -91,6 +94,7 @@ impl Broker {
             topics: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
+            connections_total: AtomicU64::new(0),
             start_time: now_secs(),
             health: Mutex::new(None),
             unhealthy: std::sync::atomic::AtomicBool::new(false),
@@ -134,14 +138,21 @@ impl Broker {
         Ok(())
     }
 
-    fn log_options(&self) -> LogOptions {
-        LogOptions {
-            max_bytes_per_file: self.config.max_bytes_per_file,
-            sync_every: self.config.sync_every,
-            sync_timeout: self.config.sync_timeout,
-            // Sequences (and so message IDs) of a new topic start at the clock, so a topic that is
-            // deleted and created again never reuses an ID.
-            initial_seq: now_ns().max(1) as u64,
+    fn topic_options(&self) -> TopicOptions {
+        TopicOptions {
+            log: LogOptions {
+                max_bytes_per_file: self.config.max_bytes_per_file,
+                sync_every: self.config.sync_every,
+                sync_timeout: self.config.sync_timeout,
+                // Sequences (and so message IDs) of a new topic start at the clock, so a topic
+                // that is deleted and created again never reuses an ID.
+                initial_seq: now_ns().max(1) as u64,
+            },
+            mem_queue_size: self.config.mem_queue_size,
+            e2e: E2eConfig::new(
+                &self.config.e2e_processing_latency_percentiles,
+                self.config.e2e_processing_latency_window_time,
+            ),
         }
     }
 
@@ -149,8 +160,7 @@ impl Broker {
         Topic::open(
             name,
             &self.topics_dir,
-            self.log_options(),
-            self.config.mem_queue_size,
+            self.topic_options(),
             self.events.clone(),
             self.cancel.child_token(),
             self.tracker.clone(),
@@ -279,6 +289,7 @@ impl Broker {
     /// Registers a new client connection.
     pub fn add_client(&self, remote: std::net::SocketAddr) -> Arc<ClientInfo> {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
         let info = Arc::new(ClientInfo::new(id, remote, now_secs()));
         self.clients
             .lock()

@@ -10,6 +10,10 @@
 //!   when the log grows, a message is requeued, a deferral comes due or the channel unpauses.
 //! - One timer task per channel sleeps until the earliest in-flight deadline or deferral and
 //!   requeues what expired; `rearm` wakes it when an earlier deadline appears.
+//! - Observability that changes with the queue (FIN count, delivered bytes, the delivery-latency
+//!   histogram, the end-to-end latency window) lives in `Inner` too: the message path updates
+//!   plain integers under the lock it already holds, and `/metrics` and `/stats` read them with
+//!   one short acquisition.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -22,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientInfo;
 use crate::clock::now_ns;
+use crate::histogram::Histogram;
+use crate::latency::{E2eConfig, E2eWindow};
+use crate::stats::Latency;
 
 /// Why FIN/REQ/TOUCH failed, in NSQ's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +55,14 @@ struct Inner {
     clients: HashMap<u64, Arc<ClientInfo>>,
     /// When the timer task will next wake (i64::MAX: idle).
     armed_at: i64,
+    /// FINs.
+    finished: u64,
+    /// Body bytes of first deliveries.
+    delivered_bytes: u64,
+    /// Publish (or deliver-at, if later) to first delivery.
+    delivery_latency: Histogram,
+    /// Publish to FIN, when `--e2e-processing-latency-percentile` is set.
+    e2e: Option<E2eWindow>,
 }
 
 /// A channel of a topic.
@@ -61,6 +76,7 @@ pub struct Channel {
     inner: Mutex<Inner>,
     ready: Notify,
     rearm: Notify,
+    e2e_config: Option<E2eConfig>,
     /// Cancelled when the channel is deleted or the broker stops.
     pub(crate) cancel: CancellationToken,
     /// Messages delivered for the first time.
@@ -103,15 +119,30 @@ impl Channel {
                 queue,
                 clients: HashMap::new(),
                 armed_at: i64::MAX,
+                finished: 0,
+                delivered_bytes: 0,
+                delivery_latency: Histogram::default(),
+                e2e: None,
             }),
             ready: Notify::new(),
             rearm: Notify::new(),
+            e2e_config: None,
             cancel,
             message_count: AtomicU64::new(0),
             requeue_count: AtomicU64::new(0),
             timeout_count: AtomicU64::new(0),
             last_delivery_ns: AtomicI64::new(0),
         }
+    }
+
+    /// Turns on end-to-end latency tracking (before the channel is shared).
+    pub(crate) fn with_e2e(mut self, cfg: Option<&E2eConfig>) -> Self {
+        if let Some(cfg) = cfg {
+            let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+            inner.e2e = Some(E2eWindow::new(cfg, now_ns()));
+            self.e2e_config = Some(cfg.clone());
+        }
+        self
     }
 
     /// Channel name.
@@ -198,13 +229,20 @@ impl Channel {
         let now = now_ns();
         let deadline = now.saturating_add(msg_timeout.as_nanos() as i64);
         let mut out = Vec::with_capacity(max.min(64));
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut first = 0u64;
         while out.len() < max {
             let Some(d) = inner.queue.next(&self.log, now, client.id, deadline)? else {
                 break;
             };
             if d.attempts == 1 {
-                self.message_count.fetch_add(1, Ordering::Relaxed);
+                first += 1;
+                inner.delivered_bytes += d.record.body.len() as u64;
+                let since = d.record.timestamp_ns.max(d.record.deliver_at_ns);
+                inner
+                    .delivery_latency
+                    .record_ns(now.saturating_sub(since).max(0) as u64);
             }
             if sample_rate > 0 && rand::random_range(0..100) > sample_rate {
                 // Not sampled for this client: consumed for the channel, as nsqd does.
@@ -212,6 +250,9 @@ impl Channel {
                 continue;
             }
             out.push(d);
+        }
+        if first > 0 {
+            self.message_count.fetch_add(first, Ordering::Relaxed);
         }
         if !out.is_empty() {
             client
@@ -222,14 +263,23 @@ impl Channel {
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
             self.last_delivery_ns.store(now, Ordering::Relaxed);
         }
-        self.rearm_if_earlier(&mut inner);
+        self.rearm_if_earlier(inner);
         Ok(out)
     }
 
     /// FIN.
     pub fn finish(&self, client: &ClientInfo, seq: u64) -> Result<(), MessageOpError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let published = match inner.e2e {
+            Some(_) => inner.queue.published_at(seq),
+            None => None,
+        };
         inner.queue.finish(seq, client.id)?;
+        inner.finished += 1;
+        if let (Some(window), Some(published)) = (inner.e2e.as_mut(), published) {
+            window.record(published, now_ns());
+        }
         client.in_flight.fetch_sub(1, Ordering::AcqRel);
         client.finish_count.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -353,6 +403,39 @@ impl Channel {
         }
     }
 
+    /// What `/metrics` reads, in one lock acquisition.
+    pub fn metrics(&self) -> ChannelMetrics {
+        let mut inner = self.lock();
+        self.absorb_deferred(&mut inner);
+        ChannelMetrics {
+            depth: inner.queue.depth(&self.log),
+            in_flight: inner.queue.in_flight_count() as u64,
+            deferred: inner.queue.deferred_count() as u64,
+            clients: inner.clients.len() as u64,
+            finished: inner.finished,
+            delivered_bytes: inner.delivered_bytes,
+            delivery_latency: inner.delivery_latency.clone(),
+        }
+    }
+
+    /// Adds this channel's end-to-end latency window to `into` (for the topic's figures); does
+    /// nothing when tracking is off.
+    pub fn merge_e2e_into(&self, into: &mut hdrhistogram::Histogram<u64>) {
+        if let Some(w) = self.lock().e2e.as_mut() {
+            w.merge_into(now_ns(), into);
+        }
+    }
+
+    /// The `/stats` end-to-end latency summary (count 0 and no percentiles when off, as nsqd).
+    pub fn e2e_latency(&self) -> Latency {
+        let Some(cfg) = &self.e2e_config else {
+            return Latency::default();
+        };
+        let mut merged = E2eConfig::empty_histogram();
+        self.merge_e2e_into(&mut merged);
+        cfg.summarize(&merged)
+    }
+
     /// The timer loop: requeues timed-out messages and wakes consumers when deferrals come due.
     pub(crate) async fn run_timer(self: Arc<Self>) {
         loop {
@@ -405,6 +488,25 @@ impl Channel {
             self.notify_ready();
         }
     }
+}
+
+/// Point-in-time figures of a channel for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ChannelMetrics {
+    /// Messages waiting (not in flight, not deferred).
+    pub depth: u64,
+    /// In flight.
+    pub in_flight: u64,
+    /// Deferred.
+    pub deferred: u64,
+    /// Subscribed clients.
+    pub clients: u64,
+    /// FINs since start.
+    pub finished: u64,
+    /// Body bytes of first deliveries since start.
+    pub delivered_bytes: u64,
+    /// Publish to first delivery.
+    pub delivery_latency: Histogram,
 }
 
 /// Point-in-time counts of a channel.

@@ -158,6 +158,47 @@ pub struct Config {
     /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// End-to-end (publish to FIN) latency percentile to report in /stats, in (0, 1]; repeat
+    /// or comma-separate for several ("0.99,0.95"). Default: none (latency not tracked).
+    #[arg(
+        long = "e2e-processing-latency-percentile",
+        value_name = "Q",
+        value_delimiter = ',',
+        value_parser = parse_percentile
+    )]
+    pub e2e_processing_latency_percentiles: Vec<f64>,
+
+    /// Window of FINs the end-to-end latency percentiles describe (nsqd's meaning: "60s" shows
+    /// the last 60 seconds).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub e2e_processing_latency_window_time: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the current span's fields.
+    Json,
+}
+
+/// A quantile in (0, 1], as nsqd accepts for `--e2e-processing-latency-percentile`.
+pub fn parse_percentile(s: &str) -> Result<f64, String> {
+    let q: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("invalid percentile {s:?}: {e}"))?;
+    if q > 0.0 && q <= 1.0 {
+        Ok(q)
+    } else {
+        Err(format!("percentile {q} is not in (0, 1]"))
+    }
 }
 
 /// Parses Go-style durations ("250ms", "60s", "15m", "1h") and plain milliseconds.
@@ -243,6 +284,7 @@ fn config_file_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
         // NSQ's config files name some options differently from their flags.
         let flag = match key.as_str() {
             "nsqlookupd_tcp_addresses" => "lookupd-tcp-address".to_owned(),
+            "e2e_processing_latency_percentiles" => "e2e-processing-latency-percentile".to_owned(),
             other => other.replace('_', "-"),
         };
         if flag == "config" {
@@ -320,6 +362,54 @@ mod tests {
         std::fs::write(&path, "no_such_option = 1\n").unwrap();
         let err = Config::from_args(["brokerd", "--config", path.to_str().unwrap()]).unwrap_err();
         assert!(err.to_string().contains("no_such_option"), "{err}");
+    }
+
+    #[test]
+    fn e2e_percentiles_repeat_or_comma_separate() {
+        let c = Config::from_args(["brokerd"]).unwrap();
+        assert!(
+            c.e2e_processing_latency_percentiles.is_empty(),
+            "off by default"
+        );
+        assert_eq!(
+            c.e2e_processing_latency_window_time,
+            Duration::from_secs(600)
+        );
+        let c = Config::from_args([
+            "brokerd",
+            "--e2e-processing-latency-percentile=1.0,0.99",
+            "--e2e-processing-latency-percentile",
+            "0.5",
+            "--e2e-processing-latency-window-time=60s",
+        ])
+        .unwrap();
+        assert_eq!(c.e2e_processing_latency_percentiles, vec![1.0, 0.99, 0.5]);
+        assert_eq!(
+            c.e2e_processing_latency_window_time,
+            Duration::from_secs(60)
+        );
+        for bad in ["0", "1.5", "-0.1", "p99"] {
+            let arg = format!("--e2e-processing-latency-percentile={bad}");
+            assert!(Config::from_args(["brokerd", &arg]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn e2e_percentiles_from_nsqd_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nsqd.cfg");
+        std::fs::write(&path, "e2e_processing_latency_percentiles = [0.99, 0.5]\n").unwrap();
+        let c = Config::from_args(["brokerd", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.e2e_processing_latency_percentiles, vec![0.99, 0.5]);
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let c = Config::from_args(["brokerd"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::from_args(["brokerd", "--log-format", "json"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(Config::from_args(["brokerd", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - `tcp`: the protocol V2 listener and one task per connection.
 //! - [`http`]: nsqd's HTTP API.
 //! - [`stats`]: `/stats` in JSON and text.
+//! - `prom`: `/metrics` in Prometheus text format, built from live state at each scrape.
+//! - [`histogram`], [`latency`]: latency histograms for `/metrics` and the end-to-end latency
+//!   window for `/stats`.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -23,8 +26,11 @@ pub mod channel;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod histogram;
 pub mod http;
+pub mod latency;
 pub mod lookup;
+mod prom;
 pub mod stats;
 mod tcp;
 pub mod tls;

@@ -35,8 +35,8 @@ pub struct Stats {
     pub producers: Vec<ClientStats>,
 }
 
-/// End-to-end latency summary (empty until latency tracking is enabled).
-#[derive(Debug, Default, Serialize)]
+/// End-to-end (publish to FIN) latency summary over the window (`--e2e-processing-latency-*`).
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Latency {
     /// Samples in the window.
     pub count: u64,
@@ -44,8 +44,35 @@ pub struct Latency {
     pub percentiles: Option<Vec<Percentile>>,
 }
 
+impl std::fmt::Display for Latency {
+    /// nsqd's `e2e%` column: the values, human-readable, comma-separated (empty when off).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.percentiles.iter().flatten().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(&nanos_to_human(p.value as f64))?;
+        }
+        Ok(())
+    }
+}
+
+/// nsqd's `NanoSecondToHuman`: one decimal and the largest unit the value exceeds.
+fn nanos_to_human(v: f64) -> String {
+    let (v, unit) = if v > 1e9 {
+        (v / 1e9, "s")
+    } else if v > 1e6 {
+        (v / 1e6, "ms")
+    } else if v > 1e3 {
+        (v / 1e3, "us")
+    } else {
+        (v, "ns")
+    };
+    format!("{v:.1}{unit}")
+}
+
 /// One percentile.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Percentile {
     /// 0..1.
     pub quantile: f64,
@@ -140,7 +167,7 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
                 client_count: counts.clients.len(),
                 clients,
                 paused: ch.is_paused(),
-                e2e_processing_latency: Latency::default(),
+                e2e_processing_latency: ch.e2e_latency(),
             });
         }
         let depth = topic.depth();
@@ -152,7 +179,7 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
             message_count: topic.message_count.load(Relaxed),
             message_bytes: topic.message_bytes.load(Relaxed),
             paused: topic.is_paused(),
-            e2e_processing_latency: Latency::default(),
+            e2e_processing_latency: topic.e2e_latency(),
         });
     }
     let producers = if filter.include_clients {
@@ -172,35 +199,44 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
     }
 }
 
-/// nsqd-style text rendering.
+/// nsqd 1.3's plain-text `/stats` layout (`printStats` in nsqd/http.go): a header, `Health:`,
+/// then `Topics:` with one line per topic, channel and client (`*P` marks paused ones, `e2e%`
+/// lists the configured percentiles), then `Producers:`.
 pub fn render_text(stats: &Stats) -> String {
     let mut s = String::new();
-    let uptime = (now_secs() - stats.start_time).max(0);
+    let now = now_secs();
+    let uptime = (now - stats.start_time).max(0) as u64;
+    let start =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(stats.start_time.max(0) as u64);
     let _ = writeln!(s, "brokerd {}", stats.version);
-    let _ = writeln!(s, "start_time {}", stats.start_time);
-    let _ = writeln!(s, "uptime {}s", uptime);
+    let _ = writeln!(s, "start_time {}", humantime::format_rfc3339_seconds(start));
+    let _ = writeln!(s, "uptime {}", go_duration_secs(uptime));
     let _ = writeln!(s);
     let _ = writeln!(s, "Health: {}", stats.health);
-    let _ = writeln!(s);
     if stats.topics.is_empty() {
+        let _ = writeln!(s);
         let _ = writeln!(s, "Topics: None");
-        return s;
+    } else {
+        let _ = writeln!(s);
+        let _ = write!(s, "Topics:");
     }
-    let _ = writeln!(s, "Topics:");
     for t in &stats.topics {
+        let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "   [{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: {}",
+            "{}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: {}",
+            if t.paused { "*P " } else { "   " },
             t.topic_name,
             t.depth,
             t.backend_depth,
             t.message_count,
-            if t.paused { "(paused)" } else { "" }
+            t.e2e_processing_latency,
         );
         for c in &t.channels {
             let _ = writeln!(
                 s,
-                "      [{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
+                "{}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
+                if c.paused { "   *P " } else { "      " },
                 c.channel_name,
                 c.depth,
                 c.backend_depth,
@@ -209,12 +245,12 @@ pub fn render_text(stats: &Stats) -> String {
                 c.requeue_count,
                 c.timeout_count,
                 c.message_count,
-                if c.paused { "(paused)" } else { "" }
+                c.e2e_processing_latency,
             );
             for cl in &c.clients {
                 let _ = writeln!(
                     s,
-                    "        [{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}s",
+                    "        [{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}",
                     cl.version,
                     cl.client_id,
                     cl.state,
@@ -223,24 +259,125 @@ pub fn render_text(stats: &Stats) -> String {
                     cl.finish_count,
                     cl.requeue_count,
                     cl.message_count,
-                    (now_secs() - cl.connect_ts).max(0)
+                    go_duration_secs((now - cl.connect_ts).max(0) as u64),
                 );
             }
         }
     }
-    if !stats.producers.is_empty() {
+    if stats.producers.is_empty() {
         let _ = writeln!(s);
-        let _ = writeln!(s, "Producers:");
+        let _ = writeln!(s, "Producers: None");
+    } else {
+        let _ = writeln!(s);
+        let _ = write!(s, "Producers:");
         for p in &stats.producers {
+            let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "   [{} {:<21}] msgs: {:<8} connected: {}s",
+                "   [{} {:<21}] msgs: {:<8} connected: {}",
                 p.version,
                 p.client_id,
                 p.pub_count,
-                (now_secs() - p.connect_ts).max(0)
+                go_duration_secs((now - p.connect_ts).max(0) as u64),
             );
         }
     }
     s
+}
+
+/// Whole seconds as Go prints a `time.Duration` ("0s", "45s", "3m7s", "26h0m5s").
+fn go_duration_secs(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration_secs(0), "0s");
+        assert_eq!(go_duration_secs(59), "59s");
+        assert_eq!(go_duration_secs(187), "3m7s");
+        assert_eq!(go_duration_secs(93_605), "26h0m5s");
+    }
+
+    #[test]
+    fn e2e_column_matches_nsqd() {
+        let l = Latency {
+            count: 3,
+            percentiles: Some(vec![
+                Percentile {
+                    quantile: 0.99,
+                    value: 1_500_000_000,
+                },
+                Percentile {
+                    quantile: 0.5,
+                    value: 2_340_000,
+                },
+                Percentile {
+                    quantile: 0.1,
+                    value: 1_000,
+                },
+            ]),
+        };
+        assert_eq!(l.to_string(), "1.5s, 2.3ms, 1000.0ns");
+        assert_eq!(Latency::default().to_string(), "");
+    }
+
+    #[test]
+    fn text_layout_is_nsqds() {
+        let stats = Stats {
+            version: "ferry-0.1.0".into(),
+            health: "OK".into(),
+            start_time: now_secs(),
+            topics: vec![TopicStats {
+                topic_name: "t".into(),
+                channels: vec![ChannelStats {
+                    channel_name: "c".into(),
+                    depth: 1,
+                    backend_depth: 1,
+                    in_flight_count: 2,
+                    deferred_count: 0,
+                    message_count: 3,
+                    requeue_count: 0,
+                    timeout_count: 0,
+                    client_count: 0,
+                    clients: vec![],
+                    paused: true,
+                    e2e_processing_latency: Latency::default(),
+                }],
+                depth: 0,
+                backend_depth: 0,
+                message_count: 3,
+                message_bytes: 9,
+                paused: false,
+                e2e_processing_latency: Latency::default(),
+            }],
+            producers: vec![],
+        };
+        let text = render_text(&stats);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("brokerd ferry-0.1.0"), "{text}");
+        assert!(lines[1].starts_with("start_time 20"), "{text}");
+        assert_eq!(lines[2], "uptime 0s");
+        assert_eq!(lines[4], "Health: OK");
+        assert_eq!(lines[6], "Topics:");
+        assert_eq!(
+            lines[7],
+            "   [t              ] depth: 0     be-depth: 0     msgs: 3        e2e%: "
+        );
+        assert_eq!(
+            lines[8],
+            "   *P [c                        ] depth: 1     be-depth: 1     inflt: 2    def: 0    re-q: 0     timeout: 0     msgs: 3        e2e%: "
+        );
+        assert_eq!(lines[10], "Producers: None");
+    }
 }

@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_store::{
     ChannelMeta, ChannelState, LogOptions, NewRecord, StoreError, TopicLog, TopicMeta,
@@ -27,7 +27,21 @@ use tracing::{info, warn};
 
 use crate::channel::Channel;
 use crate::clock::now_ns;
+use crate::histogram::AtomicHistogram;
+use crate::latency::E2eConfig;
 use crate::lookup::RegistryEvent;
+use crate::stats::Latency;
+
+/// What a topic takes from the broker's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicOptions {
+    /// Options of its log on disk.
+    pub log: LogOptions,
+    /// Capacity of an `#ephemeral` topic's in-memory log.
+    pub mem_queue_size: usize,
+    /// End-to-end latency tracking for its channels (`None`: off).
+    pub e2e: Option<E2eConfig>,
+}
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +78,11 @@ pub struct Topic {
     pub message_count: AtomicU64,
     /// Bytes published since start.
     pub message_bytes: AtomicU64,
+    /// Time [`Topic::publish`] takes (append and wake-up), per call.
+    pub publish_latency: AtomicHistogram,
+    /// Time each log sync (msync + fsync) takes.
+    pub sync_latency: AtomicHistogram,
+    e2e: Option<E2eConfig>,
 }
 
 impl std::fmt::Debug for Topic {
@@ -85,13 +104,17 @@ impl Topic {
     pub(crate) fn open(
         name: &str,
         topics_dir: &Path,
-        opts: LogOptions,
-        mem_queue_size: usize,
+        options: TopicOptions,
         events: broadcast::Sender<RegistryEvent>,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Topic>, StoreError> {
         let ephemeral = ferry_proto::names::is_ephemeral(name);
+        let TopicOptions {
+            log: opts,
+            mem_queue_size,
+            e2e,
+        } = options;
         let sync_timeout = opts.sync_timeout;
         let (log, dir, meta) = if ephemeral {
             (
@@ -139,6 +162,9 @@ impl Topic {
             tracker,
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
+            publish_latency: AtomicHistogram::default(),
+            sync_latency: AtomicHistogram::default(),
+            e2e,
         });
         for cm in meta.channels {
             if !ferry_proto::names::is_valid_channel_name(&cm.name) {
@@ -190,15 +216,18 @@ impl Topic {
     }
 
     fn insert_channel(&self, name: &str, state: ChannelState, paused: bool) -> Arc<Channel> {
-        let ch = Arc::new(Channel::new(
-            &self.name,
-            name,
-            self.log.clone(),
-            self.paused.clone(),
-            state,
-            paused,
-            self.cancel.child_token(),
-        ));
+        let ch = Arc::new(
+            Channel::new(
+                &self.name,
+                name,
+                self.log.clone(),
+                self.paused.clone(),
+                state,
+                paused,
+                self.cancel.child_token(),
+            )
+            .with_e2e(self.e2e.as_ref()),
+        );
         self.channels_write().insert(name.to_owned(), ch.clone());
         let timer = ch.clone();
         self.tracker.spawn(async move { timer.run_timer().await });
@@ -210,6 +239,7 @@ impl Topic {
         if self.deleted.load(Ordering::Acquire) || self.cancel.is_cancelled() {
             return Err(PublishError::Exiting);
         }
+        let started = Instant::now();
         let now = now_ns();
         let deliver_at = if defer.is_zero() {
             0
@@ -245,6 +275,7 @@ impl Topic {
         if !self.ephemeral && self.log.sync_due() {
             self.sync_now.notify_one();
         }
+        self.publish_latency.record(started.elapsed());
         Ok(range)
     }
 
@@ -394,6 +425,19 @@ impl Topic {
         }
     }
 
+    /// End-to-end latency over all its channels (nsqd's topic aggregate); count 0 and no
+    /// percentiles when tracking is off.
+    pub fn e2e_latency(&self) -> Latency {
+        let Some(cfg) = &self.e2e else {
+            return Latency::default();
+        };
+        let mut merged = E2eConfig::empty_histogram();
+        for ch in self.channels() {
+            ch.merge_e2e_into(&mut merged);
+        }
+        cfg.summarize(&merged)
+    }
+
     /// Marks the topic deleted, stops its tasks and removes its files.
     pub(crate) fn destroy(&self) {
         self.deleted.store(true, Ordering::Release);
@@ -450,7 +494,9 @@ impl Topic {
         if self.ephemeral || self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
+        let started = Instant::now();
         self.log.sync()?;
+        self.sync_latency.record(started.elapsed());
         self.persist_meta();
         let low = {
             let channels = self.channels_read();

@@ -52,6 +52,19 @@ pub struct Config {
     /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the current span's fields.
+    Json,
 }
 
 /// Parses Go-style durations ("250ms", "45s", "5m", "1h") and plain milliseconds.

@@ -33,6 +33,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/topics", get(topics))
         .route("/channels", get(channels))
         .route("/nodes", get(nodes))
+        .route("/metrics", get(metrics_handler))
         .route("/topic/create", post(topic_create))
         .route("/topic/delete", post(topic_delete))
         .route("/topic/tombstone", post(topic_tombstone))
@@ -44,6 +45,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         })
         .layer(axum::middleware::map_response(nsq_header))
         .with_state(shared)
+}
+
+async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::prom::CONTENT_TYPE)],
+        crate::prom::render(&shared),
+    )
+        .into_response()
 }
 
 async fn nsq_header(mut resp: Response) -> Response {

@@ -14,6 +14,7 @@
 //! - [`shared`]: the database behind its lock, and this daemon's identity.
 //! - `tcp`: the protocol V1 listener and one task per broker connection.
 //! - [`http`]: nsqlookupd's HTTP API.
+//! - `prom`: `/metrics` in Prometheus text format, built from live state at each scrape.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -27,6 +28,7 @@
 pub mod config;
 pub mod db;
 pub mod http;
+mod prom;
 pub mod shared;
 mod tcp;
 

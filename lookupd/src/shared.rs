@@ -32,6 +32,10 @@ pub struct Shared {
     pub(crate) cancel: CancellationToken,
     /// Every broker connection task, so that shutdown waits for them.
     pub(crate) tracker: TaskTracker,
+    /// Broker connections accepted since start (for `/metrics`).
+    pub connections_total: AtomicU64,
+    /// Broker connections open now (for `/metrics`).
+    pub open_connections: AtomicU64,
 }
 
 impl Shared {
@@ -49,6 +53,8 @@ impl Shared {
             hostname: crate::config::hostname(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            connections_total: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
         }
     }
 

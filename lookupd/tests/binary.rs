@@ -163,3 +163,63 @@ fn bad_flags_exit_with_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid duration"), "{stderr}");
 }
+
+#[tokio::test]
+async fn json_log_format_writes_one_json_object_per_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookupd"))
+        .args([
+            "--tcp-address=127.0.0.1:0",
+            "--http-address=127.0.0.1:0",
+            "--log-format=json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lookupd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut process = Process {
+        child,
+        tcp: "127.0.0.1:0".parse().unwrap(),
+        http: "127.0.0.1:0".parse().unwrap(),
+    };
+    let end = Instant::now() + DEADLINE;
+    let mut seen = 0;
+    while seen < 2 {
+        let left = end.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("lookupd logs its listeners");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(v["level"].is_string(), "{v}");
+        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        if let Some(addr) = message.strip_prefix("HTTP: listening on ") {
+            process.http = addr.parse().unwrap();
+            seen += 1;
+        }
+        if let Some(addr) = message.strip_prefix("TCP: listening on ") {
+            process.tcp = addr.parse().unwrap();
+            seen += 1;
+        }
+    }
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let metrics = http(process.http, "GET", "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .contains("# TYPE ferry_lookupd_producers gauge"),
+        "{}",
+        metrics.body
+    );
+    tokio::task::spawn_blocking(move || process.signal_and_wait("TERM"))
+        .await
+        .unwrap();
+}

@@ -382,3 +382,68 @@ async fn a_producer_that_stops_pinging_disappears() {
     }
     lookupd.stop().await;
 }
+
+/// The value of the unlabelled sample `name` in a parsed scrape.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    use prometheus_parse::Value;
+    match scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .map(|s| &s.value)
+    {
+        Some(Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v)) => *v,
+        other => panic!("no sample {name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_brokers_topics_and_channels() {
+    let lookupd = start(|_| {}).await;
+    let mut b1 = lookupd.broker("b1", 4150, 4151).await;
+    b1.register("orders", Some("billing")).await;
+    b1.register("orders", Some("audit")).await;
+    let mut b2 = lookupd.broker("b2", 4150, 4151).await;
+    b2.register("clicks", None).await;
+
+    let reply = lookupd.get("/metrics").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    // Every line is Prometheus text: HELP, TYPE, a sample, or empty.
+    for line in reply.body.lines() {
+        assert_ne!(
+            prometheus_parse::LineInfo::parse(line),
+            prometheus_parse::LineInfo::Ignored,
+            "not Prometheus text: {line:?}"
+        );
+    }
+    let scrape =
+        prometheus_parse::Scrape::parse(reply.body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(sample(&scrape, "ferry_lookupd_producers"), 2.0);
+    assert_eq!(sample(&scrape, "ferry_lookupd_active_producers"), 2.0);
+    assert_eq!(sample(&scrape, "ferry_lookupd_topics"), 2.0);
+    assert_eq!(sample(&scrape, "ferry_lookupd_channels"), 2.0);
+    assert_eq!(sample(&scrape, "ferry_lookupd_connections"), 2.0);
+    assert_eq!(sample(&scrape, "ferry_lookupd_connections_total"), 2.0);
+    assert!(sample(&scrape, "ferry_process_open_fds") >= 3.0);
+    assert!(
+        reply
+            .body
+            .contains("# TYPE ferry_lookupd_connections_total counter"),
+        "{}",
+        reply.body
+    );
+
+    drop(b2);
+    eventually("b2's connection closed", || async {
+        let body = lookupd.get("/metrics").await.body;
+        body.contains("ferry_lookupd_connections 1\n")
+            && body.contains("ferry_lookupd_producers 1\n")
+    })
+    .await;
+    drop(b1);
+    lookupd.stop().await;
+}

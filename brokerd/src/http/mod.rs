@@ -27,6 +27,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/ping", get(ping))
         .route("/info", get(info))
         .route("/stats", get(stats_handler))
+        .route("/metrics", get(metrics_handler))
         .route("/pub", post(publish))
         .route("/mpub", post(multi_publish))
         .route("/topic/create", post(topic_create))
@@ -130,6 +131,14 @@ async fn stats_handler(State(b): State<Arc<Broker>>, Query(q): Params) -> Respon
         )
             .into_response()
     }
+}
+
+async fn metrics_handler(State(b): State<Arc<Broker>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::prom::CONTENT_TYPE)],
+        crate::prom::render(&b),
+    )
+        .into_response()
 }
 
 fn topic_param(q: &HashMap<String, String>) -> ApiResult<&str> {
@@ -373,6 +382,8 @@ async fn config_get(State(b): State<Arc<Broker>>, Path(opt): Path<String>) -> Ap
         "max_channel_consumers" => json!(c.max_channel_consumers),
         "mem_queue_size" => json!(c.mem_queue_size),
         "log_level" => json!(c.log_level),
+        "e2e_processing_latency_percentiles" => json!(c.e2e_processing_latency_percentiles),
+        "e2e_processing_latency_window_time" => ms(c.e2e_processing_latency_window_time),
         "nsqlookupd_tcp_addresses" => json!(c.lookupd_tcp_addresses),
         _ => return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION")),
     };

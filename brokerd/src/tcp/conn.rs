@@ -464,7 +464,8 @@ impl Conn {
         self.output_buffer_size = obs;
         self.sample_rate = req.sample_rate;
         self.msg_timeout = msg_timeout;
-        debug!(client_id = %req.client_id, user_agent = %req.user_agent, "IDENTIFY");
+        tracing::Span::current().record("client_id", self.info.identity().client_id.as_str());
+        debug!(user_agent = %req.user_agent, "IDENTIFY");
         if req.snappy && req.deflate {
             return Err(ProtocolError::new(
                 ErrorCode::IdentifyFailed,

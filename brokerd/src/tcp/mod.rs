@@ -51,7 +51,14 @@ pub(crate) async fn serve(
         let broker = broker.clone();
         let cancel = cancel.clone();
         let tls = tls.clone();
-        let span = info_span!("conn", remote = %remote, client = tracing::field::Empty);
+        // `client` (the broker's id for the connection) is recorded once it is registered,
+        // `client_id` (the client's own name) after IDENTIFY.
+        let span = info_span!(
+            "conn",
+            remote = %remote,
+            client = tracing::field::Empty,
+            client_id = tracing::field::Empty
+        );
         broker.tracker.clone().spawn(
             async move {
                 handle(stream, remote, broker, cancel, tls).await;

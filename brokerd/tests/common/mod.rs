@@ -364,6 +364,8 @@ pub struct BrokerProcess {
     pub child: Child,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// Every line it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Runs the `brokerd` binary on `dir` with ports 0 and `extra` flags; waits for its listeners.
@@ -390,6 +392,7 @@ pub fn spawn_brokerd(dir: &Path, extra: &[&str]) -> BrokerProcess {
         }
     });
     let (mut tcp, mut http) = (None, None);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let end = std::time::Instant::now() + DEADLINE;
     while tcp.is_none() || http.is_none() {
         let left = end.saturating_duration_since(std::time::Instant::now());
@@ -397,19 +400,28 @@ pub fn spawn_brokerd(dir: &Path, extra: &[&str]) -> BrokerProcess {
             .recv_timeout(left)
             .expect("brokerd prints its listening addresses");
         let clean = strip_ansi(&line);
+        // The address ends the message (text logs) or is followed by `"` (JSON logs).
+        let addr = |a: &str| a.split('"').next().unwrap().trim().parse().unwrap();
         if let Some(a) = clean.split("TCP: listening on ").nth(1) {
-            tcp = Some(a.trim().parse().unwrap());
+            tcp = Some(addr(a));
         }
         if let Some(a) = clean.split("HTTP: listening on ").nth(1) {
-            http = Some(a.trim().parse().unwrap());
+            http = Some(addr(a));
         }
+        log.lock().unwrap().push(line);
     }
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            sink.lock().unwrap().push(line);
+        }
+    });
     BrokerProcess {
         child,
         tcp: tcp.unwrap(),
         http: http.unwrap(),
+        log,
     }
 }
 
@@ -458,4 +470,136 @@ impl BrokerProcess {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Checks that `text` is Prometheus text exposition format line by line (every line a `# HELP`,
+/// a `# TYPE`, a sample or empty; one `# TYPE` per metric, before its samples; sample values are
+/// numbers; label sets well formed; histogram buckets cumulative), then parses it with
+/// `prometheus-parse`.
+pub fn parse_prometheus(text: &str) -> prometheus_parse::Scrape {
+    use prometheus_parse::{LineInfo, SampleType, Value};
+    use std::collections::HashMap;
+    let mut types: HashMap<String, SampleType> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        match LineInfo::parse(line) {
+            LineInfo::Empty | LineInfo::Doc { .. } => {}
+            LineInfo::Type {
+                metric_name,
+                metric_alias,
+                sample_type,
+            } => {
+                let base = metric_alias.unwrap_or(metric_name);
+                assert!(
+                    types.insert(base.clone(), sample_type).is_none(),
+                    "line {n}: second # TYPE for {base}"
+                );
+            }
+            LineInfo::Sample {
+                metric_name,
+                labels,
+                value,
+                timestamp,
+            } => {
+                assert!(
+                    timestamp.is_none(),
+                    "line {n}: unexpected timestamp: {line}"
+                );
+                assert!(
+                    matches!(value, "+Inf" | "-Inf" | "NaN") || value.parse::<f64>().is_ok(),
+                    "line {n}: bad value: {line}"
+                );
+                if let Some(labels) = labels {
+                    assert!(labels_well_formed(labels), "line {n}: bad labels: {line}");
+                }
+                let typed = types.contains_key(metric_name)
+                    || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                        metric_name
+                            .strip_suffix(suffix)
+                            .is_some_and(|base| types.get(base) == Some(&SampleType::Histogram))
+                    });
+                assert!(typed, "line {n}: sample before its # TYPE: {line}");
+            }
+            LineInfo::Ignored => panic!("line {n} is not Prometheus text format: {line:?}"),
+        }
+    }
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    for s in &scrape.samples {
+        if let Value::Histogram(buckets) = &s.value {
+            assert!(
+                buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                "{} buckets not cumulative",
+                s.metric
+            );
+        }
+    }
+    scrape
+}
+
+/// `a="x",b="y\"z"`: names are identifiers, values quoted with only `\\`, `\"`, `\n` escapes.
+fn labels_well_formed(labels: &str) -> bool {
+    let mut chars = labels.chars().peekable();
+    loop {
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        let ident = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident || chars.next() != Some('=') || chars.next() != Some('"') {
+            return false;
+        }
+        loop {
+            match chars.next() {
+                None => return false,
+                Some('"') => break,
+                Some('\\') => {
+                    if !matches!(chars.next(), Some('\\' | '"' | 'n')) {
+                        return false;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        match chars.next() {
+            None => return true,
+            Some(',') => continue,
+            Some(_) => return false,
+        }
+    }
+}
+
+/// The value of the sample `name` whose labels are exactly `labels` (counter, gauge, or a
+/// histogram's `_sum`/`_count`).
+pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    let found = scrape.samples.iter().find(|s| {
+        s.metric == name
+            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            && s.labels.len() == labels.len()
+    });
+    match found.map(|s| &s.value) {
+        Some(Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v)) => *v,
+        other => panic!("no scalar sample {name}{labels:?}: {other:?}"),
+    }
+}
+
+/// Fetches and strictly parses a `/metrics` page.
+pub async fn scrape(addr: SocketAddr) -> (prometheus_parse::Scrape, String) {
+    let (status, headers, body) = http_full(addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    (parse_prometheus(&body), body)
 }

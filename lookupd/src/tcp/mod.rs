@@ -5,6 +5,7 @@ mod peer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -42,10 +43,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, max_connec
             },
         };
         let task_shared = shared.clone();
+        shared.connections_total.fetch_add(1, Ordering::Relaxed);
+        shared.open_connections.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("peer", remote = %remote, broker = tracing::field::Empty);
         shared.tracker.spawn(
             async move {
-                handle(stream, remote, task_shared).await;
+                handle(stream, remote, task_shared.clone()).await;
+                task_shared.open_connections.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             }
             .instrument(span),
