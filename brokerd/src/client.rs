@@ -3,8 +3,8 @@
 //! sees only this shared, lock-light record.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -75,6 +75,8 @@ pub struct ClientInfo {
     pub snappy: AtomicBool,
     /// The connection uses DEFLATE compression.
     pub deflate: AtomicBool,
+    /// Identity and identity URL the auth server gave (empty: not authenticated).
+    auth_identity: Mutex<(String, String)>,
 }
 
 impl ClientInfo {
@@ -103,7 +105,16 @@ impl ClientInfo {
             tls: AtomicBool::new(false),
             snappy: AtomicBool::new(false),
             deflate: AtomicBool::new(false),
+            auth_identity: Mutex::new((String::new(), String::new())),
         }
+    }
+
+    /// Records who AUTH says this client is.
+    pub fn set_auth_identity(&self, identity: &str, url: &str) {
+        *self
+            .auth_identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (identity.to_owned(), url.to_owned());
     }
 
     /// Current state.
@@ -142,6 +153,11 @@ impl ClientInfo {
     /// `/stats` view of this client, with NSQ's field names.
     pub fn stats(&self) -> ClientStats {
         let ident = self.identity();
+        let auth = self
+            .auth_identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         ClientStats {
             client_id: ident.client_id,
             hostname: ident.hostname,
@@ -159,7 +175,9 @@ impl ClientInfo {
             snappy: self.snappy.load(Ordering::Relaxed),
             user_agent: ident.user_agent,
             tls: self.tls.load(Ordering::Relaxed),
-            authed: false,
+            authed: !auth.0.is_empty(),
+            auth_identity: auth.0,
+            auth_identity_url: auth.1,
             msg_timeout: ident.msg_timeout_ms,
             pub_count: self.pub_count.load(Ordering::Relaxed),
         }
@@ -203,6 +221,12 @@ pub struct ClientStats {
     pub tls: bool,
     /// AUTH done.
     pub authed: bool,
+    /// Identity from the auth server.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub auth_identity: String,
+    /// Identity URL from the auth server.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub auth_identity_url: String,
     /// Effective msg timeout (ms).
     pub msg_timeout: i64,
     /// Messages published by this client.

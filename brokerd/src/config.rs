@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
     pub lookupd_tcp_addresses: Vec<String>,
 
+    /// An auth server (host:port or URL) that AUTH secrets are checked against; repeatable.
+    /// With one, clients must AUTH before SUB/PUB (IDENTIFY says `auth_required`).
+    #[arg(long = "auth-http-address", value_name = "ADDR")]
+    pub auth_http_addresses: Vec<String>,
+
     /// PEM certificate (chain) for TLS: turns on `tls_v1` in IDENTIFY and the HTTPS server.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod client;

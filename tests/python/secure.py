@@ -2,7 +2,8 @@
 
 Usage: secure.py TCP_ADDR TOPIC OPTIONS CA_FILE [CLIENT_CERT CLIENT_KEY]
 
-OPTIONS is a '+'-separated list of tls, snappy, deflate. A Writer publishes N messages (PUB and
+OPTIONS is a '+'-separated list of tls, snappy, deflate, auth (AUTH with the secret
+"pynsq-secret"). A Writer publishes N messages (PUB and
 MPUB) and a Reader consumes them on one channel, both with the same options; every message must
 arrive exactly once. Prints "ok N" and exits 0 on success.
 """
@@ -30,6 +31,8 @@ if "snappy" in opts:
     conn_args["snappy"] = True
 if "deflate" in opts:
     conn_args.update(deflate=True, deflate_level=6)
+if "auth" in opts:
+    conn_args["auth_secret"] = "pynsq-secret"
 
 loop = ioloop.IOLoop.current()
 received = collections.Counter()

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::{self, AuthState, Credentials};
 use crate::broker::{Broker, VERSION};
 use crate::channel::Channel;
 use crate::client::{ClientIdentity, ClientInfo, ClientState};
@@ -75,6 +76,12 @@ pub(crate) struct Conn {
     upgrade: Option<Upgrade>,
     /// The stream is TLS.
     is_tls: bool,
+    /// Common name of the client's TLS certificate (for the auth server).
+    common_name: String,
+    /// What the auth server granted (with `--auth-http-address`).
+    auth: Option<AuthState>,
+    /// The secret AUTH sent, to ask again when the grant expires.
+    auth_secret: String,
     rbuf: BytesMut,
     out: OutBuf,
     limits: DecodeLimits,
@@ -110,6 +117,9 @@ impl Conn {
             io,
             tls,
             upgrade: None,
+            common_name: String::new(),
+            auth: None,
+            auth_secret: String::new(),
             is_tls: false,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             out: OutBuf::default(),
@@ -160,12 +170,12 @@ impl Conn {
                     }
                     self.last_recv = Instant::now();
                     self.info.last_recv_ns.store(now_ns(), Ordering::Relaxed);
-                    let mut flow = self.process_input();
+                    let mut flow = self.process_input().await;
                     self.flush().await?;
                     if let Flow::Upgrade = flow {
                         self.apply_upgrade().await?;
                         // Anything pipelined behind IDENTIFY is processed in the new mode.
-                        flow = self.process_input();
+                        flow = self.process_input().await;
                         self.flush().await?;
                     }
                     if let Flow::Close = flow {
@@ -264,6 +274,9 @@ impl Conn {
                 .await
                 .map_err(|elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, elapsed))??;
             let version = tls.get_ref().1.protocol_version();
+            if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                self.common_name = crate::tls::common_name(cert).unwrap_or_default();
+            }
             debug!(?version, "TLS handshake done");
             self.io = Box::new(tls);
             self.is_tls = true;
@@ -285,7 +298,7 @@ impl Conn {
     }
 
     /// Decodes and executes every complete command in the read buffer.
-    fn process_input(&mut self) -> Flow {
+    async fn process_input(&mut self) -> Flow {
         loop {
             let cmd = match v2::decode_command(&mut self.rbuf, &self.limits) {
                 Ok(Some(cmd)) => cmd,
@@ -295,7 +308,7 @@ impl Conn {
                     return Flow::Close;
                 }
             };
-            if let Err(e) = self.exec(cmd) {
+            if let Err(e) = self.exec(cmd).await {
                 self.send_error(&e);
                 if e.is_fatal() {
                     return Flow::Close;
@@ -320,7 +333,7 @@ impl Conn {
         self.out.put_with(|b| v2::encode_response(b, data));
     }
 
-    fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
+    async fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
         if self.broker.config.tls_required_tcp()
             && !self.is_tls
             && !matches!(cmd, Command::Identify(_))
@@ -332,21 +345,26 @@ impl Conn {
         }
         match cmd {
             Command::Identify(body) => self.identify(&body),
-            Command::Auth(_) => {
+            Command::Auth(secret) => self.authenticate(&secret).await,
+            Command::Sub { topic, channel } => {
                 if self.info.state() != ClientState::Init {
-                    return Err(invalid("cannot AUTH in current state"));
+                    return Err(invalid("cannot SUB in current state"));
                 }
-                Err(ProtocolError::new(ErrorCode::AuthDisabled, "AUTH Disabled"))
+                self.check_auth("SUB", &topic, &channel).await?;
+                self.subscribe(&topic, &channel)
             }
-            Command::Sub { topic, channel } => self.subscribe(&topic, &channel),
-            Command::Pub { topic, body } => self.publish(
-                "PUB",
-                &topic,
-                &[&body],
-                Duration::ZERO,
-                ErrorCode::PubFailed,
-            ),
+            Command::Pub { topic, body } => {
+                self.check_auth("PUB", &topic, "").await?;
+                self.publish(
+                    "PUB",
+                    &topic,
+                    &[&body],
+                    Duration::ZERO,
+                    ErrorCode::PubFailed,
+                )
+            }
             Command::Mpub { topic, bodies } => {
+                self.check_auth("MPUB", &topic, "").await?;
                 let refs: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
                 self.publish("MPUB", &topic, &refs, Duration::ZERO, ErrorCode::MpubFailed)
             }
@@ -361,6 +379,7 @@ impl Conn {
                         "DPUB timeout {defer_ms} out of range 0-{max}"
                     )));
                 }
+                self.check_auth("DPUB", &topic, "").await?;
                 self.publish(
                     "DPUB",
                     &topic,
@@ -504,7 +523,7 @@ impl Conn {
             max_deflate_level: cfg.max_deflate_level as i32,
             snappy,
             sample_rate: req.sample_rate,
-            auth_required: false,
+            auth_required: !cfg.auth_http_addresses.is_empty(),
             output_buffer_size: obs as i64,
             output_buffer_timeout: obt.as_millis() as i64,
         };
@@ -513,6 +532,91 @@ impl Conn {
         })?;
         self.respond(&json);
         Ok(())
+    }
+
+    /// AUTH: asks the auth server what the secret may do; replies with the identity and the
+    /// number of authorizations, as nsqd does.
+    async fn authenticate(&mut self, secret: &[u8]) -> Result<(), ProtocolError> {
+        if self.info.state() != ClientState::Init {
+            return Err(invalid("cannot AUTH in current state"));
+        }
+        if self.auth.is_some() {
+            return Err(invalid("AUTH already set"));
+        }
+        if self.broker.config.auth_http_addresses.is_empty() {
+            return Err(ProtocolError::new(ErrorCode::AuthDisabled, "AUTH Disabled"));
+        }
+        if secret.is_empty() {
+            return Err(ProtocolError::new(
+                ErrorCode::BadBody,
+                "AUTH invalid body size 0",
+            ));
+        }
+        self.auth_secret = String::from_utf8_lossy(secret).into_owned();
+        let state = self.query_auth().await?;
+        if state.permission_count() == 0 {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                "AUTH no authorizations found",
+            ));
+        }
+        let reply = serde_json::json!({
+            "identity": state.identity,
+            "identity_url": state.identity_url,
+            "permission_count": state.permission_count(),
+        });
+        self.info
+            .set_auth_identity(&state.identity, &state.identity_url);
+        self.auth = Some(state);
+        self.respond(reply.to_string().as_bytes());
+        Ok(())
+    }
+
+    /// Asks the auth servers; their failures are logged, the client only hears `AUTH failed`.
+    async fn query_auth(&mut self) -> Result<AuthState, ProtocolError> {
+        let creds = Credentials {
+            remote_ip: self.info.remote.ip().to_string(),
+            tls: self.is_tls,
+            secret: self.auth_secret.clone(),
+            common_name: self.common_name.clone(),
+        };
+        auth::query(&self.broker.config.auth_http_addresses, &creds)
+            .await
+            .map_err(|e| {
+                warn!(error = %format!("{e:#}"), "AUTH failed");
+                ProtocolError::new(ErrorCode::AuthFailed, "AUTH failed")
+            })
+    }
+
+    /// With auth enabled: `cmd` on `topic`/`channel` (`""` to publish) must be authorized;
+    /// an expired grant is renewed first.
+    async fn check_auth(
+        &mut self,
+        cmd: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), ProtocolError> {
+        if self.broker.config.auth_http_addresses.is_empty() {
+            return Ok(());
+        }
+        let Some(state) = &self.auth else {
+            return Err(ProtocolError::new(
+                ErrorCode::AuthFirst,
+                format!("AUTH required before {cmd}"),
+            ));
+        };
+        if state.expired() {
+            let fresh = self.query_auth().await?;
+            self.auth = Some(fresh);
+        }
+        if self.auth.as_ref().is_some_and(|s| s.allows(topic, channel)) {
+            Ok(())
+        } else {
+            Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                format!("AUTH failed for {cmd} on {topic:?} {channel:?}"),
+            ))
+        }
     }
 
     fn subscribe(&mut self, topic_name: &str, channel_name: &str) -> Result<(), ProtocolError> {
