@@ -7,6 +7,8 @@
 //! - [`topic`], [`channel`]: the queue semantics over `ferry-store`'s log.
 //! - `tcp`: the protocol V2 listener and one task per connection.
 //! - [`http`]: nsqd's HTTP API.
+//! - [`grpc`]: the gRPC API (`proto/ferry/v1/broker.proto`); [`grpc::pb`] has its generated
+//!   client.
 //! - [`stats`]: `/stats` in JSON and text.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@ pub mod channel;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod lookup;
 pub mod stats;
@@ -47,10 +50,12 @@ pub struct Server {
     broker: Arc<Broker>,
     tcp: TcpListener,
     http: TcpListener,
+    grpc: TcpListener,
 }
 
 impl Server {
-    /// Opens the data directory (recovering every topic) and binds the TCP and HTTP listeners.
+    /// Opens the data directory (recovering every topic) and binds the TCP, HTTP and gRPC
+    /// listeners.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let tcp = TcpListener::bind(config.tcp_address)
             .await
@@ -58,6 +63,9 @@ impl Server {
         let http = TcpListener::bind(config.http_address)
             .await
             .with_context(|| format!("cannot listen on HTTP {}", config.http_address))?;
+        let grpc = TcpListener::bind(config.grpc_address)
+            .await
+            .with_context(|| format!("cannot listen on gRPC {}", config.grpc_address))?;
         let broker =
             tokio::task::spawn_blocking(move || Broker::open(config, CancellationToken::new()))
                 .await
@@ -66,7 +74,12 @@ impl Server {
             tcp: tcp.local_addr()?.port(),
             http: http.local_addr()?.port(),
         });
-        Ok(Server { broker, tcp, http })
+        Ok(Server {
+            broker,
+            tcp,
+            http,
+            grpc,
+        })
     }
 
     /// Bound TCP address.
@@ -83,6 +96,13 @@ impl Server {
             .expect("bound listener has an address")
     }
 
+    /// Bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
     /// The broker's shared state.
     pub fn broker(&self) -> Arc<Broker> {
         self.broker.clone()
@@ -92,11 +112,18 @@ impl Server {
     /// in-flight messages go back to their channels), syncs every log and saves every channel's
     /// state. Returns when all of that is done.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Server { broker, tcp, http } = self;
+        let Server {
+            broker,
+            tcp,
+            http,
+            grpc,
+        } = self;
         info!("TCP: listening on {}", tcp.local_addr()?);
         info!("HTTP: listening on {}", http.local_addr()?);
+        info!("gRPC: listening on {}", grpc.local_addr()?);
         let stop = broker.cancel.clone();
         let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone()));
+        let grpc_task = tokio::spawn(grpc::serve(grpc, broker.clone(), stop.clone()));
         lookup::start(&broker);
         let app = http::router(broker.clone());
         let http_stop = stop.clone();
@@ -113,6 +140,11 @@ impl Server {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
             Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+        }
+        match grpc_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC task failed"),
         }
         broker.tracker.close();
         broker.tracker.wait().await;
