@@ -311,7 +311,7 @@ impl Broker {
         v
     }
 
-    /// Number of connected TCP clients.
+    /// Number of connected clients (TCP connections and gRPC subscribers).
     pub fn client_count(&self) -> usize {
         self.clients
             .lock()

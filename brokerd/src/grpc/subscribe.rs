@@ -20,14 +20,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use ferry_proto::v2::limits::{check_channel_name, check_rdy_count, check_topic_name};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
 use ferry_store::Delivery;
 use tokio::sync::mpsc;
+use tokio_stream::Stream as _;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, warn};
@@ -46,6 +49,14 @@ const TAKE_BATCH: u64 = 512;
 const BATCH_BYTES: usize = 1 << 20;
 /// Refused FIN/REQ/TOUCH events a client may leave unread before the stream is ended.
 const MAX_PENDING_EVENTS: usize = 1024;
+
+/// Requests executed in one go when they have already arrived.
+const DRAIN_MAX: usize = 1024;
+
+enum Flow {
+    Continue,
+    End,
+}
 
 type Out = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
 
@@ -127,15 +138,14 @@ impl Subscriber {
                 biased;
                 _ = cancel.cancelled() => return Err(shutting_down()),
                 // Requests first: FINs the client sent before it left still count.
-                m = self.inbound.message() => match m {
-                    Ok(Some(req)) => self.exec(req).map_err(|e| status(&e))?,
-                    // Half-close: the client will send no more FINs, so it gets no more messages.
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        debug!(error = %e, "subscribe stream ended by the client");
+                m = self.inbound.message() => {
+                    if let Flow::End = self.handle(m)? {
                         return Ok(());
                     }
-                },
+                    if let Flow::End = self.drain().await? {
+                        return Ok(());
+                    }
+                }
                 _ = tx.closed() => return Ok(()),
                 _ = info.wake.notified() => {}
                 permit = tx.reserve(), if has_pending => {
@@ -152,6 +162,38 @@ impl Subscriber {
                     let Ok(permit) = permit else { return Ok(()) };
                     self.deliver(permit, tx, credit, cancel).await;
                 }
+            }
+        }
+    }
+
+    /// Executes the requests that have already arrived, without a trip through `select!` for
+    /// each (a consumer sends one FIN per message); stops at the first that is not there yet.
+    async fn drain(&mut self) -> Result<Flow, Status> {
+        for _ in 0..DRAIN_MAX {
+            // Polls once: `Streaming` keeps its state between polls, so nothing is lost.
+            let next =
+                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self.inbound).poll_next(cx)))
+                    .await;
+            let Poll::Ready(m) = next else { break };
+            if let Flow::End = self.handle(m.transpose())? {
+                return Ok(Flow::End);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// One inbound item: a request to execute, or the end of the client's side.
+    fn handle(&mut self, m: Result<Option<pb::SubscribeRequest>, Status>) -> Result<Flow, Status> {
+        match m {
+            Ok(Some(req)) => {
+                self.exec(req).map_err(|e| status(&e))?;
+                Ok(Flow::Continue)
+            }
+            // Half-close: the client will send no more FINs, so it gets no more messages.
+            Ok(None) => Ok(Flow::End),
+            Err(e) => {
+                debug!(error = %e, "subscribe stream ended by the client");
+                Ok(Flow::End)
             }
         }
     }
