@@ -459,6 +459,7 @@ async fn invalid_requests_get_nsq_codes() {
     let b = common::start(|c| {
         c.max_msg_size = 1024;
         c.max_body_size = 4096;
+        c.max_channel_consumers = 1;
     })
     .await;
     let mut c = client(b.grpc).await;
@@ -503,7 +504,7 @@ async fn invalid_requests_get_nsq_codes() {
     // Far beyond --max-body-size: refused by the transport, and the broker carries on.
     let huge = vec![b'x'; 200 * 1024];
     let r = publish(&mut c, "t", &[&huge], 0).await;
-    assert!(r.is_err(), "{r:?}");
+    assert_eq!(r.unwrap_err().code(), Code::OutOfRange);
     // Nothing was queued by any of them: the topic was never even created.
     assert!(common::find_topic(&b.stats().await, "t").is_none());
     publish(&mut c, "t", &[&ok, &ok], 0).await.unwrap();
@@ -529,6 +530,15 @@ async fn invalid_requests_get_nsq_codes() {
         .unwrap();
     let st = final_status(&mut s).await;
     assert_eq!(st.message(), "E_INVALID first request must be open");
+    let first = Sub::open(b.grpc, "t", "full", 0).await;
+    let mut s = Sub::start(b.grpc, open("t", "full", 1, 0)).await.unwrap();
+    let st = final_status(&mut s).await;
+    assert_eq!(st.code(), Code::ResourceExhausted);
+    assert_eq!(
+        st.message(),
+        "E_TOO_MANY_CHANNEL_CONSUMERS channel consumers for t:full exceeds limit of 1"
+    );
+    drop(first);
     let mut s = Sub::open(b.grpc, "t", "ch", 0).await;
     s.send(open("t", "ch", 1, 0)).await;
     let st = final_status(&mut s).await;

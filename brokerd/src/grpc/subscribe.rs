@@ -265,7 +265,7 @@ impl Subscriber {
         debug!(topic = %open.topic, channel = %open.channel, "gRPC subscriber");
         let ev = pb::Subscribed {
             client_id: info.id,
-            msg_timeout_ms: msg_timeout.as_millis() as u32,
+            msg_timeout_ms: u32::try_from(msg_timeout.as_millis()).unwrap_or(u32::MAX),
         };
         self.sub = Some(Subscription {
             topic,
