@@ -50,6 +50,8 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Refused FIN/REQ/TOUCH events a client may leave unread before the stream is ended.
 const MAX_PENDING_EVENTS: usize = 1024;
 
+/// How long a new stream may take to send its `open` (as a TCP client its magic).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests executed in one go when they have already arrived.
 const DRAIN_MAX: usize = 1024;
 
@@ -111,6 +113,12 @@ impl Subscriber {
         let first = tokio::select! {
             _ = cancel.cancelled() => return Err(shutting_down()),
             _ = tx.closed() => return Ok(()),
+            _ = tokio::time::sleep(OPEN_TIMEOUT) => {
+                let secs = OPEN_TIMEOUT.as_secs();
+                return Err(Status::deadline_exceeded(format!(
+                    "E_INVALID no open request within {secs}s"
+                )));
+            }
             m = self.inbound.message() => match m {
                 Ok(Some(m)) => m,
                 Ok(None) => return Ok(()),
