@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, when missing: a local Python venv (.venv) with the packages of
-# tests/python/requirements.txt from PyPI (pynsq, python-snappy, ...), re-installed when that
+# tests/python/requirements.txt from PyPI (pynsq, python-snappy, grpcio, ...), re-installed when that
 # file changes; and headless Chromium with chromedriver (Debian's packages) for admin-ui's
 # browser tests.
 set -euo pipefail
@@ -19,7 +19,7 @@ if [ "$want" != "$have" ] || ! .venv/bin/python -c 'import nsq' >/dev/null 2>&1;
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" > .venv/.requirements-sha256
 fi
-.venv/bin/python -c 'import nsq, snappy, tornado; print("pynsq", nsq.__version__, "tornado", tornado.version)'
+.venv/bin/python -c 'import nsq, snappy, tornado, grpc, grpc_tools.protoc; print("pynsq", nsq.__version__, "tornado", tornado.version, "grpcio", grpc.__version__)'
 if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/lib/chromium/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ferry's whole test suite: the command the README gives and the one CI runs (.ci/run).
-# It installs what the tests need when it is missing: a Python venv with pynsq (.venv) and the
+# It installs what the tests need when it is missing: a Python venv with pynsq and grpcio (.venv) and the
 # cargo-fuzz tool for the decoder fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

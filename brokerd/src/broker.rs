@@ -10,11 +10,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use ferry_proto::ProtocolError;
+use ferry_proto::v2::PublishKind;
 use ferry_store::{LogOptions, StoreError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -318,7 +322,7 @@ impl Broker {
         v
     }
 
-    /// Number of connected TCP clients.
+    /// Number of connected clients (TCP connections and gRPC subscribers).
     pub fn client_count(&self) -> usize {
         self.clients
             .lock()
@@ -348,6 +352,31 @@ impl Broker {
             Ok(_) => {}
             Err(e) => self.set_health(Some(format!("failed to write to the log: {e}"))),
         }
+    }
+
+    /// Publishes a batch that passed [`ferry_proto::v2::check_publish`] (or the V2 decoder) to
+    /// `topic_name`, created if missing: the one publish path behind PUB/MPUB/DPUB and gRPC's
+    /// `Publish`. A failure is `E_PUB_FAILED` (`E_MPUB_FAILED`, `E_DPUB_FAILED`) with nsqd's
+    /// text, and a failed write marks the broker unhealthy. Returns the sequences written.
+    pub fn publish(
+        self: &Arc<Self>,
+        kind: PublishKind,
+        topic_name: &str,
+        bodies: &[&[u8]],
+        defer: Duration,
+    ) -> Result<Range<u64>, ProtocolError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
+        };
+        let topic = self
+            .get_or_create_topic(topic_name)
+            .map_err(|e| failed(&e))?;
+        let result = topic.publish(bodies, defer);
+        self.note_write(&result);
+        result.map_err(|e| {
+            warn!(topic = topic_name, error = %e, "publish failed");
+            failed(&e)
+        })
     }
 
     /// Syncs every durable topic (log, metadata). Used at shutdown.

@@ -32,6 +32,10 @@ pub struct Config {
     #[arg(long, default_value = "0.0.0.0:4151")]
     pub http_address: SocketAddr,
 
+    /// Address to listen on for gRPC clients (`proto/ferry/v1/broker.proto`).
+    #[arg(long, default_value = "0.0.0.0:4153")]
+    pub grpc_address: SocketAddr,
+
     /// Address this broker is reached at by consumers (registered with lookupd). Default: hostname.
     #[arg(long)]
     pub broadcast_address: Option<String>,
@@ -250,6 +254,7 @@ impl Config {
         cfg.tcp_address = "127.0.0.1:0".parse().expect("addr");
         cfg.http_address = "127.0.0.1:0".parse().expect("addr");
         cfg.https_address = "127.0.0.1:0".parse().expect("addr");
+        cfg.grpc_address = "127.0.0.1:0".parse().expect("addr");
         cfg.data_path = data_path.into();
         cfg.broadcast_address = Some("127.0.0.1".into());
         cfg
@@ -328,6 +333,7 @@ mod tests {
         let c = Config::from_args(["brokerd"]).unwrap();
         assert_eq!(c.tcp_address.port(), 4150);
         assert_eq!(c.http_address.port(), 4151);
+        assert_eq!(c.grpc_address.port(), 4153);
         assert_eq!(c.max_msg_size, 1_048_576);
         assert_eq!(c.max_body_size, 5_242_880);
         assert_eq!(c.msg_timeout, Duration::from_secs(60));

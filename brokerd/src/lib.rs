@@ -7,6 +7,8 @@
 //! - [`topic`], [`channel`]: the queue semantics over `ferry-store`'s log.
 //! - `tcp`: the protocol V2 listener and one task per connection.
 //! - [`http`]: nsqd's HTTP API.
+//! - [`grpc`]: the gRPC API (`proto/ferry/v1/broker.proto`); [`grpc::pb`] has its generated
+//!   client.
 //! - [`stats`]: `/stats` in JSON and text.
 //! - `prom`: `/metrics` in Prometheus text format, built from live state at each scrape.
 //! - [`histogram`], [`latency`]: latency histograms for `/metrics` and the end-to-end latency
@@ -27,6 +29,7 @@ pub mod channel;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod grpc;
 pub mod histogram;
 pub mod http;
 pub mod latency;
@@ -55,13 +58,15 @@ pub struct Server {
     broker: Arc<Broker>,
     tcp: TcpListener,
     http: TcpListener,
+    grpc: TcpListener,
     /// HTTPS, when TLS is configured.
     https: Option<TcpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
-    /// Opens the data directory (recovering every topic) and binds the TCP and HTTP listeners.
+    /// Opens the data directory (recovering every topic) and binds the TCP, HTTP and gRPC
+    /// listeners.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let tls = tls::server_config(&config)?;
         let https = match &tls {
@@ -78,6 +83,9 @@ impl Server {
         let http = TcpListener::bind(config.http_address)
             .await
             .with_context(|| format!("cannot listen on HTTP {}", config.http_address))?;
+        let grpc = TcpListener::bind(config.grpc_address)
+            .await
+            .with_context(|| format!("cannot listen on gRPC {}", config.grpc_address))?;
         let broker =
             tokio::task::spawn_blocking(move || Broker::open(config, CancellationToken::new()))
                 .await
@@ -90,6 +98,7 @@ impl Server {
             broker,
             tcp,
             http,
+            grpc,
             https,
             tls,
         })
@@ -105,6 +114,13 @@ impl Server {
     /// Bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
             .local_addr()
             .expect("bound listener has an address")
     }
@@ -127,14 +143,17 @@ impl Server {
             broker,
             tcp,
             http,
+            grpc,
             https,
             tls,
         } = self;
         info!("TCP: listening on {}", tcp.local_addr()?);
         info!("HTTP: listening on {}", http.local_addr()?);
+        info!("gRPC: listening on {}", grpc.local_addr()?);
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let stop = broker.cancel.clone();
         let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone(), tls.clone()));
+        let grpc_task = tokio::spawn(grpc::serve(grpc, broker.clone(), stop.clone()));
         lookup::start(&broker);
         let app = http::router(broker.clone());
         let https_task = match (https, tls) {
@@ -171,6 +190,11 @@ impl Server {
                 Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
                 Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
             }
+        }
+        match grpc_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC task failed"),
         }
         broker.tracker.close();
         broker.tracker.wait().await;

@@ -167,6 +167,7 @@ async fn second_broker_on_same_data_path_is_refused() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_brokerd"))
         .arg("--tcp-address=127.0.0.1:0")
         .arg("--http-address=127.0.0.1:0")
+        .arg("--grpc-address=127.0.0.1:0")
         .arg(format!("--data-path={}", dir.path().display()))
         .output()
         .unwrap();

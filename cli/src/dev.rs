@@ -29,6 +29,10 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:4151", value_name = "ADDR")]
     pub broker_http_address: SocketAddr,
 
+    /// The broker's gRPC address (`proto/ferry/v1/broker.proto`).
+    #[arg(long, default_value = "127.0.0.1:4153", value_name = "ADDR")]
+    pub broker_grpc_address: SocketAddr,
+
     /// lookupd's TCP address (brokers register here).
     #[arg(long, default_value = "127.0.0.1:4160", value_name = "ADDR")]
     pub lookupd_tcp_address: SocketAddr,
@@ -53,6 +57,8 @@ pub struct DevAddrs {
     pub broker_tcp: SocketAddr,
     /// Broker HTTP.
     pub broker_http: SocketAddr,
+    /// Broker gRPC.
+    pub broker_grpc: SocketAddr,
     /// lookupd TCP.
     pub lookupd_tcp: SocketAddr,
     /// lookupd HTTP.
@@ -71,8 +77,8 @@ pub fn banner(addrs: &DevAddrs, data_path: &std::path::Path) -> String {
     );
     let _ = writeln!(
         s,
-        "  brokerd   TCP {}   HTTP http://{}",
-        addrs.broker_tcp, addrs.broker_http
+        "  brokerd   TCP {}   HTTP http://{}   gRPC {}",
+        addrs.broker_tcp, addrs.broker_http, addrs.broker_grpc
     );
     let _ = writeln!(
         s,
@@ -120,6 +126,7 @@ pub async fn run(
         ferry_brokerd::config::Config::from_args(["brokerd"]).context("brokerd defaults")?;
     broker_cfg.tcp_address = args.broker_tcp_address;
     broker_cfg.http_address = args.broker_http_address;
+    broker_cfg.grpc_address = args.broker_grpc_address;
     broker_cfg.broadcast_address = Some(args.broker_tcp_address.ip().to_string());
     broker_cfg.data_path = args.data_path.clone();
     broker_cfg.lookupd_tcp_addresses = vec![lookupd.tcp_addr().to_string()];
@@ -138,6 +145,7 @@ pub async fn run(
     let addrs = DevAddrs {
         broker_tcp: broker.tcp_addr(),
         broker_http: broker.http_addr(),
+        broker_grpc: broker.grpc_addr(),
         lookupd_tcp: lookupd.tcp_addr(),
         lookupd_http: lookupd.http_addr(),
         admin_http: admin.http_addr(),

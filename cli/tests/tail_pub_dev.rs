@@ -251,6 +251,7 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
         .args(["dev"])
         .args(["--broker-tcp-address", "127.0.0.1:0"])
         .args(["--broker-http-address", "127.0.0.1:0"])
+        .args(["--broker-grpc-address", "127.0.0.1:0"])
         .args(["--lookupd-tcp-address", "127.0.0.1:0"])
         .args(["--lookupd-http-address", "127.0.0.1:0"])
         .args(["--admin-http-address", "127.0.0.1:0"])

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
-use ferry_proto::v2::{self, Command, DecodeLimits};
+use ferry_proto::v2::{self, Command, DecodeLimits, PublishKind, limits};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -355,18 +355,12 @@ impl Conn {
             }
             Command::Pub { topic, body } => {
                 self.check_auth("PUB", &topic, "").await?;
-                self.publish(
-                    "PUB",
-                    &topic,
-                    &[&body],
-                    Duration::ZERO,
-                    ErrorCode::PubFailed,
-                )
+                self.publish(PublishKind::Pub, &topic, &[&body], Duration::ZERO)
             }
             Command::Mpub { topic, bodies } => {
                 self.check_auth("MPUB", &topic, "").await?;
                 let refs: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
-                self.publish("MPUB", &topic, &refs, Duration::ZERO, ErrorCode::MpubFailed)
+                self.publish(PublishKind::Mpub, &topic, &refs, Duration::ZERO)
             }
             Command::Dpub {
                 topic,
@@ -374,19 +368,10 @@ impl Conn {
                 body,
             } => {
                 let max = self.broker.config.max_req_timeout.as_millis() as u64;
-                if defer_ms > max {
-                    return Err(invalid(format!(
-                        "DPUB timeout {defer_ms} out of range 0-{max}"
-                    )));
-                }
+                limits::check_defer("DPUB", defer_ms, max)?;
                 self.check_auth("DPUB", &topic, "").await?;
-                self.publish(
-                    "DPUB",
-                    &topic,
-                    &[&body],
-                    Duration::from_millis(defer_ms),
-                    ErrorCode::DpubFailed,
-                )
+                let defer = Duration::from_millis(defer_ms);
+                self.publish(PublishKind::Dpub, &topic, &[&body], defer)
             }
             Command::Rdy(count) => self.ready(count),
             Command::Fin(id) => {
@@ -648,24 +633,12 @@ impl Conn {
 
     fn publish(
         &mut self,
-        cmd: &str,
+        kind: PublishKind,
         topic_name: &str,
         bodies: &[&[u8]],
         defer: Duration,
-        code: ErrorCode,
     ) -> Result<(), ProtocolError> {
-        let failed =
-            |e: &dyn std::fmt::Display| ProtocolError::new(code, format!("{cmd} failed {e}"));
-        let topic = self
-            .broker
-            .get_or_create_topic(topic_name)
-            .map_err(|e| failed(&e))?;
-        let result = topic.publish(bodies, defer);
-        self.broker.note_write(&result);
-        if let Err(e) = result {
-            warn!(topic = topic_name, error = %e, "publish failed");
-            return Err(failed(&e));
-        }
+        self.broker.publish(kind, topic_name, bodies, defer)?;
         self.info
             .pub_count
             .fetch_add(bodies.len() as u64, Ordering::Relaxed);
@@ -681,9 +654,7 @@ impl Conn {
             _ => return Err(invalid("cannot RDY in current state")),
         }
         let max = self.broker.config.max_rdy_count;
-        if count > max {
-            return Err(invalid(format!("RDY count {count} out of range 0-{max}")));
-        }
+        limits::check_rdy_count(count, max)?;
         self.rdy = count;
         self.info.ready_count.store(count, Ordering::Relaxed);
         Ok(())

@@ -22,6 +22,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub struct TestBroker {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    pub grpc: SocketAddr,
     pub dir: PathBuf,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -46,11 +47,13 @@ pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestBroker
         .expect("broker binds");
     let tcp = server.tcp_addr();
     let http = server.http_addr();
+    let grpc = server.grpc_addr();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(server.run(shutdown.clone()));
     TestBroker {
         tcp,
         http,
+        grpc,
         dir: dir.to_path_buf(),
         shutdown,
         handle,
@@ -374,6 +377,7 @@ pub fn spawn_brokerd(dir: &Path, extra: &[&str]) -> BrokerProcess {
     let mut child = ProcCommand::new(env!("CARGO_BIN_EXE_brokerd"))
         .arg("--tcp-address=127.0.0.1:0")
         .arg("--http-address=127.0.0.1:0")
+        .arg("--grpc-address=127.0.0.1:0")
         .arg(format!("--data-path={}", dir.display()))
         .args(extra)
         .env("NO_COLOR", "1")

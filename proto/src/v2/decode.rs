@@ -24,11 +24,14 @@ use std::ops::Range;
 
 use bytes::{Buf, BytesMut};
 
+use super::limits::{
+    check_channel_name, check_message_count, check_message_size, check_mpub_body_size,
+    check_mpub_message, check_topic_name,
+};
 use super::{Command, DecodeLimits};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::id::MessageId;
-use crate::line::{find_line_end, go_quote, lossy, parse_base10, read_i32};
-use crate::names::is_valid_name;
+use crate::line::{find_line_end, lossy, parse_base10, read_i32};
 
 /// Decodes the command at the start of `src`.
 ///
@@ -159,12 +162,7 @@ fn parse_line(line: &[u8]) -> Result<Head<'_>, ProtocolError> {
                 return Err(invalid("SUB insufficient number of parameters"));
             };
             let topic = topic_name(topic, "SUB")?;
-            let channel = valid_name(channel).ok_or_else(|| {
-                ProtocolError::new(
-                    ErrorCode::BadChannel,
-                    format!("SUB channel name {} is not valid", go_quote(channel)),
-                )
-            })?;
+            let channel = check_channel_name("SUB", channel)?;
             Head::Bare(Command::Sub {
                 topic: topic.to_owned(),
                 channel: channel.to_owned(),
@@ -228,23 +226,8 @@ fn parse_line(line: &[u8]) -> Result<Head<'_>, ProtocolError> {
     Ok(head)
 }
 
-/// `name` as a `&str` if it is a valid topic or channel name (valid names are ASCII).
-fn valid_name(name: &[u8]) -> Option<&str> {
-    if is_valid_name(name) {
-        std::str::from_utf8(name).ok()
-    } else {
-        None
-    }
-}
-
 fn topic_name<'a>(topic: &'a [u8], cmd: &str) -> Result<&'a str, ProtocolError> {
-    valid_name(topic).ok_or_else(|| {
-        // (nsqd 1.3 repeats the code inside MPUB's text, a typo we do not copy.)
-        ProtocolError::new(
-            ErrorCode::BadTopic,
-            format!("{cmd} topic name {} is not valid", go_quote(topic)),
-        )
-    })
+    check_topic_name(cmd, topic)
 }
 
 fn message_id(id: &[u8]) -> Result<MessageId, ProtocolError> {
@@ -266,7 +249,7 @@ fn body_layout(
     if kind == BodyKind::Mpub
         && let Some(count) = read_i32(src, start)
     {
-        check_message_count(count, limits)?;
+        check_count(count, limits)?;
     }
     let Some(body) = src.get(start..start.saturating_add(len)) else {
         return Ok(None);
@@ -286,66 +269,34 @@ fn checked_body_len(
     limits: &DecodeLimits,
 ) -> Result<usize, ProtocolError> {
     let cmd = kind.name();
-    let too_big = |max: u32| i64::from(size) > i64::from(max);
-    let (code, refusal) = match kind {
-        BodyKind::Pub | BodyKind::Dpub => (
-            ErrorCode::BadMessage,
-            if size <= 0 {
-                Some(format!("{cmd} invalid message body size {size}"))
-            } else if too_big(limits.max_msg_size) {
-                let max = limits.max_msg_size;
-                Some(format!("{cmd} message too big {size} > {max}"))
-            } else {
-                None
-            },
-        ),
-        BodyKind::Mpub => (
-            ErrorCode::BadBody,
-            if size <= 0 {
-                Some(format!("MPUB invalid body size {size}"))
-            } else if too_big(limits.max_body_size) {
-                let max = limits.max_body_size;
-                Some(format!("MPUB body too big {size} > {max}"))
-            } else if size < 4 {
-                Some("MPUB failed to read message count".to_owned())
-            } else {
-                None
-            },
-        ),
-        BodyKind::Identify | BodyKind::Auth => (
-            ErrorCode::BadBody,
-            if too_big(limits.max_body_size) {
-                let max = limits.max_body_size;
-                Some(format!("{cmd} body too big {size} > {max}"))
+    let size64 = i64::from(size);
+    match kind {
+        BodyKind::Pub | BodyKind::Dpub => check_message_size(cmd, size64, limits)?,
+        BodyKind::Mpub => check_mpub_body_size(size64, limits)?,
+        BodyKind::Identify | BodyKind::Auth => {
+            let max = limits.max_body_size;
+            let refusal = if size64 > i64::from(max) {
+                format!("{cmd} body too big {size} > {max}")
             } else if size <= 0 {
-                Some(format!("{cmd} invalid body size {size}"))
+                format!("{cmd} invalid body size {size}")
             } else {
-                None
-            },
-        ),
-    };
-    match refusal {
-        Some(message) => Err(ProtocolError::new(code, message)),
-        // Positive here, and a u32 always fits a usize on the targets Rust's std supports.
-        None => Ok(size.unsigned_abs() as usize),
+                // Positive here, and a u32 always fits a usize on the targets Rust's std supports.
+                return Ok(size.unsigned_abs() as usize);
+            };
+            return Err(ProtocolError::new(ErrorCode::BadBody, refusal));
+        }
     }
+    // Checked positive above.
+    Ok(size.unsigned_abs() as usize)
 }
 
-fn check_message_count(count: i32, limits: &DecodeLimits) -> Result<usize, ProtocolError> {
-    // The smallest message takes 5 bytes (size and one byte of data) after the 4-byte count.
-    let max = (i64::from(limits.max_body_size) - 4) / 5;
-    match usize::try_from(count) {
-        Ok(n) if n > 0 && i64::from(count) <= max => Ok(n),
-        _ => Err(ProtocolError::new(
-            ErrorCode::BadBody,
-            format!("MPUB invalid message count {count}"),
-        )),
-    }
+fn check_count(count: i32, limits: &DecodeLimits) -> Result<usize, ProtocolError> {
+    check_message_count(i64::from(count), limits)
 }
 
 /// Validates a complete MPUB body and returns where each message lies in it.
 fn mpub_spans(body: &[u8], limits: &DecodeLimits) -> Result<Vec<Range<usize>>, ProtocolError> {
-    let count = check_message_count(read_i32(body, 0).unwrap_or_default(), limits)?;
+    let count = check_count(read_i32(body, 0).unwrap_or_default(), limits)?;
     let overrun = |i: usize| {
         ProtocolError::new(
             ErrorCode::BadBody,
@@ -357,18 +308,7 @@ fn mpub_spans(body: &[u8], limits: &DecodeLimits) -> Result<Vec<Range<usize>>, P
     let mut at = 4usize;
     for i in 0..count {
         let size = read_i32(body, at).ok_or_else(|| overrun(i))?;
-        if size <= 0 {
-            return Err(ProtocolError::new(
-                ErrorCode::BadMessage,
-                format!("MPUB invalid message({i}) body size {size}"),
-            ));
-        }
-        if i64::from(size) > i64::from(limits.max_msg_size) {
-            return Err(ProtocolError::new(
-                ErrorCode::BadMessage,
-                format!("MPUB message too big {size} > {}", limits.max_msg_size),
-            ));
-        }
+        check_mpub_message(i, i64::from(size), limits)?;
         let start = at + 4;
         let end = usize::try_from(size)
             .ok()

@@ -14,12 +14,15 @@
 //!
 //! - [`command`](Command): the commands and their encoding ([`Command::encode`]);
 //! - [`decode_command`]: the broker's incremental, zero-copy command decoder;
+//! - [`limits`]: the publish rules (names, sizes, defer) that the decoder and the broker's
+//!   other publish paths share, and [`check_publish`] for a batch that arrived already split;
 //! - frames: [`encode_response`], [`encode_error`], [`encode_message`] and
 //!   [`message_frame_prefix`] for the broker, [`decode_frame`] for clients.
 
 mod command;
 mod decode;
 mod frame;
+pub mod limits;
 
 pub use command::Command;
 pub use decode::decode_command;
@@ -28,6 +31,7 @@ pub use frame::{
     MESSAGE_HEADER_LEN, Message, OK, decode_frame, encode_error, encode_frame, encode_message,
     encode_response, message_frame_prefix,
 };
+pub use limits::{PublishKind, check_publish};
 
 pub use crate::line::MAX_LINE_LEN;
 
