@@ -74,6 +74,7 @@ struct Broker {
     tcp: SocketAddr,
     http: SocketAddr,
     https: SocketAddr,
+    grpc: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -88,12 +89,14 @@ async fn start(pki: &Pki, tweak: impl FnOnce(&mut Config)) -> Broker {
     let server = ferry_brokerd::Server::bind(cfg).await.unwrap();
     let (tcp, http) = (server.tcp_addr(), server.http_addr());
     let https = server.https_addr().expect("HTTPS with a certificate");
+    let grpc = server.grpc_addr();
     let stop = CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone()));
     Broker {
         tcp,
         http,
         https,
+        grpc,
         stop,
         task,
         _dir: dir,
@@ -319,4 +322,50 @@ async fn https_get(addr: SocketAddr, ca: &Path, path: &str) -> String {
         .expect("response in time")
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_port_speaks_tls_with_a_certificate() {
+    use ferry_brokerd::grpc::pb;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let pki = pki();
+    let b = start(&pki, |_| {}).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
+        .domain_name("127.0.0.1");
+    let channel = Channel::from_shared(format!("https://{}", b.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connection");
+    let mut client = pb::broker_client::BrokerClient::new(channel);
+    let reply = client
+        .publish(pb::PublishRequest {
+            topic: "grpc_tls".into(),
+            bodies: vec![bytes::Bytes::from_static(b"over tls")],
+            ..Default::default()
+        })
+        .await
+        .expect("publish over TLS")
+        .into_inner();
+    assert_eq!(reply.count, 1);
+    // Plain text is not served on that port.
+    let plain = Channel::from_shared(format!("http://{}", b.grpc))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut client = pb::broker_client::BrokerClient::new(channel);
+        let r = client
+            .publish(pb::PublishRequest {
+                topic: "grpc_tls".into(),
+                bodies: vec![bytes::Bytes::from_static(b"plain")],
+                ..Default::default()
+            })
+            .await;
+        assert!(r.is_err(), "plain gRPC accepted on a TLS port");
+    }
+    b.stop().await;
 }

@@ -24,5 +24,6 @@ pub mod bench;
 pub mod dev;
 pub mod nodes;
 pub mod publish;
+pub mod security;
 pub mod stat;
 pub mod tail;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::parse_topic;
 use crate::args::parse_duration;
+use crate::security::SecurityArgs;
 use crate::tail::LOCAL_BROKER_TCP;
 
 /// Flags of `ferry pub`.
@@ -46,6 +47,10 @@ pub struct PubArgs {
         default_value = LOCAL_BROKER_TCP
     )]
     pub broker_tcp_addresses: Vec<String>,
+
+    /// TLS, compression and AUTH.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 
     /// Most messages in one MPUB.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -85,7 +90,9 @@ pub async fn run(
     progress: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<PubReport> {
-    let config = Config::new().user_agent(concat!("ferry-pub/", env!("CARGO_PKG_VERSION")));
+    let config = args
+        .security
+        .apply(Config::new().user_agent(concat!("ferry-pub/", env!("CARGO_PKG_VERSION"))))?;
     let mut producers = Vec::new();
     for addr in &args.broker_tcp_addresses {
         let producer = Producer::connect(addr.clone(), config.clone()).await?;

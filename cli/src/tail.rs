@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{parse_channel, parse_topic};
+use crate::security::SecurityArgs;
 
 /// The broker used when no address is given.
 pub const LOCAL_BROKER_TCP: &str = "127.0.0.1:4150";
@@ -67,6 +68,10 @@ pub struct TailArgs {
     /// repeatable. Brokers that appear later are joined as they register.
     #[arg(long = "lookupd-http-address", value_name = "ADDR")]
     pub lookupd_http_addresses: Vec<String>,
+
+    /// TLS, compression and AUTH.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 
     /// Most messages in flight per topic (RDY, shared across brokers).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
@@ -134,10 +139,12 @@ pub async fn run<W: Write>(
         Some(n) => args.max_in_flight.min(n.max(1)),
         None => args.max_in_flight,
     };
-    let config = Config::new()
-        .max_in_flight(max_in_flight)
-        .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
-        .shutdown_timeout(std::time::Duration::from_secs(5));
+    let config = args.security.apply(
+        Config::new()
+            .max_in_flight(max_in_flight)
+            .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
+            .shutdown_timeout(std::time::Duration::from_secs(5)),
+    )?;
 
     let (tx, mut rx) = mpsc::channel::<(usize, Message)>(1024);
     let mut consumers = Vec::new();

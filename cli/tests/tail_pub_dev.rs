@@ -335,3 +335,96 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(cwd.path().join("ferry-data/topics/hello.topic").is_dir());
 }
+
+/// Writes a CA and a certificate for 127.0.0.1 it signed into `dir`: (ca, cert, key).
+fn pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_and_pub_over_tls_with_compression() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(certs.path());
+    let b = broker_with(|c| {
+        c.tls_cert = Some(cert.clone().into());
+        c.tls_key = Some(key.clone().into());
+        // TCP must upgrade; plain HTTP stays open (for the stats this test reads).
+        c.tls_required = "tcp-https".into();
+    })
+    .await;
+    let tail = spawn_ferry(
+        &[
+            "tail",
+            "--broker-tcp-address",
+            &b.tcp,
+            "--topic",
+            "sec",
+            "-n",
+            "3",
+            "--tls-root-ca-file",
+            &ca,
+            "--deflate",
+        ],
+        Stdio::null(),
+    );
+    eventually("the tail to subscribe", || async {
+        (!channel_names(&b.stats().await, "sec").is_empty()).then_some(())
+    })
+    .await;
+    let out = ferry(args(&[
+        "pub",
+        "--broker-tcp-address",
+        &b.tcp,
+        "--topic",
+        "sec",
+        "--tls-root-ca-file",
+        &ca,
+        "--snappy",
+        "a",
+        "b",
+        "c",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = wait_output(tail).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(lines(&out.stdout), ["a", "b", "c"]);
+    // Without TLS the broker refuses: one clear line, non-zero exit.
+    let out = ferry(args(&[
+        "pub",
+        "--broker-tcp-address",
+        &b.tcp,
+        "--topic",
+        "sec",
+        "x",
+    ]))
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("TLS required"), "{stderr}");
+    b.stop().await;
+}

@@ -10,7 +10,8 @@
 //!
 //! Flags: `--messages N` (1000000), `--size BYTES` (200), `--batch N` (200), `--producers N` (2),
 //! `--pipeline N` concurrent batches per producer (4), `--max-in-flight N` (2500),
-//! `--handlers N` concurrent handlers (1), `--stream` (consume with the stream API instead).
+//! `--handlers N` concurrent handlers (1), `--stream` (consume with the stream API instead),
+//! `--snappy`, `--deflate LEVEL`, `--tls-ca FILE` (TLS, trusting the broker's CA).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,9 @@ struct Args {
     max_in_flight: u64,
     handlers: usize,
     stream: bool,
+    snappy: bool,
+    deflate: Option<u32>,
+    tls_ca: Option<String>,
 }
 
 fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
@@ -45,11 +49,15 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
         max_in_flight: 2500,
         handlers: 1,
         stream: false,
+        snappy: false,
+        deflate: None,
+        tls_ca: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--stream" {
-            a.stream = true;
+        if flag == "--stream" || flag == "--snappy" {
+            a.stream |= flag == "--stream";
+            a.snappy |= flag == "--snappy";
             continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -62,10 +70,26 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
             "--pipeline" => a.pipeline = value.parse()?,
             "--max-in-flight" => a.max_in_flight = value.parse()?,
             "--handlers" => a.handlers = value.parse()?,
+            "--deflate" => a.deflate = Some(value.parse()?),
+            "--tls-ca" => a.tls_ca = Some(value),
             _ => return Err(format!("unknown flag {flag}").into()),
         }
     }
     Ok(a)
+}
+
+/// `--snappy`, `--deflate LEVEL` and `--tls-ca FILE` (the broker's CA) applied to `config`.
+fn with_options(args: &Args, mut config: Config) -> Result<Config, Box<dyn std::error::Error>> {
+    if args.snappy {
+        config = config.snappy(true);
+    }
+    if let Some(level) = args.deflate {
+        config = config.deflate(level);
+    }
+    if let Some(ca) = &args.tls_ca {
+        config = config.tls(ferry_client::tls::client_config(Some(ca.as_ref()), None)?);
+    }
+    Ok(config)
 }
 
 fn report(what: &str, n: u64, size: usize, took: Duration) {
@@ -109,8 +133,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..args.producers {
-        let producer =
-            Producer::connect(&broker, Config::new().client_id(format!("writer-{p}"))).await?;
+        let producer = Producer::connect(
+            &broker,
+            with_options(&args, Config::new().client_id(format!("writer-{p}")))?,
+        )
+        .await?;
         for _ in 0..args.pipeline {
             let (producer, next_batch, body, topic) = (
                 producer.clone(),
@@ -134,11 +161,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("publish", total, args.size, start.elapsed());
 
     // Consume everything.
-    let config = Config::new()
-        .client_id("reader")
-        .max_in_flight(args.max_in_flight)
-        .concurrent_handlers(args.handlers)
-        .output_buffer_size(64 * 1024);
+    let config = with_options(
+        &args,
+        Config::new()
+            .client_id("reader")
+            .max_in_flight(args.max_in_flight)
+            .concurrent_handlers(args.handlers)
+            .output_buffer_size(64 * 1024),
+    )?;
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let start = Instant::now();

@@ -61,6 +61,9 @@ pub struct Config {
     pub(crate) hostname: String,
     pub(crate) user_agent: String,
     pub(crate) auth_secret: Option<String>,
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub(crate) snappy: bool,
+    pub(crate) deflate: Option<u32>,
     pub(crate) concurrent_handlers: usize,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) reconnect_delay: Duration,
@@ -108,6 +111,9 @@ impl Config {
             hostname,
             user_agent: concat!("ferry-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             auth_secret: None,
+            tls: None,
+            snappy: false,
+            deflate: None,
             concurrent_handlers: 1,
             shutdown_timeout: Duration::from_secs(30),
             reconnect_delay: Duration::from_secs(1),
@@ -387,6 +393,43 @@ impl Config {
         self
     }
 
+    /// Upgrades every connection to TLS (IDENTIFY `tls_v1`) with this rustls configuration;
+    /// [`crate::tls::client_config`] builds one from PEM files. The broker's certificate must be
+    /// valid for the host part of the address connected to. Default: plain TCP.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), ferry_client::Error> {
+    /// let tls = ferry_client::tls::client_config(Some("ca.pem".as_ref()), None)?;
+    /// let config = ferry_client::Config::new().tls(tls);
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Config {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Compresses every connection with snappy (IDENTIFY `snappy`), if the broker allows it.
+    /// Default off.
+    ///
+    /// ```
+    /// let config = ferry_client::Config::new().snappy(true);
+    /// ```
+    pub fn snappy(mut self, on: bool) -> Config {
+        self.snappy = on;
+        self
+    }
+
+    /// Compresses every connection with DEFLATE at `level` (1-9; the broker may lower it), if
+    /// the broker allows it. Default off. Not together with snappy.
+    ///
+    /// ```
+    /// let config = ferry_client::Config::new().deflate(6);
+    /// ```
+    pub fn deflate(mut self, level: u32) -> Config {
+        self.deflate = Some(level);
+        self
+    }
+
     /// How many messages a consumer's handler processes at once. Default 1 (go-nsq's
     /// `AddHandler`; raise it like `AddConcurrentHandlers`).
     ///
@@ -473,6 +516,14 @@ impl Config {
             "lookupd_poll_interval and rdy_redistribute_interval must be positive",
         )?;
         check(self.sample_rate <= 99, "sample_rate must be 0 to 99")?;
+        check(
+            !(self.snappy && self.deflate.is_some()),
+            "snappy and deflate cannot both be on",
+        )?;
+        check(
+            self.deflate.is_none_or(|l| (1..=9).contains(&l)),
+            "deflate level must be 1 to 9",
+        )?;
         check(
             self.concurrent_handlers >= 1,
             "concurrent_handlers must be at least 1",

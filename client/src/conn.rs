@@ -35,9 +35,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
 use ferry_proto::v2::{self, Command, Frame, HEARTBEAT, MAGIC, OK};
+use ferry_stream::{Codec, Compressed};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -64,6 +65,7 @@ const COMMANDS_LIMIT: usize = 1 << 20;
 pub(crate) struct ConnOptions {
     identify: Bytes,
     auth_secret: Option<Bytes>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) dial_timeout: Duration,
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
@@ -82,7 +84,10 @@ impl ConnOptions {
             feature_negotiation: true,
             sample_rate: i32::from(config.sample_rate),
             msg_timeout: config.msg_timeout.map_or(0, millis),
-            ..IdentifyRequest::default()
+            tls_v1: config.tls.is_some(),
+            snappy: config.snappy,
+            deflate: config.deflate.is_some(),
+            deflate_level: config.deflate.map_or(0, |l| l as i32),
         };
         ConnOptions {
             identify: identify.to_json().into(),
@@ -90,6 +95,7 @@ impl ConnOptions {
                 .auth_secret
                 .as_ref()
                 .map(|s| Bytes::from(s.clone().into_bytes())),
+            tls: config.tls.clone(),
             dial_timeout: config.dial_timeout,
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
@@ -295,10 +301,9 @@ impl ConnSender {
 }
 
 /// A connection that has completed IDENTIFY (and AUTH, and SUB if asked), not yet started.
-#[derive(Debug)]
 pub(crate) struct Handshake {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     rbuf: BytesMut,
     /// The broker's answer to IDENTIFY.
     pub(crate) negotiated: IdentifyResponse,
@@ -336,7 +341,7 @@ pub(crate) async fn connect(
     })?;
     let mut hs = Handshake {
         addr: addr.to_owned(),
-        stream,
+        stream: Box::new(stream),
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         negotiated: IdentifyResponse::default(),
     };
@@ -349,17 +354,30 @@ pub(crate) async fn connect(
             source,
         })?;
     }
-    for (wanted, feature) in [
-        (hs.negotiated.tls_v1, "TLS"),
-        (hs.negotiated.snappy, "snappy"),
-        (hs.negotiated.deflate, "deflate"),
-    ] {
-        if wanted {
+    // Upgrades in nsqd's order, each confirmed by an OK sent in the new mode.
+    if hs.negotiated.tls_v1 {
+        let Some(tls) = &opts.tls else {
             return Err(Error::Unsupported {
                 addr: addr.to_owned(),
-                feature,
+                feature: "TLS without Config::tls",
             });
-        }
+        };
+        hs.upgrade_tls(tls.clone(), opts).await?;
+        hs.expect_ok(opts).await?;
+    }
+    let codec = match (hs.negotiated.snappy, hs.negotiated.deflate) {
+        (true, _) => Some(Codec::Snappy),
+        (_, true) => Some(Codec::Deflate {
+            level: u32::try_from(hs.negotiated.deflate_level.max(1)).unwrap_or(6),
+        }),
+        _ => None,
+    };
+    if let Some(codec) = codec {
+        // The broker may have sent its compressed OK right behind the IDENTIFY answer.
+        let read_ahead = hs.rbuf.split();
+        let plain = std::mem::replace(&mut hs.stream, Box::new(tokio::io::empty()));
+        hs.stream = Box::new(Compressed::with_read_ahead(plain, codec, &read_ahead));
+        hs.expect_ok(opts).await?;
     }
     if hs.negotiated.auth_required {
         let Some(secret) = &opts.auth_secret else {
@@ -391,6 +409,54 @@ impl Handshake {
     /// heartbeats on the way.
     async fn exchange(&mut self, out: &[u8], opts: &ConnOptions) -> Result<Bytes, Error> {
         self.write(out, opts).await?;
+        self.read_response(opts).await
+    }
+
+    /// Reads until an `OK` response.
+    async fn expect_ok(&mut self, opts: &ConnOptions) -> Result<(), Error> {
+        let reply = self.read_response(opts).await?;
+        if reply != OK {
+            return Err(self.unexpected(&reply));
+        }
+        Ok(())
+    }
+
+    /// The TLS handshake after IDENTIFY said `tls_v1`; the server name is the address's host.
+    async fn upgrade_tls(
+        &mut self,
+        tls: Arc<rustls::ClientConfig>,
+        opts: &ConnOptions,
+    ) -> Result<(), Error> {
+        let host = host_of(&self.addr);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+            Error::InvalidConfig {
+                reason: format!("{host:?} is not a valid TLS server name: {e}"),
+            }
+        })?;
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let connect = tokio_rustls::TlsConnector::from(tls).connect(name, plain);
+        let stream = match tokio::time::timeout(opts.read_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(Error::Tls {
+                    addr: self.addr.clone(),
+                    source,
+                });
+            }
+            Err(_elapsed) => {
+                return Err(Error::Timeout {
+                    addr: self.addr.clone(),
+                    during: "the TLS handshake",
+                    timeout: opts.read_timeout,
+                });
+            }
+        };
+        self.stream = Box::new(stream);
+        Ok(())
+    }
+
+    /// Returns the data of the next response frame, answering heartbeats on the way.
+    async fn read_response(&mut self, opts: &ConnOptions) -> Result<Bytes, Error> {
         loop {
             while let Some(frame) =
                 v2::decode_frame(&mut self.rbuf, MAX_FRAME_SIZE).map_err(|source| Error::Frame {
@@ -441,7 +507,11 @@ impl Handshake {
     }
 
     async fn write(&mut self, out: &[u8], opts: &ConnOptions) -> Result<(), Error> {
-        match tokio::time::timeout(opts.write_timeout, self.stream.write_all(out)).await {
+        let write = async {
+            self.stream.write_all(out).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(opts.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(Error::Io {
                 addr: self.addr.clone(),
@@ -485,7 +555,7 @@ impl Handshake {
             shared: shared.clone(),
         };
         let deliver = deliver(&sender);
-        let (rd, wr) = self.stream.into_split();
+        let (rd, wr) = tokio::io::split(self.stream);
         let reader = Reader {
             rd,
             rbuf: self.rbuf,
@@ -502,7 +572,7 @@ impl Handshake {
 
 /// The reader task's state.
 struct Reader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf<Box<dyn Stream>>,
     rbuf: BytesMut,
     shared: Arc<Shared>,
     deliver: Option<Deliver>,
@@ -617,7 +687,7 @@ impl Reader {
 
 /// Writes queued commands in batches until closed, then shuts the write side down.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf<Box<dyn Stream>>,
     mut rx: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
     write_timeout: Duration,
@@ -696,7 +766,7 @@ async fn write_loop(
 
 /// One bounded write; on failure the connection is marked dead.
 async fn write(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut WriteHalf<Box<dyn Stream>>,
     bytes: &[u8],
     shared: &Shared,
     write_timeout: Duration,
@@ -704,7 +774,12 @@ async fn write(
     if bytes.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(write_timeout, wr.write_all(bytes)).await {
+    // Flushing matters for layered streams (a compressed frame is only emitted on flush).
+    let write = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(write_timeout, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => {
             debug!(addr = %shared.addr, error = %err, "write failed");
@@ -717,4 +792,23 @@ async fn write(
             Err(())
         }
     }
+}
+
+/// A connection's byte stream: TCP, TLS over TCP, and/or compressed.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("addr", &self.addr)
+            .field("negotiated", &self.negotiated)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }

@@ -119,6 +119,16 @@ pub enum Error {
         /// The feature.
         feature: &'static str,
     },
+    /// The TLS handshake failed (e.g. the broker's certificate is not trusted, or the broker
+    /// refused ours).
+    #[error("TLS handshake with {addr} failed")]
+    Tls {
+        /// The broker.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// The broker requires AUTH and no `auth_secret` is configured.
     #[error("broker {addr} requires authentication; set Config::auth_secret")]
     AuthRequired {

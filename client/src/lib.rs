@@ -82,6 +82,7 @@ mod error;
 mod handler;
 mod message;
 mod producer;
+pub mod tls;
 
 pub use config::Config;
 pub use consumer::{Consumer, ConsumerStats, Messages};

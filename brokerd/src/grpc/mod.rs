@@ -58,6 +58,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let max_request = (broker.config.max_body_size as usize).saturating_add(REQUEST_OVERHEAD);
+    let broker_config = broker.config.clone();
     let service = Service {
         subscribers: Arc::new(Semaphore::new(broker.config.max_connections.max(1))),
         broker,
@@ -66,12 +67,37 @@ pub(crate) async fn serve(
     let server =
         pb::broker_server::BrokerServer::new(service).max_decoding_message_size(max_request);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls_config(&broker_config)? {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await
+}
+
+/// With `--tls-cert`, the gRPC port speaks TLS only (the same certificate as the TCP upgrade and
+/// HTTPS; client certificates as `--tls-client-auth-policy` says).
+fn tls_config(
+    cfg: &crate::config::Config,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, tonic::transport::Error> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Ok(None);
+    };
+    // Server::bind already read these files (tls::server_config). Should one be unreadable now,
+    // the empty identity makes serving fail: never a silent fallback to plain text.
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_default();
+    let mut tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(read(cert), read(key)));
+    if let Some(ca) = &cfg.tls_root_ca_file {
+        tls = tls
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)))
+            .client_auth_optional(cfg.tls_client_auth_policy.is_none());
+    }
+    Ok(Some(tls))
 }
 
 /// The `ferry.v1.Broker` service.

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
 use ferry_proto::v2::{self, Command, DecodeLimits, PublishKind, limits};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
+use ferry_stream::{Codec, Compressed};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_rustls::TlsAcceptor;
@@ -26,7 +27,6 @@ use crate::broker::{Broker, VERSION};
 use crate::channel::Channel;
 use crate::client::{ClientIdentity, ClientInfo, ClientState};
 use crate::clock::now_ns;
-use crate::tcp::codec::{Codec, Compressed};
 use crate::tcp::outbuf::OutBuf;
 use crate::topic::Topic;
 

@@ -1,7 +1,6 @@
 //! The TCP listener for protocol V2: accepts connections (bounded by `--max-connections`), checks
 //! the protocol magic and hands each connection to its own task.
 
-mod codec;
 mod conn;
 pub(crate) mod https;
 mod outbuf;

@@ -1,4 +1,4 @@
-//! Compression negotiated by IDENTIFY: snappy (the framed stream format) or raw DEFLATE (no zlib
+//! `ferry-stream`: compression negotiated by IDENTIFY: snappy (the framed stream format) or raw DEFLATE (no zlib
 //! header), as a layer over any stream (plain TCP or TLS).
 //!
 //! The codecs themselves are the `snap` and `flate2` crates; this module only adapts them to
@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Which compression a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Codec {
+pub enum Codec {
     /// Snappy, framed stream format.
     Snappy,
     /// Raw DEFLATE at this level (1..=9).
@@ -32,7 +32,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const SNAPPY_MAX_CHUNK: usize = 4 + (1 << 24) - 1;
 
 /// `S` with compression on both directions.
-pub(crate) struct Compressed<S> {
+#[allow(missing_debug_implementations)] // codec state is opaque
+pub struct Compressed<S> {
     inner: S,
     enc: Encoder,
     dec: Decoder,
@@ -71,7 +72,16 @@ impl std::io::Read for Chunks {
 }
 
 impl<S> Compressed<S> {
-    pub(crate) fn new(inner: S, codec: Codec) -> Self {
+    /// Like [`Compressed::new`], for a peer that may already have sent compressed bytes which
+    /// were read (and buffered) before the switch: `already_read` is decoded first.
+    pub fn with_read_ahead(inner: S, codec: Codec, already_read: &[u8]) -> Self {
+        let mut c = Compressed::new(inner, codec);
+        c.raw_in.extend_from_slice(already_read);
+        c
+    }
+
+    /// Wraps `inner`; everything written from now on is compressed, everything read decoded.
+    pub fn new(inner: S, codec: Codec) -> Self {
         let (enc, dec) = match codec {
             Codec::Snappy => (
                 Encoder::Snappy(Box::new(snap::write::FrameEncoder::new(Vec::new()))),
@@ -287,6 +297,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Compressed<S> {
                 this.plain_in.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if !this.raw_in.is_empty() {
+                let before = this.raw_in.len();
+                this.decode()?;
+                if !this.plain_in.is_empty() || this.raw_in.len() != before {
+                    continue;
+                }
+            }
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
@@ -306,5 +323,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for Compressed<S> {
             this.raw_in.extend_from_slice(&chunk[..n]);
             this.decode()?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn round_trip(codec: Codec) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (mut a, mut b) = (Compressed::new(a, codec), Compressed::new(b, codec));
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in sent.chunks(7_777) {
+                a.write_all(chunk).await.unwrap();
+                a.flush().await.unwrap();
+            }
+            a.shutdown().await.unwrap();
+        });
+        let mut got = vec![0u8; data.len()];
+        b.read_exact(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, data);
+    }
+
+    #[tokio::test]
+    async fn snappy_round_trips_in_flushed_pieces() {
+        round_trip(Codec::Snappy).await;
+    }
+
+    #[tokio::test]
+    async fn deflate_round_trips_in_flushed_pieces() {
+        round_trip(Codec::Deflate { level: 6 }).await;
     }
 }
