@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Ferry's whole test suite: the command the README gives and the one CI runs (.ci/run).
-# It installs what the tests need when it is missing: a Python venv with pynsq and grpcio (.venv) and the
-# cargo-fuzz tool for the decoder fuzz run.
+# It installs what the tests need when it is missing: a Python venv with pynsq, python-snappy and
+# grpcio (.venv), Chromium with chromedriver, and the cargo-fuzz tool for the decoder fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-shot build gains nothing from incremental artifacts but their disk space.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== test dependencies"
 scripts/setup-test-deps.sh

@@ -88,12 +88,7 @@ pub struct Config {
 }
 
 /// Parses Go-style durations ("250ms", "10s", "1h") and plain milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
+pub use ferry_daemon::parse_duration;
 
 impl Config {
     /// Parses `args` (program name first).

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 
 /// Every knob of `brokerd`. Defaults are nsqd 1.3's.
 #[derive(Debug, Clone, Parser)]
@@ -189,13 +189,7 @@ pub struct Config {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, with the current span's fields.
-    Json,
-}
+pub use ferry_daemon::LogFormat;
 
 /// A quantile in (0, 1], as nsqd accepts for `--e2e-processing-latency-percentile`.
 pub fn parse_percentile(s: &str) -> Result<f64, String> {
@@ -211,12 +205,7 @@ pub fn parse_percentile(s: &str) -> Result<f64, String> {
 }
 
 /// Parses Go-style durations ("250ms", "60s", "15m", "1h") and plain milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
+pub use ferry_daemon::parse_duration;
 
 impl Config {
     /// Parses the process's command line, merging `--config` if given.
@@ -230,22 +219,17 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let first = Config::try_parse_from(&args)?;
-        let Some(path) = first.config.clone() else {
-            return Ok(first);
-        };
-        let file_args = config_file_args(&path)
-            .map_err(|msg| Config::command().error(clap::error::ErrorKind::InvalidValue, msg))?;
-        // File values go first so that the command line, parsed after them, wins.
-        let mut merged: Vec<OsString> = Vec::with_capacity(args.len() + file_args.len());
-        merged.push(args.first().cloned().unwrap_or_else(|| "brokerd".into()));
-        merged.extend(file_args);
-        merged.extend(args.into_iter().skip(1));
-        let matches = Config::command()
-            .args_override_self(true)
-            .try_get_matches_from(merged)?;
-        Config::from_arg_matches(&matches)
+        ferry_daemon::parse_with_config_file(
+            args,
+            |c: &Config| c.config.as_deref(),
+            &[
+                ("nsqlookupd_tcp_addresses", "lookupd-tcp-address"),
+                (
+                    "e2e_processing_latency_percentiles",
+                    "e2e-processing-latency-percentile",
+                ),
+            ],
+        )
     }
 
     /// The configuration tests and `ferry dev` use: loopback, ephemeral ports, given data dir.
@@ -276,52 +260,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
     }
-}
-
-/// Turns a TOML file into `--flag=value` arguments (arrays become repeated flags).
-fn config_file_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("cannot parse config file {}: {e}", path.display()))?;
-    let known: Vec<String> = Config::command()
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_owned))
-        .collect();
-    let mut out = Vec::new();
-    for (key, value) in table {
-        // NSQ's config files name some options differently from their flags.
-        let flag = match key.as_str() {
-            "nsqlookupd_tcp_addresses" => "lookupd-tcp-address".to_owned(),
-            "e2e_processing_latency_percentiles" => "e2e-processing-latency-percentile".to_owned(),
-            other => other.replace('_', "-"),
-        };
-        if flag == "config" {
-            continue;
-        }
-        if !known.contains(&flag) {
-            return Err(format!(
-                "config file {}: unknown option {key:?}",
-                path.display()
-            ));
-        }
-        let values = match value {
-            toml::Value::Array(items) => items,
-            other => vec![other],
-        };
-        for v in values {
-            let text = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => return Err(format!("config option {key:?}: unsupported value {other}")),
-            };
-            out.push(OsString::from(format!("--{flag}={text}")));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

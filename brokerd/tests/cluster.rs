@@ -83,6 +83,22 @@ async fn wait_lookup(lookupd: SocketAddr, topic: &str, want: &[u16], what: &str)
     }
 }
 
+/// Waits until the lookupd at `http` lists channel `c1` of topic `shared`.
+async fn wait_channel_c1(http_addr: SocketAddr, what: &str) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, v) = get_json(http_addr, "/channels?topic=shared").await;
+        if v["channels"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c == "c1"))
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 fn lookupd_flags(l: &[&Lookupd]) -> Vec<String> {
     l.iter()
         .map(|l| format!("--lookupd-tcp-address={}", l.tcp))
@@ -117,18 +133,7 @@ async fn two_brokers_two_lookupds() {
     )
     .await;
     assert_eq!(code, 200);
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (_, v) = get_json(l1.http, "/channels?topic=shared").await;
-        if v["channels"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|c| c == "c1"))
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "{v}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_channel_c1(l1.http, "on lookupd 1").await;
 
     // Restarting a lookupd on the same ports: both brokers re-register everything.
     let (t1, h1) = (l1.tcp, l1.http);
@@ -141,11 +146,8 @@ async fn two_brokers_two_lookupds() {
         "re-registered after lookupd restart",
     )
     .await;
-    let (_, v) = get_json(l1.http, "/channels?topic=shared").await;
-    assert!(
-        v["channels"].as_array().unwrap().iter().any(|c| c == "c1"),
-        "{v}"
-    );
+    // Channels are registered right after their topic: wait for them too.
+    wait_channel_c1(l1.http, "re-registered after lookupd restart").await;
 
     // Killing a broker removes it (its connection drops).
     let b2_port = b2.tcp.port();

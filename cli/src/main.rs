@@ -114,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(a) => {
-            init_logging(&a.log_level);
+            ferry_daemon::init_logging(&a.log_level, ferry_daemon::LogFormat::Text);
             dev::run(&a, shutdown, |addrs| {
                 print!("{}", dev::banner(addrs, &a.data_path));
                 let _ = std::io::stdout().flush();
@@ -140,15 +140,6 @@ async fn admin_command(action: Action, args: &AdminArgs) -> anyhow::Result<()> {
         anyhow::bail!("failed on {failed} of {} brokers", outcomes.len());
     }
     Ok(())
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {

@@ -5,10 +5,10 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 
 /// Every knob of `lookupd`. Defaults are nsqlookupd 1.3's.
 #[derive(Debug, Clone, Parser)]
@@ -59,21 +59,10 @@ pub struct Config {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, with the current span's fields.
-    Json,
-}
+pub use ferry_daemon::LogFormat;
 
 /// Parses Go-style durations ("250ms", "45s", "5m", "1h") and plain milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
+pub use ferry_daemon::parse_duration;
 
 impl Config {
     /// Parses the process's command line, merging `--config` if given.
@@ -87,22 +76,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let first = Config::try_parse_from(&args)?;
-        let Some(path) = first.config.clone() else {
-            return Ok(first);
-        };
-        let file_args = config_file_args(&path)
-            .map_err(|msg| Config::command().error(clap::error::ErrorKind::InvalidValue, msg))?;
-        // File values go first so that the command line, parsed after them, wins.
-        let mut merged: Vec<OsString> = Vec::with_capacity(args.len() + file_args.len());
-        merged.push(args.first().cloned().unwrap_or_else(|| "lookupd".into()));
-        merged.extend(file_args);
-        merged.extend(args.into_iter().skip(1));
-        let matches = Config::command()
-            .args_override_self(true)
-            .try_get_matches_from(merged)?;
-        Config::from_arg_matches(&matches)
+        ferry_daemon::parse_with_config_file(args, |c: &Config| c.config.as_deref(), &[])
     }
 
     /// The configuration tests and `ferry dev` use: loopback and ephemeral ports.
@@ -123,47 +97,6 @@ impl Config {
 /// This machine's host name (what nsqlookupd reports as `hostname`).
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
-}
-
-/// Turns a TOML file into `--flag=value` arguments (arrays become repeated flags).
-fn config_file_args(path: &Path) -> Result<Vec<OsString>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("cannot parse config file {}: {e}", path.display()))?;
-    let known: Vec<String> = Config::command()
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_owned))
-        .collect();
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let flag = key.replace('_', "-");
-        if flag == "config" {
-            continue;
-        }
-        if !known.contains(&flag) {
-            return Err(format!(
-                "config file {}: unknown option {key:?}",
-                path.display()
-            ));
-        }
-        let values = match value {
-            toml::Value::Array(items) => items,
-            other => vec![other],
-        };
-        for v in values {
-            let text = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => return Err(format!("config option {key:?}: unsupported value {other}")),
-            };
-            out.push(OsString::from(format!("--{flag}={text}")));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
