@@ -46,6 +46,19 @@ pub struct Config {
     #[arg(long, default_value = "X-Forwarded-User")]
     pub acl_http_header: String,
 
+    /// PEM CA certificate(s) that brokers' and lookupds' HTTPS certificates are checked
+    /// against (default: the system's roots). Give addresses as `https://host:4152` for HTTPS.
+    #[arg(long, value_name = "FILE")]
+    pub http_client_tls_root_ca_file: Option<std::path::PathBuf>,
+
+    /// PEM client certificate for HTTPS requests (with `--http-client-tls-key`).
+    #[arg(long, value_name = "FILE", requires = "http_client_tls_key")]
+    pub http_client_tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--http-client-tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "http_client_tls_cert")]
+    pub http_client_tls_key: Option<std::path::PathBuf>,
+
     /// Timeout for connecting to a broker or lookupd.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub http_client_connect_timeout: Duration,

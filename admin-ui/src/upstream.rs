@@ -93,14 +93,49 @@ impl fmt::Debug for Upstream {
     }
 }
 
+/// The TLS configuration for `https://` brokers and lookupds when a CA or a client certificate
+/// is configured (otherwise reqwest's default: the system's roots).
+fn tls_config(config: &Config) -> anyhow::Result<Option<rustls::ClientConfig>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(ca) = &config.http_client_tls_root_ca_file else {
+        if config.http_client_tls_cert.is_some() {
+            anyhow::bail!("--http-client-tls-cert needs --http-client-tls-root-ca-file");
+        }
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("cannot read {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("bad certificate in {}", ca.display()))?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let tls = match (&config.http_client_tls_cert, &config.http_client_tls_key) {
+        (Some(cert), Some(key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_file(key)?,
+        )?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Some(tls))
+}
+
 impl Upstream {
     /// A client with the configured timeouts and limits.
     pub fn new(config: &Config) -> anyhow::Result<Upstream> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.http_client_connect_timeout)
             .timeout(config.http_client_request_timeout)
-            .user_agent(concat!("ferry-admin-ui/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("ferry-admin-ui/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls_config(config)? {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder.build()?;
         Ok(Upstream {
             client,
             limit: Arc::new(Semaphore::new(config.max_concurrent_requests)),

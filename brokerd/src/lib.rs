@@ -68,6 +68,9 @@ impl Server {
     /// Opens the data directory (recovering every topic) and binds the TCP, HTTP and gRPC
     /// listeners.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        // Our own TLS configs name their provider; tonic's gRPC TLS takes the process default,
+        // which rustls cannot pick by itself when more than one provider is compiled in.
+        let _already_set = rustls::crypto::ring::default_provider().install_default();
         let tls = tls::server_config(&config)?;
         let https = match &tls {
             Some(_) => Some(
