@@ -7,7 +7,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use common::*;
 use tokio_util::sync::CancellationToken;
@@ -69,34 +68,23 @@ async fn lookup_ports(lookupd: SocketAddr, topic: &str) -> Vec<u64> {
 async fn wait_lookup(lookupd: SocketAddr, topic: &str, want: &[u16], what: &str) {
     let mut want: Vec<u64> = want.iter().map(|&p| p as u64).collect();
     want.sort();
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let got = lookup_ports(lookupd, topic).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "{what}: /lookup?topic={topic} on {lookupd} lists {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let what = format!("{what}: /lookup?topic={topic} on {lookupd} lists {want:?}");
+    eventually(&what, || async {
+        (lookup_ports(lookupd, topic).await == want).then_some(())
+    })
+    .await;
 }
 
 /// Waits until the lookupd at `http` lists channel `c1` of topic `shared`.
 async fn wait_channel_c1(http_addr: SocketAddr, what: &str) {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually(&format!("{what}: channel c1 on {http_addr}"), || async {
         let (_, v) = get_json(http_addr, "/channels?topic=shared").await;
-        if v["channels"]
+        v["channels"]
             .as_array()
             .is_some_and(|a| a.iter().any(|c| c == "c1"))
-        {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < end, "{what}: {v}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            .then_some(())
+    })
+    .await;
 }
 
 fn lookupd_flags(l: &[&Lookupd]) -> Vec<String> {
@@ -191,15 +179,14 @@ async fn new_topic_precreates_channels_lookupd_knows() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let b = spawn_brokerd(dir.path(), &flags);
     // Wait until the broker is registered (so it knows lookupd's HTTP port).
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the broker registered with lookupd", || async {
         let (_, v) = get_json(l.http, "/nodes").await;
-        if v["producers"].as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "{v}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        v["producers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(())
+    })
+    .await;
     // Creating the topic makes the broker ask lookupd for its channels. Another channel is
     // created at once, so without pre-creation "early" (made later by SUB) would start at the
     // log's end and miss everything published before its consumer arrived.

@@ -315,20 +315,16 @@ async fn lookupd_serves_metrics_too() {
             .0,
         200
     );
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    let (m, text) = eventually("lookupd to count the registered channel", || async {
         let (m, text) = scrape(http).await;
-        if metric(&m, "ferry_lookupd_channels", &[]) == 1.0 {
-            assert_eq!(metric(&m, "ferry_lookupd_producers", &[]), 1.0, "{text}");
-            assert_eq!(metric(&m, "ferry_lookupd_topics", &[]), 1.0, "{text}");
-            assert_eq!(metric(&m, "ferry_lookupd_connections", &[]), 1.0, "{text}");
-            assert_eq!(metric(&m, "ferry_lookupd_connections_total", &[]), 1.0);
-            assert!(metric(&m, "ferry_process_resident_memory_bytes", &[]) > 0.0);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "registration: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (metric(&m, "ferry_lookupd_channels", &[]) == 1.0).then_some((m, text))
+    })
+    .await;
+    assert_eq!(metric(&m, "ferry_lookupd_producers", &[]), 1.0, "{text}");
+    assert_eq!(metric(&m, "ferry_lookupd_topics", &[]), 1.0, "{text}");
+    assert_eq!(metric(&m, "ferry_lookupd_connections", &[]), 1.0, "{text}");
+    assert_eq!(metric(&m, "ferry_lookupd_connections_total", &[]), 1.0);
+    assert!(metric(&m, "ferry_process_resident_memory_bytes", &[]) > 0.0);
     b.stop().await;
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -344,25 +340,15 @@ async fn json_logs_carry_the_connection_span() {
     // A fatal protocol error is logged at info level inside the connection's span.
     c.send_raw(b"BOGUS\n").await;
     c.expect_error("E_INVALID").await;
-    let end = std::time::Instant::now() + DEADLINE;
-    let line = loop {
-        let found = p
-            .log
+    let line = eventually("a log line naming json-client", || async {
+        p.log
             .lock()
             .unwrap()
             .iter()
             .find(|l| l.contains("json-client"))
-            .cloned();
-        if let Some(line) = found {
-            break line;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "{:?}",
-            p.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+            .cloned()
+    })
+    .await;
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(v["span"]["client_id"], "json-client", "{v}");
     assert_eq!(v["span"]["name"], "conn", "{v}");

@@ -111,20 +111,31 @@ impl TestBroker {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        eventually(what, || async {
             let s = self.stats().await;
-            if let Some(c) = find_channel(&s, topic, channel)
-                && pred(&c)
-            {
-                return c;
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "timed out waiting for {what}: {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            find_channel(&s, topic, channel).filter(|c| pred(c))
+        })
+        .await
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after [`DEADLINE`]: the one
+/// condition-with-deadline loop the broker tests share.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
         }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
