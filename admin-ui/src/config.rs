@@ -104,17 +104,18 @@ pub struct Config {
 pub use ferry_daemon::parse_duration;
 
 impl Config {
-    /// Parses `args` (program name first).
+    /// Parses `args` (program name first); long flags may have one dash, as nsqadmin's do.
     pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = Config::try_parse_from(args)?;
-        config.validate().map_err(|msg| {
-            use clap::CommandFactory as _;
-            Config::command().error(clap::error::ErrorKind::InvalidValue, msg)
-        })?;
+        use clap::CommandFactory as _;
+        let args = args.into_iter().map(Into::into).collect();
+        let config = Config::try_parse_from(ferry_daemon::go_style_args(args, &Config::command()))?;
+        config
+            .validate()
+            .map_err(|msg| Config::command().error(clap::error::ErrorKind::InvalidValue, msg))?;
         Ok(config)
     }
 

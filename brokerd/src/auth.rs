@@ -6,16 +6,12 @@
 //! regex match and a channel regex match; PUB/MPUB/DPUB need `publish`, a topic match and a channel
 //! regex matching the empty channel name. Regexes are unanchored, as Go's `MatchString`.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rand::seq::SliceRandom as _;
 use regex::Regex;
 use serde::Deserialize;
-
-/// How long one auth server may take to answer.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the auth server granted one connection.
 #[derive(Debug, Clone)]
@@ -95,23 +91,17 @@ impl AuthState {
     }
 }
 
-fn http_client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(AUTH_TIMEOUT)
-            .build()
-            .unwrap_or_default()
-    })
-}
-
 /// Asks the auth servers (in random order, until one answers) what `creds` may do.
-pub async fn query(servers: &[String], creds: &Credentials) -> anyhow::Result<AuthState> {
+pub async fn query(
+    client: &reqwest::Client,
+    servers: &[String],
+    creds: &Credentials,
+) -> anyhow::Result<AuthState> {
     let mut order: Vec<&String> = servers.iter().collect();
     order.shuffle(&mut rand::rng());
     let mut last = None;
     for server in order {
-        match query_one(server, creds).await {
+        match query_one(client, server, creds).await {
             Ok(state) => return Ok(state),
             Err(e) => {
                 tracing::warn!(auth_server = %server, error = %format!("{e:#}"), "auth query failed");
@@ -122,7 +112,11 @@ pub async fn query(servers: &[String], creds: &Credentials) -> anyhow::Result<Au
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no auth server configured")))
 }
 
-async fn query_one(server: &str, creds: &Credentials) -> anyhow::Result<AuthState> {
+async fn query_one(
+    client: &reqwest::Client,
+    server: &str,
+    creds: &Credentials,
+) -> anyhow::Result<AuthState> {
     let base = if server.starts_with("http://") || server.starts_with("https://") {
         server.trim_end_matches('/').to_owned()
     } else {
@@ -135,7 +129,7 @@ async fn query_one(server: &str, creds: &Credentials) -> anyhow::Result<AuthStat
         .append_pair("tls", tls)
         .append_pair("secret", &creds.secret)
         .append_pair("common_name", &creds.common_name);
-    let resp = http_client().get(url).send().await.context("request")?;
+    let resp = client.get(url).send().await.context("request")?;
     if !resp.status().is_success() {
         bail!("auth server answered {}", resp.status());
     }

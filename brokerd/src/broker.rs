@@ -55,6 +55,9 @@ pub struct Broker {
     ports: std::sync::OnceLock<crate::http::Ports>,
     events: broadcast::Sender<RegistryEvent>,
     lookup_peers: LookupPeers,
+    /// Client of the HTTP requests this broker makes (auth servers, lookupd `/channels`),
+    /// with `--http-client-connect-timeout` and `--http-client-request-timeout`.
+    http_client: reqwest::Client,
     _lock: File,
 }
 
@@ -92,7 +95,13 @@ impl Broker {
         let topics_dir = config.data_path.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .with_context(|| format!("cannot create {}", topics_dir.display()))?;
+        let http_client = reqwest::Client::builder()
+            .connect_timeout(config.http_client_connect_timeout)
+            .timeout(config.http_client_request_timeout)
+            .build()
+            .context("cannot build the HTTP client")?;
         let broker = Arc::new(Broker {
+            http_client,
             config,
             topics_dir,
             topics: RwLock::new(HashMap::new()),
@@ -231,6 +240,11 @@ impl Broker {
     }
 
     /// The lookupds this broker registered with.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.http_client
+    }
+
+    /// The lookupds this broker is registered with.
     pub fn lookup_peers(&self) -> &LookupPeers {
         &self.lookup_peers
     }

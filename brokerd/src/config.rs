@@ -1,6 +1,8 @@
-//! Broker configuration: NSQ's flag names and defaults (nsqd/options.go), parsed with clap, and
-//! optionally read from an NSQ-style TOML file (`--config`), where keys are the flag names with
-//! underscores (`max_msg_size = 2048`) and command-line flags win over the file.
+//! Broker configuration: nsqd 1.3's flag names and defaults (nsqd/options.go), parsed with clap
+//! as nsqd parses them (`-flag=value` or `--flag value`), and optionally read from nsqd's TOML
+//! config file (`--config`), where keys are the flag names with underscores (`max_msg_size =
+//! 2048`) and command-line flags win over the file. Every nsqd flag is accepted: the few with no
+//! meaning in Ferry are listed in [`NSQD_IGNORED_FLAGS`] and logged once at startup.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry_daemon::{IgnoredFlag, NsqCompat, Parsed};
 
 /// Every knob of `brokerd`. Defaults are nsqd 1.3's.
 #[derive(Debug, Clone, Parser)]
@@ -121,6 +124,14 @@ pub struct Config {
     #[arg(long = "auth-http-address", value_name = "ADDR")]
     pub auth_http_addresses: Vec<String>,
 
+    /// Connect timeout of the HTTP requests this broker makes (auth servers, lookupd).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub http_client_connect_timeout: Duration,
+
+    /// Whole-request timeout of the HTTP requests this broker makes (auth servers, lookupd).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub http_client_request_timeout: Duration,
+
     /// PEM certificate (chain) for TLS: turns on `tls_v1` in IDENTIFY and the HTTPS server.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -191,6 +202,98 @@ pub struct Config {
 /// How log lines are written.
 pub use ferry_daemon::LogFormat;
 
+/// nsqd 1.3 flags Ferry accepts (so that nsqd's command lines and config files work unchanged)
+/// but has no use for.
+pub const NSQD_IGNORED_FLAGS: &[IgnoredFlag] = &[
+    IgnoredFlag {
+        name: "verbose",
+        takes_value: false,
+        why: "deprecated in nsqd as well; use --log-level",
+    },
+    IgnoredFlag {
+        name: "worker-id",
+        takes_value: false,
+        why: "deprecated in nsqd as well; use --node-id",
+    },
+    IgnoredFlag {
+        name: "log-prefix",
+        takes_value: true,
+        why: "log lines name their source themselves (--log-format json for structured logs)",
+    },
+    IgnoredFlag {
+        name: "queue-scan-worker-pool-max",
+        takes_value: true,
+        why: "there is no queue-scan loop: each channel wakes at its next timeout or deferral",
+    },
+    IgnoredFlag {
+        name: "queue-scan-selection-count",
+        takes_value: true,
+        why: "there is no queue-scan loop: each channel wakes at its next timeout or deferral",
+    },
+    IgnoredFlag {
+        name: "output-buffer-timeout",
+        takes_value: true,
+        why: "a client's messages are flushed as soon as its RDY credit or the channel's \
+              ready messages run out, never held back by a timer",
+    },
+    IgnoredFlag {
+        name: "statsd-address",
+        takes_value: true,
+        why: "metrics are served for Prometheus at /metrics instead of pushed to statsd",
+    },
+    IgnoredFlag {
+        name: "statsd-interval",
+        takes_value: true,
+        why: "metrics are served for Prometheus at /metrics instead of pushed to statsd",
+    },
+    IgnoredFlag {
+        name: "statsd-mem-stats",
+        takes_value: false,
+        why: "metrics are served for Prometheus at /metrics instead of pushed to statsd",
+    },
+    IgnoredFlag {
+        name: "statsd-prefix",
+        takes_value: true,
+        why: "metrics are served for Prometheus at /metrics instead of pushed to statsd",
+    },
+    IgnoredFlag {
+        name: "statsd-udp-packet-size",
+        takes_value: true,
+        why: "metrics are served for Prometheus at /metrics instead of pushed to statsd",
+    },
+    IgnoredFlag {
+        name: "auth-fail-closed",
+        takes_value: false,
+        why: "an unreachable auth server always refuses AUTH (E_AUTH_FAILED)",
+    },
+    IgnoredFlag {
+        name: "auth-fail-default-ttl",
+        takes_value: true,
+        why: "an unreachable auth server always refuses AUTH (E_AUTH_FAILED)",
+    },
+    IgnoredFlag {
+        name: "auth-fail-default-identity",
+        takes_value: true,
+        why: "an unreachable auth server always refuses AUTH (E_AUTH_FAILED)",
+    },
+    IgnoredFlag {
+        name: "auth-fail-default-identity-url",
+        takes_value: true,
+        why: "an unreachable auth server always refuses AUTH (E_AUTH_FAILED)",
+    },
+];
+
+/// nsqd config-file keys whose flag has another name.
+const NSQD_CONFIG_RENAMES: &[(&str, &str)] = &[
+    ("id", "node-id"),
+    ("nsqlookupd_tcp_addresses", "lookupd-tcp-address"),
+    ("auth_http_addresses", "auth-http-address"),
+    (
+        "e2e_processing_latency_percentiles",
+        "e2e-processing-latency-percentile",
+    ),
+];
+
 /// A quantile in (0, 1], as nsqd accepts for `--e2e-processing-latency-percentile`.
 pub fn parse_percentile(s: &str) -> Result<f64, String> {
     let q: f64 = s
@@ -209,8 +312,8 @@ pub use ferry_daemon::parse_duration;
 
 impl Config {
     /// Parses the process's command line, merging `--config` if given.
-    pub fn from_env_args() -> Result<Config, clap::Error> {
-        Self::from_args(std::env::args_os())
+    pub fn from_env_args() -> Result<Parsed<Config>, clap::Error> {
+        Self::parse_nsq_style(std::env::args_os())
     }
 
     /// Parses `args` (program name first), merging the TOML file named by `--config`.
@@ -219,16 +322,23 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        ferry_daemon::parse_with_config_file(
+        Self::parse_nsq_style(args).map(|parsed| parsed.config)
+    }
+
+    /// Like [`Config::from_args`], also returning the warnings about ignored nsqd flags and
+    /// unknown config-file keys, for the daemon to log once logging is set up.
+    pub fn parse_nsq_style<I, T>(args: I) -> Result<Parsed<Config>, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        ferry_daemon::parse_nsq_style(
             args,
             |c: &Config| c.config.as_deref(),
-            &[
-                ("nsqlookupd_tcp_addresses", "lookupd-tcp-address"),
-                (
-                    "e2e_processing_latency_percentiles",
-                    "e2e-processing-latency-percentile",
-                ),
-            ],
+            &NsqCompat {
+                renames: NSQD_CONFIG_RENAMES,
+                ignored: NSQD_IGNORED_FLAGS,
+            },
         )
     }
 
@@ -305,12 +415,122 @@ mod tests {
     }
 
     #[test]
-    fn unknown_config_key_is_an_error() {
+    fn unknown_config_key_is_a_warning_as_in_nsqd() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.cfg");
-        std::fs::write(&path, "no_such_option = 1\n").unwrap();
-        let err = Config::from_args(["brokerd", "--config", path.to_str().unwrap()]).unwrap_err();
-        assert!(err.to_string().contains("no_such_option"), "{err}");
+        let path = dir.path().join("odd.cfg");
+        std::fs::write(&path, "no_such_option = 1\nmax_msg_size = 10\n").unwrap();
+        let p = Config::parse_nsq_style(["brokerd", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(p.config.max_msg_size, 10);
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("no_such_option"), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn every_nsqd_config_file_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nsqd.cfg");
+        // Every option of nsqd 1.3's config file, with nsqd's key names and value types.
+        std::fs::write(
+            &path,
+            r#"
+id = 42
+log_level = "warn"
+log_prefix = "[nsqd] "
+tcp_address = "127.0.0.1:5150"
+http_address = "127.0.0.1:5151"
+https_address = "127.0.0.1:5152"
+broadcast_address = "broker-1.example"
+nsqlookupd_tcp_addresses = ["127.0.0.1:4160", "127.0.0.1:4162"]
+auth_http_addresses = ["127.0.0.1:4181"]
+http_client_connect_timeout = "3s"
+http_client_request_timeout = "7s"
+data_path = "/var/lib/nsq"
+mem_queue_size = 5000
+max_bytes_per_file = 104857600
+sync_every = 100
+sync_timeout = "1s"
+queue_scan_worker_pool_max = 4
+queue_scan_selection_count = 20
+msg_timeout = "30s"
+max_msg_timeout = "10m"
+max_msg_size = 2048
+max_req_timeout = "2h"
+max_body_size = 8192
+max_heartbeat_interval = "30s"
+max_rdy_count = 100
+max_output_buffer_size = 32768
+max_output_buffer_timeout = "1s"
+min_output_buffer_timeout = "50ms"
+output_buffer_timeout = "250ms"
+max_channel_consumers = 3
+statsd_address = ""
+statsd_prefix = "nsq.%s"
+statsd_interval = "60s"
+statsd_mem_stats = true
+statsd_udp_packet_size = 508
+e2e_processing_latency_percentiles = [1.0, 0.99, 0.95]
+e2e_processing_latency_window_time = "5m"
+tls_cert = ""
+tls_key = ""
+tls_client_auth_policy = ""
+tls_root_ca_file = ""
+tls_required = false
+tls_min_version = ""
+deflate = true
+max_deflate_level = 5
+snappy = false
+"#,
+        )
+        .unwrap();
+        let cfg = path.to_str().unwrap();
+        let p = Config::parse_nsq_style(["nsqd", "-config", cfg, "-max-rdy-count=200"]).unwrap();
+        let c = p.config;
+        assert_eq!(c.node_id, 42);
+        assert_eq!(c.log_level, "warn");
+        assert_eq!(c.tcp_address.port(), 5150);
+        assert_eq!(c.https_address.port(), 5152);
+        assert_eq!(c.broadcast_address(), "broker-1.example");
+        assert_eq!(
+            c.lookupd_tcp_addresses,
+            ["127.0.0.1:4160", "127.0.0.1:4162"]
+        );
+        assert_eq!(c.auth_http_addresses, ["127.0.0.1:4181"]);
+        assert_eq!(c.http_client_connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.data_path, PathBuf::from("/var/lib/nsq"));
+        assert_eq!((c.mem_queue_size, c.sync_every), (5000, 100));
+        assert_eq!(c.msg_timeout, Duration::from_secs(30));
+        assert_eq!((c.max_msg_size, c.max_body_size), (2048, 8192));
+        assert_eq!(c.max_rdy_count, 200, "the command line wins");
+        assert_eq!(c.min_output_buffer_timeout, Duration::from_millis(50));
+        assert_eq!(c.max_channel_consumers, 3);
+        assert_eq!(c.e2e_processing_latency_percentiles, [1.0, 0.99, 0.95]);
+        assert_eq!(c.tls_cert, None, "empty strings leave options unset");
+        assert_eq!(
+            (c.tls_required.as_str(), c.tls_min_version.as_str()),
+            ("false", "tls1.0")
+        );
+        assert!(c.deflate && !c.snappy);
+        assert_eq!(c.max_deflate_level, 5);
+        let ignored: Vec<&str> = p
+            .warnings
+            .iter()
+            .map(|w| w.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            ignored,
+            [
+                "--log-prefix",
+                "--queue-scan-worker-pool-max",
+                "--queue-scan-selection-count",
+                "--output-buffer-timeout",
+                "--statsd-interval",
+                "--statsd-mem-stats",
+                "--statsd-prefix",
+                "--statsd-udp-packet-size",
+            ],
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

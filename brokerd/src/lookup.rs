@@ -38,7 +38,6 @@ pub type RegistryEvent = LookupCommand;
 #[derive(Debug, Default)]
 pub struct LookupPeers {
     http: Mutex<HashMap<String, String>>,
-    client: reqwest::Client,
 }
 
 impl LookupPeers {
@@ -211,7 +210,7 @@ pub(crate) async fn precreate_channels(broker: Arc<Broker>, topic: Arc<Topic>) {
             "http://{http}/channels?topic={}",
             topic.name().replace('#', "%23")
         );
-        let resp = peers.client.get(&url).timeout(IO_TIMEOUT).send().await;
+        let resp = broker.http_client().get(&url).send().await;
         let names: Vec<String> = match resp {
             Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
                 Ok(v) => v["channels"]

@@ -4,67 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use common::{TestConn, start};
+use common::{TestConn, auth_server, grant, start};
 use ferry_proto::v2::Command;
 use serde_json::{Value, json};
-
-/// The auth server's grants by secret, and what it was asked.
-#[derive(Default)]
-struct AuthServer {
-    grants: Mutex<HashMap<String, Value>>,
-    asked: Mutex<Vec<HashMap<String, String>>>,
-}
-
-impl AuthServer {
-    fn grant(&self, secret: &str, reply: Value) {
-        self.grants.lock().unwrap().insert(secret.into(), reply);
-    }
-
-    fn asked(&self) -> Vec<HashMap<String, String>> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
-async fn auth(
-    State(s): State<Arc<AuthServer>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    s.asked.lock().unwrap().push(q.clone());
-    let secret = q.get("secret").cloned().unwrap_or_default();
-    match s.grants.lock().unwrap().get(&secret) {
-        Some(reply) => axum::Json(reply.clone()).into_response(),
-        None => (StatusCode::FORBIDDEN, "no such secret").into_response(),
-    }
-}
-
-async fn auth_server() -> (SocketAddr, Arc<AuthServer>) {
-    let state = Arc::new(AuthServer::default());
-    let app = axum::Router::new()
-        .route("/auth", axum::routing::get(auth))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, state)
-}
-
-fn grant(identity: &str, ttl: u64, topic: &str, channels: &[&str], perms: &[&str]) -> Value {
-    json!({
-        "ttl": ttl,
-        "identity": identity,
-        "identity_url": format!("https://people.example/{identity}"),
-        "authorizations": [{"topic": topic, "channels": channels, "permissions": perms}],
-    })
-}
 
 async fn identified(tcp: SocketAddr) -> TestConn {
     let mut c = TestConn::connect(tcp).await;

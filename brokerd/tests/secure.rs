@@ -9,66 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{DEADLINE, TestConn};
+use common::{DEADLINE, Pki, TestConn, pki};
 use ferry_brokerd::config::Config;
 use ferry_proto::v2::{self, Frame};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-/// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn write(dir: &Path, name: &str, pem: String) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, pem).unwrap();
-    path
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Ferry test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, &ca_key);
-
-    let leaf = |names: Vec<String>, cn: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (cert, key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
-    let (client_cert, client_key) = leaf(vec!["client.test".into()], "client");
-    let d = dir.path();
-    Pki {
-        ca: write(d, "ca.pem", ca_cert.pem()),
-        cert: write(d, "cert.pem", cert),
-        key: write(d, "key.pem", key),
-        client_cert: write(d, "client.pem", client_cert),
-        client_key: write(d, "client-key.pem", client_key),
-        _dir: dir,
-    }
-}
 
 struct Broker {
     tcp: SocketAddr,

@@ -8,7 +8,8 @@
 //! - [`admin`]: `ferry pause|unpause|empty|delete`, applied on every broker holding a topic;
 //! - [`stat`]: `ferry stat`, a live table of a topic's or channel's numbers across brokers;
 //! - [`nodes`]: finding those brokers (lookupd `/lookup`, or given addresses);
-//! - [`tail`]: `ferry tail`, print a topic's messages (a ferry-client consumer);
+//! - [`tail`]: `ferry tail`, print a topic's messages (a ferry-client consumer), taking
+//!   nsq_tail's flags too ([`consumer_opt`]: go-nsq options passed through);
 //! - [`publish`]: `ferry pub`, publish arguments or stdin lines (a ferry-client producer);
 //! - [`dev`]: `ferry dev`, lookupd + brokerd in one process for development.
 //!
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod args;
 pub mod bench;
+pub mod consumer_opt;
 pub mod dev;
 pub mod nodes;
 pub mod publish;

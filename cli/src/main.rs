@@ -3,7 +3,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use ferry_cli::admin::{self, Action, AdminArgs};
 use ferry_cli::bench::BenchArgs;
 use ferry_cli::dev::{self, DevArgs};
@@ -52,7 +52,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Long flags may have one dash, as in NSQ's Go tools (`ferry tail -topic=t -n 10`).
+    let args = ferry_daemon::go_style_args(std::env::args_os().collect(), &Cli::command());
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry")

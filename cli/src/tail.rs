@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{parse_channel, parse_topic};
+use crate::consumer_opt;
 use crate::security::SecurityArgs;
 
 /// The broker used when no address is given.
@@ -43,7 +44,8 @@ pub struct TailArgs {
     #[arg(long, value_parser = parse_channel)]
     pub channel: Option<String>,
 
-    /// Stop after printing this many messages (over all topics).
+    /// Stop after printing this many messages (over all topics); 0 means no limit, as in
+    /// nsq_tail.
     #[arg(short = 'n', long = "count", value_name = "N")]
     pub count: Option<u64>,
 
@@ -51,8 +53,10 @@ pub struct TailArgs {
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
 
-    /// In raw format, put `TOPIC | ` before each message.
-    #[arg(long)]
+    /// In raw format, put `TOPIC | ` before each message (`--print-topic=false` as Go flags
+    /// allow).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub print_topic: bool,
 
     /// A broker's TCP address (host:port); repeatable. Default, when no lookupd is given
@@ -76,6 +80,22 @@ pub struct TailArgs {
     /// Most messages in flight per topic (RDY, shared across brokers).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_in_flight: u64,
+
+    /// A go-nsq consumer option as `KEY,VALUE` (`max_attempts,5`, `tls_v1,true`; a bare KEY
+    /// means true), as nsq_tail passes them through; repeatable.
+    #[arg(
+        long = "consumer-opt",
+        visible_alias = "reader-opt",
+        value_name = "KEY,VALUE"
+    )]
+    pub consumer_opts: Vec<String>,
+}
+
+impl TailArgs {
+    /// How many messages to print before exiting; `None` = until stopped (`-n 0` as well).
+    pub fn limit(&self) -> Option<u64> {
+        self.count.filter(|&n| n > 0)
+    }
 }
 
 /// Random name of an ephemeral channel for one tail session, as nsq_tail names them.
@@ -135,16 +155,23 @@ pub async fn run<W: Write>(
         brokers.push(LOCAL_BROKER_TCP.to_owned());
     }
     let channel = args.channel.clone().unwrap_or_else(ephemeral_channel);
-    let max_in_flight = match args.count {
-        Some(n) => args.max_in_flight.min(n.max(1)),
+    let max_in_flight = match args.limit() {
+        Some(n) => args.max_in_flight.min(n),
         None => args.max_in_flight,
     };
-    let config = args.security.apply(
+    let mut security = args.security.clone();
+    let (config, warnings) = consumer_opt::apply(
+        &args.consumer_opts,
         Config::new()
             .max_in_flight(max_in_flight)
             .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
             .shutdown_timeout(std::time::Duration::from_secs(5)),
+        &mut security,
     )?;
+    for warning in warnings {
+        eprintln!("ferry tail: {warning}");
+    }
+    let config = security.apply(config)?;
 
     let (tx, mut rx) = mpsc::channel::<(usize, Message)>(1024);
     let mut consumers = Vec::new();
@@ -205,7 +232,7 @@ async fn print_loop<W: Write>(
     let mut printed = 0u64;
     let mut line = Vec::new();
     loop {
-        if args.count.is_some_and(|n| printed >= n) {
+        if args.limit().is_some_and(|n| printed >= n) {
             return Ok(printed);
         }
         let (i, msg) = tokio::select! {

@@ -80,6 +80,53 @@ async fn tail_prints_exactly_what_was_published_and_leaves_no_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_takes_nsq_tails_command_line() {
+    let b = broker().await;
+    b.post("/topic/create?topic=legacy", "").await;
+    // nsq_tail's flags as its users type them: single dashes, Go bools, go-nsq consumer options.
+    let tail = spawn_ferry(
+        &[
+            "tail",
+            &format!("-nsqd-tcp-address={}", b.tcp),
+            "-topic=legacy",
+            "-n",
+            "20",
+            "-print-topic",
+            "-max-in-flight=5",
+            "-consumer-opt=max_attempts,5",
+            "-consumer-opt=heartbeat_interval,5s",
+            "-consumer-opt=tls_insecure_skip_verify,true",
+        ],
+        Stdio::null(),
+    );
+    wait_tail_subscribed(&b, "legacy").await;
+    let body: Vec<String> = (0..20).map(|i| format!("line-{i}")).collect();
+    b.post("/mpub?topic=legacy", &body.join("\n")).await;
+    let out = wait_output(tail).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let want: Vec<String> = body.iter().map(|l| format!("legacy | {l}")).collect();
+    assert_eq!(lines(&out.stdout), want);
+    assert!(
+        stderr.contains("tls_insecure_skip_verify is ignored"),
+        "{stderr}"
+    );
+
+    let bad = spawn_ferry(
+        &["tail", "-topic=legacy", "-consumer-opt=no_such_option,1"],
+        Stdio::null(),
+    );
+    let out = wait_output(bad).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unknown option \"no_such_option\""),
+        "{stderr}"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_follows_several_topics_found_through_lookupd() {
     let l = lookupd().await;
     let b = broker_registered_with(&l.tcp).await;

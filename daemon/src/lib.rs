@@ -3,17 +3,18 @@
 //!
 //! - [`main`]: a multi-threaded runtime running the daemon until SIGINT or SIGTERM;
 //! - [`init_logging`] with [`LogFormat`] (`--log-level`, `--log-format`);
-//! - [`parse_with_config_file`]: flags merged with an NSQ-style TOML file (`--config`), the
-//!   command line winning;
+//! - [`parse_nsq_style`]: command lines and `--config` TOML files as NSQ's daemons take them
+//!   (Go-style `-flag=value`, NSQ-only flags accepted with a warning, the command line winning);
 //! - [`parse_duration`]: Go-style durations or plain milliseconds, as NSQ's flags take them.
 
-use std::ffi::OsString;
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
+
+mod flags;
+
+pub use flags::{IgnoredFlag, NsqCompat, Parsed, go_style_args, parse_nsq_style};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,10 +25,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr at `level` (an EnvFilter expression; `info` if it does not parse), as text
-/// or as one JSON object per line carrying the current span's fields.
+/// Logs to stderr at `level` (an EnvFilter expression, or one of NSQ's level names: `debug`,
+/// `info`, `warn`, `error`, `fatal`, any case; `info` if it does not parse), as text or as one
+/// JSON object per line carrying the current span's fields.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let level = nsq_log_level(level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -39,6 +42,16 @@ pub fn init_logging(level: &str, format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .init(),
+    }
+}
+
+/// NSQ's log level names in tracing's terms (`fatal` is `error`; names are case-insensitive).
+fn nsq_log_level(level: &str) -> String {
+    match level.trim().to_ascii_lowercase().as_str() {
+        "fatal" => "error".to_owned(),
+        "warning" => "warn".to_owned(),
+        l @ ("debug" | "info" | "warn" | "error" | "trace") => l.to_owned(),
+        _ => level.to_owned(),
     }
 }
 
@@ -89,131 +102,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
-/// Parses `args` (program name first) into `C`; when `config_file(&parsed)` names a file,
-/// its options come first and the command line, parsed after them, wins. `renames` maps NSQ
-/// config-file keys whose flag is named differently (`("nsqlookupd_tcp_addresses",
-/// "lookupd-tcp-address")`).
-pub fn parse_with_config_file<C, I, T>(
-    args: I,
-    config_file: impl Fn(&C) -> Option<&Path>,
-    renames: &[(&str, &str)],
-) -> Result<C, clap::Error>
-where
-    C: Parser,
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let first = C::try_parse_from(&args)?;
-    let Some(path) = config_file(&first).map(Path::to_path_buf) else {
-        return Ok(first);
-    };
-    let file_args = config_file_args(&C::command(), &path, renames)
-        .map_err(|msg| C::command().error(clap::error::ErrorKind::InvalidValue, msg))?;
-    let mut merged: Vec<OsString> = Vec::with_capacity(args.len() + file_args.len());
-    merged.extend(args.first().cloned());
-    merged.extend(file_args);
-    merged.extend(args.into_iter().skip(1));
-    let matches = C::command()
-        .args_override_self(true)
-        .try_get_matches_from(merged)?;
-    C::from_arg_matches(&matches)
-}
-
-/// Turns a TOML file into `--flag=value` arguments for `command` (arrays become repeated
-/// flags; `snake_case` keys become `kebab-case` flags unless `renames` says otherwise).
-fn config_file_args(
-    command: &clap::Command,
-    path: &Path,
-    renames: &[(&str, &str)],
-) -> Result<Vec<OsString>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("cannot parse config file {}: {e}", path.display()))?;
-    let known: Vec<&str> = command
-        .get_arguments()
-        .filter_map(|a| a.get_long())
-        .collect();
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let flag = match renames.iter().find(|(k, _)| *k == key) {
-            Some((_, flag)) => (*flag).to_owned(),
-            None => key.replace('_', "-"),
-        };
-        if flag == "config" {
-            continue;
-        }
-        if !known.contains(&flag.as_str()) {
-            return Err(format!(
-                "config file {}: unknown option {key:?}",
-                path.display()
-            ));
-        }
-        let values = match value {
-            toml::Value::Array(items) => items,
-            other => vec![other],
-        };
-        for v in values {
-            let text = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => return Err(format!("config option {key:?}: unsupported value {other}")),
-            };
-            out.push(OsString::from(format!("--{flag}={text}")));
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Debug, Parser)]
-    struct Flags {
-        #[arg(long)]
-        config: Option<std::path::PathBuf>,
-        #[arg(long, default_value_t = 1)]
-        size: u32,
-        #[arg(long = "peer")]
-        peers: Vec<String>,
-    }
-
     #[test]
-    fn the_command_line_wins_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("ferry-daemon-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("f.cfg");
-        std::fs::write(&file, "size = 7\nnsq_peers = [\"a\", \"b\"]\n").unwrap();
-        let cfg = file.to_str().unwrap();
-        let renames = [("nsq_peers", "peer")];
-        let f: Flags = parse_with_config_file(
-            ["x", "--config", cfg],
-            |f: &Flags| f.config.as_deref(),
-            &renames,
-        )
-        .unwrap();
-        assert_eq!((f.size, f.peers.clone()), (7, vec!["a".into(), "b".into()]));
-        let f: Flags = parse_with_config_file(
-            ["x", "--config", cfg, "--size", "9"],
-            |f: &Flags| f.config.as_deref(),
-            &renames,
-        )
-        .unwrap();
-        assert_eq!(f.size, 9);
-        std::fs::write(&file, "nope = 1\n").unwrap();
-        let err = parse_with_config_file::<Flags, _, _>(
-            ["x", "--config", cfg],
-            |f: &Flags| f.config.as_deref(),
-            &[],
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("unknown option \"nope\""), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn nsq_log_levels() {
+        assert_eq!(nsq_log_level("FATAL"), "error");
+        assert_eq!(nsq_log_level("Warning"), "warn");
+        assert_eq!(nsq_log_level("info"), "info");
+        assert_eq!(nsq_log_level("ferry=debug"), "ferry=debug");
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Lookup daemon configuration: nsqlookupd's flag names and defaults (nsqlookupd/options.go),
-//! parsed with clap, and optionally read from an NSQ-style TOML file (`--config`), where keys are
-//! the flag names with underscores (`tombstone_lifetime = "45s"`) and command-line flags win over
-//! the file.
+//! Lookup daemon configuration: nsqlookupd 1.3's flag names and defaults
+//! (nsqlookupd/options.go), parsed as nsqlookupd parses them (`-flag=value` or `--flag value`),
+//! and optionally read from nsqlookupd's TOML config file (`--config`), where keys are the flag
+//! names with underscores (`tombstone_lifetime = "45s"`) and command-line flags win over the
+//! file. Every nsqlookupd flag is accepted; [`NSQLOOKUPD_IGNORED_FLAGS`] have no effect.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry_daemon::{IgnoredFlag, NsqCompat, Parsed};
 
 /// Every knob of `lookupd`. Defaults are nsqlookupd 1.3's.
 #[derive(Debug, Clone, Parser)]
@@ -61,13 +63,29 @@ pub struct Config {
 /// How log lines are written.
 pub use ferry_daemon::LogFormat;
 
+/// nsqlookupd 1.3 flags Ferry accepts (so that its command lines and config files work
+/// unchanged) but has no use for.
+pub const NSQLOOKUPD_IGNORED_FLAGS: &[IgnoredFlag] = &[
+    IgnoredFlag {
+        name: "verbose",
+        takes_value: false,
+        why: "deprecated in nsqlookupd as well; use --log-level",
+    },
+    IgnoredFlag {
+        name: "log-prefix",
+        takes_value: true,
+        why: "log lines name their source themselves (--log-format json for structured logs)",
+    },
+];
+
 /// Parses Go-style durations ("250ms", "45s", "5m", "1h") and plain milliseconds.
 pub use ferry_daemon::parse_duration;
 
 impl Config {
-    /// Parses the process's command line, merging `--config` if given.
-    pub fn from_env_args() -> Result<Config, clap::Error> {
-        Self::from_args(std::env::args_os())
+    /// Parses the process's command line, merging `--config` if given; also returns the
+    /// warnings (ignored flags, unknown config-file keys) to log.
+    pub fn from_env_args() -> Result<Parsed<Config>, clap::Error> {
+        Self::parse_nsq_style(std::env::args_os())
     }
 
     /// Parses `args` (program name first), merging the TOML file named by `--config`.
@@ -76,7 +94,23 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        ferry_daemon::parse_with_config_file(args, |c: &Config| c.config.as_deref(), &[])
+        Self::parse_nsq_style(args).map(|parsed| parsed.config)
+    }
+
+    /// Like [`Config::from_args`], also returning the warnings to log.
+    pub fn parse_nsq_style<I, T>(args: I) -> Result<Parsed<Config>, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        ferry_daemon::parse_nsq_style(
+            args,
+            |c: &Config| c.config.as_deref(),
+            &NsqCompat {
+                renames: &[],
+                ignored: NSQLOOKUPD_IGNORED_FLAGS,
+            },
+        )
     }
 
     /// The configuration tests and `ferry dev` use: loopback and ephemeral ports.
@@ -148,12 +182,41 @@ mod tests {
     }
 
     #[test]
-    fn unknown_config_key_is_an_error() {
+    fn nsqlookupd_config_file_and_command_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.cfg");
-        std::fs::write(&path, "no_such_option = 1\n").unwrap();
-        let err = Config::from_args(["lookupd", "--config", path.to_str().unwrap()]).unwrap_err();
-        assert!(err.to_string().contains("no_such_option"), "{err}");
+        let path = dir.path().join("nsqlookupd.cfg");
+        // Every key of nsqlookupd 1.3's example config, plus one it does not know.
+        std::fs::write(
+            &path,
+            "log_level = \"info\"\nlog_prefix = \"[nsqlookupd] \"\ntcp_address = \"127.0.0.1:5160\"\n\
+             http_address = \"127.0.0.1:5161\"\nbroadcast_address = \"\"\n\
+             inactive_producer_timeout = \"300s\"\ntombstone_lifetime = \"45s\"\n\
+             no_such_option = 1\n",
+        )
+        .unwrap();
+        let p = Config::parse_nsq_style([
+            "nsqlookupd",
+            &format!("-config={}", path.display()),
+            "-verbose",
+            "-tombstone-lifetime",
+            "30s",
+            "-log-level=WARN",
+        ])
+        .unwrap();
+        assert_eq!(p.config.tcp_address.port(), 5160);
+        assert_eq!(p.config.http_address.port(), 5161);
+        assert_eq!(
+            p.config.tombstone_lifetime,
+            Duration::from_secs(30),
+            "flag wins"
+        );
+        assert_eq!(p.config.broadcast_address, None, "empty string = unset");
+        assert_eq!(p.config.log_level, "WARN");
+        let warnings = p.warnings.join("\n");
+        assert_eq!(p.warnings.len(), 3, "{warnings}");
+        assert!(warnings.contains("no_such_option"), "{warnings}");
+        assert!(warnings.contains("--verbose"), "{warnings}");
+        assert!(warnings.contains("--log-prefix"), "{warnings}");
     }
 
     #[test]

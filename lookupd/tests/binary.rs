@@ -6,7 +6,7 @@ mod common;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{DEADLINE, Peer, broker_info, http};
@@ -15,6 +15,8 @@ struct Process {
     child: Child,
     tcp: SocketAddr,
     http: SocketAddr,
+    /// Every line it wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Runs `lookupd` with `args`; waits for both "listening on" lines.
@@ -37,6 +39,7 @@ fn spawn(args: &[&str]) -> Process {
         }
     });
     let (mut tcp, mut http) = (None, None);
+    let log = Arc::new(Mutex::new(Vec::new()));
     let end = Instant::now() + DEADLINE;
     while tcp.is_none() || http.is_none() {
         let left = end.saturating_duration_since(Instant::now());
@@ -50,13 +53,20 @@ fn spawn(args: &[&str]) -> Process {
         if let Some(a) = clean.split("HTTP: listening on ").nth(1) {
             http = Some(a.trim().parse().unwrap());
         }
+        log.lock().unwrap().push(clean);
     }
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            sink.lock().unwrap().push(strip_ansi(&line));
+        }
+    });
     Process {
         child,
         tcp: tcp.unwrap(),
         http: http.unwrap(),
+        log,
     }
 }
 
@@ -153,6 +163,56 @@ async fn reads_a_config_file_and_stops_on_sigint() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn nsqlookupd_command_line_with_every_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nsqlookupd.cfg");
+    std::fs::write(
+        &path,
+        "tombstone_lifetime = \"10s\"\nlog_prefix = \"[lookupd] \"\n",
+    )
+    .unwrap();
+    let config = format!("-config={}", path.display());
+    // Every flag of nsqlookupd 1.3 but -version, single-dash as NSQ's docs write them.
+    let process = spawn(&[
+        &config,
+        "-log-level=info",
+        "-log-prefix=[nsqlookupd] ",
+        "-verbose",
+        "-tcp-address=127.0.0.1:0",
+        "-http-address",
+        "127.0.0.1:0",
+        "-broadcast-address=127.0.0.1",
+        "-inactive-producer-timeout=300s",
+        "-tombstone-lifetime=45s",
+    ]);
+    let ping = http(process.http, "GET", "/ping").await;
+    assert_eq!((ping.status, ping.body.as_str()), (200, "OK"));
+    let mut peer = Peer::connect(process.tcp).await;
+    let reply = peer.identify(broker_info("b1", 4150, 4151)).await;
+    assert_eq!(reply["broadcast_address"], "127.0.0.1");
+    peer.register("orders", None).await;
+    let lookup = http(process.http, "GET", "/lookup?topic=orders").await;
+    assert_eq!(lookup.json()["producers"][0]["broadcast_address"], "b1");
+    {
+        let log = process.log.lock().unwrap().join("\n");
+        for flag in ["--verbose", "--log-prefix"] {
+            let warning = format!("{flag} is accepted for NSQ compatibility and ignored");
+            assert_eq!(log.matches(&warning).count(), 1, "{warning}\n{log}");
+        }
+    }
+    tokio::task::spawn_blocking(move || process.signal_and_wait("TERM"))
+        .await
+        .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_lookupd"))
+        .arg("-version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
 #[test]
 fn bad_flags_exit_with_an_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_lookupd"))
@@ -190,6 +250,7 @@ async fn json_log_format_writes_one_json_object_per_line() {
         child,
         tcp: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
+        log: Arc::default(),
     };
     let end = Instant::now() + DEADLINE;
     let mut seen = 0;

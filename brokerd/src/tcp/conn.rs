@@ -565,12 +565,17 @@ impl Conn {
             secret: self.auth_secret.clone(),
             common_name: self.common_name.clone(),
         };
-        auth::query(&self.broker.config.auth_http_addresses, &creds)
-            .await
-            .map_err(|e| {
-                warn!(error = %format!("{e:#}"), "AUTH failed");
-                ProtocolError::new(ErrorCode::AuthFailed, "AUTH failed")
-            })
+        let broker = &self.broker;
+        auth::query(
+            broker.http_client(),
+            &broker.config.auth_http_addresses,
+            &creds,
+        )
+        .await
+        .map_err(|e| {
+            warn!(error = %format!("{e:#}"), "AUTH failed");
+            ProtocolError::new(ErrorCode::AuthFailed, "AUTH failed")
+        })
     }
 
     /// With auth enabled: `cmd` on `topic`/`channel` (`""` to publish) must be authorized;

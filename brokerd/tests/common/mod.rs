@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as ProcCommand, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use ferry_brokerd::config::Config;
 use ferry_proto::MessageId;
@@ -617,4 +622,116 @@ pub async fn scrape(addr: SocketAddr) -> (prometheus_parse::Scrape, String) {
         "{headers}"
     );
     (parse_prometheus(&body), body)
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate.
+pub struct Pki {
+    _dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn write_pem(dir: &Path, name: &str, pem: String) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+/// Generates a fresh [`Pki`] in a temp dir (rcgen).
+pub fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Ferry test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+
+    let leaf = |names: Vec<String>, cn: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (cert, key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+    let (client_cert, client_key) = leaf(vec!["client.test".into()], "client");
+    let d = dir.path();
+    Pki {
+        ca: write_pem(d, "ca.pem", ca_cert.pem()),
+        cert: write_pem(d, "cert.pem", cert),
+        key: write_pem(d, "key.pem", key),
+        client_cert: write_pem(d, "client.pem", client_cert),
+        client_key: write_pem(d, "client-key.pem", client_key),
+        _dir: dir,
+    }
+}
+
+/// The auth server's grants by secret, and what it was asked.
+#[derive(Default)]
+pub struct AuthServer {
+    grants: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
+    asked: std::sync::Mutex<Vec<std::collections::HashMap<String, String>>>,
+}
+
+impl AuthServer {
+    pub fn grant(&self, secret: &str, reply: serde_json::Value) {
+        self.grants.lock().unwrap().insert(secret.into(), reply);
+    }
+
+    pub fn asked(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+async fn auth(
+    State(s): State<Arc<AuthServer>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    s.asked.lock().unwrap().push(q.clone());
+    let secret = q.get("secret").cloned().unwrap_or_default();
+    match s.grants.lock().unwrap().get(&secret) {
+        Some(reply) => axum::Json(reply.clone()).into_response(),
+        None => (StatusCode::FORBIDDEN, "no such secret").into_response(),
+    }
+}
+
+/// Runs an auth server on 127.0.0.1 (nsqd's contract: `GET /auth?secret=...`).
+pub async fn auth_server() -> (SocketAddr, Arc<AuthServer>) {
+    let state = Arc::new(AuthServer::default());
+    let app = axum::Router::new()
+        .route("/auth", axum::routing::get(auth))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, state)
+}
+
+/// An auth reply granting `perms` on `topic` / `channels` (regexes).
+pub fn grant(
+    identity: &str,
+    ttl: u64,
+    topic: &str,
+    channels: &[&str],
+    perms: &[&str],
+) -> serde_json::Value {
+    serde_json::json!({
+        "ttl": ttl,
+        "identity": identity,
+        "identity_url": format!("https://people.example/{identity}"),
+        "authorizations": [{"topic": topic, "channels": channels, "permissions": perms}],
+    })
 }
