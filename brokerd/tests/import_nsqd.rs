@@ -301,3 +301,48 @@ fn logs_one_line_per_topic_and_a_summary() {
     assert!(!log.contains("imported nsqd topic"), "{log}");
     p.sigterm();
 }
+
+/// Import speed on 1M stored messages (100-byte bodies: 500k in the topic's backlog, 400k in
+/// one channel's, 100k retried ones in another's). Not a benchmark gate, a printout:
+/// `cargo test --release -p ferry-brokerd --test import_nsqd -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow; run by hand to measure the import"]
+async fn import_speed_one_million_messages() {
+    use common::nsqd::DiskQueue;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_nsqd_dat(
+        dir,
+        &json!({"version": "1.3.0", "topics": [{"name": "bench", "paused": false,
+            "channels": [{"name": "a", "paused": false}, {"name": "b", "paused": false}]}]}),
+    );
+    let body = [b'x'; 100];
+    for (queue, n, attempts) in [
+        ("bench", 500_000, 0),
+        ("bench:a", 400_000, 0),
+        ("bench:b", 100_000, 2),
+    ] {
+        let mut q = DiskQueue::new(dir, queue, 100 << 20);
+        for i in 0..n {
+            q.put(1_700_000_000_000_000_000 + i, attempts, &body);
+        }
+        q.finish();
+    }
+    let started = std::time::Instant::now();
+    let b = common::start_in(dir, |_| {}).await;
+    let took = started.elapsed();
+    let stats = b.stats().await;
+    assert_eq!(
+        find_channel(&stats, "bench", "a").unwrap()["depth"],
+        900_000
+    );
+    assert_eq!(
+        find_channel(&stats, "bench", "b").unwrap()["depth"],
+        600_000
+    );
+    println!(
+        "imported 1,000,000 nsqd messages (100 MB of bodies) and started in {took:.2?}: {:.0} messages/s",
+        1e6 / took.as_secs_f64()
+    );
+    b.stop().await;
+}
