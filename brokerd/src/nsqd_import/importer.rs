@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::diskqueue::QueueReader;
-use super::plan::{NSQD_METADATA, QueueCount, TopicPlan, channel_queue, has_nsqd_data, scan};
+use super::plan::{
+    NSQD_METADATA, QueueCount, TopicPlan, channel_queue, has_nsqd_data, old_nsqd_metadata, scan,
+};
 use super::{ImportError, Plan};
 use crate::clock::{now_ns, now_secs};
 use crate::topic::topic_dir;
@@ -195,6 +197,12 @@ pub fn import_on_start(
     // A staging directory without a marker is what a crash during the build leaves.
     remove_stale_staging(&staging)?;
     if !has_nsqd_data(data) {
+        if let Some(old) = old_nsqd_metadata(data) {
+            warn!(
+                file = %old.display(),
+                "old nsqd metadata (nsqd.<id>.dat) is not imported: only nsqd 1.x's nsqd.dat is"
+            );
+        }
         return Ok(None);
     }
     info!(dir = %data.display(), "found nsqd data; importing it");
@@ -796,5 +804,13 @@ mod tests {
                 .is_none()
         );
         assert!(read_marker(tmp.path()).unwrap().is_none());
+        // Pre-1.0 metadata alone is not imported (a warning only).
+        std::fs::write(tmp.path().join("nsqd.1.dat"), b"{}").unwrap();
+        assert!(
+            import_on_start(tmp.path(), &topics, &LogOptions::default())
+                .unwrap()
+                .is_none()
+        );
+        assert!(old_nsqd_metadata(tmp.path()).is_some());
     }
 }

@@ -69,20 +69,6 @@ pub struct TopicPlan {
     pub channels: Vec<ChannelPlan>,
 }
 
-impl TopicPlan {
-    /// Messages the topic's channels will have in Ferry: each channel's own backlog plus the
-    /// topic's backlog (the topic's backlog alone while it has no channel).
-    pub fn delivered(&self) -> u64 {
-        if self.channels.is_empty() {
-            return self.queue.messages;
-        }
-        self.channels
-            .iter()
-            .map(|c| c.queue.messages + self.queue.messages)
-            .sum()
-    }
-}
-
 /// Everything an nsqd data directory holds, counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -142,6 +128,20 @@ struct NsqdChannel {
 /// True when `dir` holds nsqd 1.x metadata (`nsqd.dat`).
 pub fn has_nsqd_data(dir: &Path) -> bool {
     dir.join(NSQD_METADATA).is_file()
+}
+
+/// An old nsqd's metadata file (`nsqd.<node-id>.dat`, before 1.0) in `dir`, if any: it is
+/// not imported.
+pub fn old_nsqd_metadata(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("nsqd.") && n.ends_with(".dat") && n != NSQD_METADATA
+            })
+        })
 }
 
 /// Reads `nsqd.dat` and counts every queue it refers to (reading each once, streaming).
