@@ -6,6 +6,8 @@
 //! <data-path>/
 //!   brokerd.lock          flock'ed while a broker runs here
 //!   topics/<name>.topic/  one topic log (segments + metadata), see ferry-store
+//!   nsqd-import.json      present once nsqd 1.x data found here was imported (nsqd_import)
+//!   nsqd.dat, *.diskqueue.*.dat   nsqd's own files: read by the import, never changed
 //! ```
 
 use std::collections::HashMap;
@@ -118,6 +120,14 @@ impl Broker {
             lookup_peers: LookupPeers::default(),
             _lock: lock,
         });
+        // An nsqd 1.x data directory is imported once, before Ferry's topics are loaded.
+        let data_path = &broker.config.data_path;
+        crate::nsqd_import::import_on_start(
+            data_path,
+            &broker.topics_dir,
+            &broker.topic_options().log,
+        )
+        .with_context(|| format!("cannot import the nsqd data in {}", data_path.display()))?;
         broker.load_topics()?;
         Ok(broker)
     }

@@ -34,6 +34,7 @@ pub mod histogram;
 pub mod http;
 pub mod latency;
 pub mod lookup;
+pub mod nsqd_import;
 mod prom;
 pub mod stats;
 mod tcp;

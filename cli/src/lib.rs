@@ -11,7 +11,8 @@
 //! - [`tail`]: `ferry tail`, print a topic's messages (a ferry-client consumer), taking
 //!   nsq_tail's flags too ([`consumer_opt`]: go-nsq options passed through);
 //! - [`publish`]: `ferry pub`, publish arguments or stdin lines (a ferry-client producer);
-//! - [`dev`]: `ferry dev`, lookupd + brokerd in one process for development.
+//! - [`dev`]: `ferry dev`, lookupd + brokerd in one process for development;
+//! - [`import`]: `ferry import-nsqd`, a dry run of brokerd's import of nsqd 1.x data.
 //!
 //! Every command speaks NSQ's protocol V2 through `ferry-proto`, so it works against Ferry's
 //! `brokerd` and against a real `nsqd` alike.
@@ -24,6 +25,7 @@ pub mod args;
 pub mod bench;
 pub mod consumer_opt;
 pub mod dev;
+pub mod import;
 pub mod nodes;
 pub mod publish;
 pub mod security;

@@ -7,6 +7,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use ferry_cli::admin::{self, Action, AdminArgs};
 use ferry_cli::bench::BenchArgs;
 use ferry_cli::dev::{self, DevArgs};
+use ferry_cli::import::{self, ImportArgs};
 use ferry_cli::publish::{self, PubArgs};
 use ferry_cli::stat::{self, StatArgs};
 use ferry_cli::tail::{self, TailArgs};
@@ -49,6 +50,10 @@ enum Command {
     /// Run lookupd, a broker and the admin dashboard on loopback in this process, data under
     /// the current directory: a complete Ferry for development. Ctrl-C stops it.
     Dev(DevArgs),
+    /// Count what brokerd would import from nsqd 1.x data (nsqd.dat and its disk queues) in a
+    /// directory, without changing anything: messages, bytes and paused flag per topic and
+    /// channel.
+    ImportNsqd(ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -122,6 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let _ = std::io::stdout().flush();
             })
             .await
+        }
+        Command::ImportNsqd(a) => {
+            print!("{}", import::run(&a)?);
+            Ok(())
         }
         Command::Bench(bench) => {
             let report = ferry_cli::bench::run(&bench.command, shutdown).await?;

@@ -2,6 +2,8 @@
 //! built on ferry-proto, a minimal HTTP/1.1 client, and helpers to run the `brokerd` binary.
 #![allow(dead_code)]
 
+pub mod nsqd;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as ProcCommand, Stdio};
