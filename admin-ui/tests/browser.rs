@@ -149,14 +149,26 @@ async fn wait_js(c: &Client, what: &str, expr: &str) {
     }
 }
 
+/// Clicks `css`, finding it again when a live update replaced it between find and click
+/// (a stale element).
+async fn click(c: &Client, css: &str) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let clicked = match c.find(Locator::Css(css)).await {
+            Ok(el) => el.click().await.map(drop),
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(_) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(e) => panic!("cannot click {css}: {e}"),
+        }
+    }
+}
+
 /// Clicks `css`, then answers the confirmation dialog the click opens.
 async fn click_and_confirm(c: &Client, css: &str, accept: bool) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, css).await;
     let end = Instant::now() + DEADLINE;
     let text = loop {
         match c.get_alert_text().await {
@@ -224,12 +236,7 @@ async fn dashboard_in_a_real_browser() {
     .await;
 
     // Topic page (reached by clicking): both channels' depth.
-    c.find(Locator::Css("tr[data-topic='browser'] a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "tr[data-topic='browser'] a").await;
     wait_js(
         &c,
         "the topic page",

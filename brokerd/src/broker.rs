@@ -249,12 +249,12 @@ impl Broker {
         self.events.subscribe()
     }
 
-    /// The lookupds this broker registered with.
+    /// The client for this broker's own HTTP requests (auth servers, lookupd `/channels`).
     pub fn http_client(&self) -> &reqwest::Client {
         &self.http_client
     }
 
-    /// The lookupds this broker is registered with.
+    /// The lookupds this broker registered with.
     pub fn lookup_peers(&self) -> &LookupPeers {
         &self.lookup_peers
     }

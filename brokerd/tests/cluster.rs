@@ -218,16 +218,6 @@ async fn new_topic_precreates_channels_lookupd_knows() {
     l.stop().await;
 }
 
-fn python() -> PathBuf {
-    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/setup-test-deps.sh",
-        py.display()
-    );
-    py
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pynsq_reader_finds_both_brokers_through_lookupd() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -270,7 +260,7 @@ async fn pynsq_reader_finds_both_brokers_through_lookupd() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/lookup_reader.py");
     let lookup_http = l.http.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
+        std::process::Command::new(common::python())
             .arg(script)
             .arg(lookup_http)
             .arg("spread")

@@ -6,16 +6,6 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> PathBuf {
-    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does) to install grpcio",
-        py.display()
-    );
-    py
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpc_client_publishes_and_consumes() {
     let b = common::start(|_| {}).await;
@@ -24,7 +14,7 @@ async fn python_grpc_client_publishes_and_consumes() {
     let proto = root.join("proto");
     let addr = b.grpc.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(common::python())
             .arg(script)
             .arg(addr)
             .arg(proto)

@@ -212,16 +212,6 @@ fn lookupd_binary() -> PathBuf {
     path
 }
 
-fn python() -> PathBuf {
-    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does)",
-        py.display()
-    );
-    py
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nsq_client_suites_scenarios_with_pynsq() {
     let certs = pki();
@@ -237,7 +227,7 @@ async fn nsq_client_suites_scenarios_with_pynsq() {
         certs.ca.clone().into_os_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        ProcCommand::new(python())
+        ProcCommand::new(common::python())
             .args(args)
             .env("NO_COLOR", "1")
             .output()

@@ -6,24 +6,13 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let py = root.join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does) to install pynsq",
-        py.display()
-    );
-    py
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pynsq_writer_reader_and_http_publish() {
     let b = common::start(|_| {}).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/interop.py");
     let (tcp, http) = (b.tcp.to_string(), b.http.to_string());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(common::python())
             .arg(script)
             .arg(tcp)
             .arg(http)

@@ -57,16 +57,6 @@ impl Broker {
     }
 }
 
-fn python() -> PathBuf {
-    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/setup-test-deps.sh",
-        py.display()
-    );
-    py
-}
-
 /// Runs tests/python/secure.py; returns (success, output).
 async fn pynsq(
     tcp: SocketAddr,
@@ -76,7 +66,7 @@ async fn pynsq(
     client_cert: bool,
 ) -> (bool, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/secure.py");
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(common::python());
     cmd.arg(script)
         .arg(tcp.to_string())
         .arg(topic)

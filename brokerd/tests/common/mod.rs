@@ -389,6 +389,18 @@ pub struct BrokerProcess {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The Python of the test venv (pynsq, grpcio), which `scripts/setup-test-deps.sh` installs.
+pub fn python() -> PathBuf {
+    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does) to install pynsq \
+         and grpcio",
+        py.display()
+    );
+    py
+}
+
 /// Runs the `brokerd` binary on `dir` with ports 0 and `extra` flags; waits for its listeners.
 pub fn spawn_brokerd(dir: &Path, extra: &[&str]) -> BrokerProcess {
     use std::io::BufRead as _;
