@@ -165,32 +165,27 @@ pub fn go_style_args(args: Vec<OsString>, command: &Command) -> Vec<OsString> {
     out
 }
 
+/// The argument of `command` whose long name (or an alias of it) is `name`.
+fn find_long<'c>(command: &'c Command, name: &str) -> Option<&'c Arg> {
+    command.get_arguments().find(|a| {
+        a.get_long() == Some(name)
+            || a.get_all_aliases()
+                .is_some_and(|aliases| aliases.contains(&name))
+    })
+}
+
 /// Whether `name` is one of `command`'s long flags (or an alias of one), `help` or `version`.
 fn is_long_name(command: &Command, name: &str) -> bool {
-    name.len() > 1
-        && (name == "help"
-            || name == "version"
-            || command.get_arguments().any(|a| {
-                a.get_long() == Some(name)
-                    || a.get_all_aliases()
-                        .is_some_and(|aliases| aliases.contains(&name))
-            }))
+    name.len() > 1 && (name == "help" || name == "version" || find_long(command, name).is_some())
 }
 
 /// Whether `--name` given without `=` consumes the next argument as its value.
 fn takes_separate_value(command: &Command, name: &str) -> bool {
-    command
-        .get_arguments()
-        .find(|a| {
-            a.get_long() == Some(name)
-                || a.get_all_aliases()
-                    .is_some_and(|aliases| aliases.contains(&name))
-        })
-        .is_some_and(|a| {
-            a.get_action().takes_values()
-                && !a.is_require_equals_set()
-                && a.get_num_args().is_none_or(|n| n.min_values() >= 1)
-        })
+    find_long(command, name).is_some_and(|a| {
+        a.get_action().takes_values()
+            && !a.is_require_equals_set()
+            && a.get_num_args().is_none_or(|n| n.min_values() >= 1)
+    })
 }
 
 /// Turns a TOML file into `--flag=value` arguments for `command`: arrays become repeated flags,
