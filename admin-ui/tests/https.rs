@@ -38,7 +38,7 @@ async fn brokers_are_read_over_https_when_told_to() {
     let broker = server.broker();
     let stop = CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone()));
-    broker.get_or_create_topic("secure_topic").unwrap();
+    broker.get_or_create_topic("secure_topic").await.unwrap();
 
     let ca = p("ca.pem");
     let admin = start_admin(|c| {

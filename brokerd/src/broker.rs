@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ferry_proto::ProtocolError;
 use ferry_proto::v2::PublishKind;
-use ferry_store::{LogOptions, StoreError};
+use ferry_store::{ChannelMeta, ChannelState, LogOptions, StoreError, TopicLog, TopicMeta};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,9 +30,10 @@ use tracing::{info, warn};
 use crate::client::ClientInfo;
 use crate::clock::{now_ns, now_secs};
 use crate::config::Config;
+use crate::creation::{CreateError, Creations};
 use crate::latency::E2eConfig;
 use crate::lookup::{LookupPeers, RegistryEvent};
-use crate::topic::{Topic, TopicOptions};
+use crate::topic::{Topic, TopicOptions, topic_dir};
 
 /// Version reported to clients and in `/info` and `/stats`.
 pub const VERSION: &str = concat!("ferry-", env!("CARGO_PKG_VERSION"));
@@ -56,6 +57,8 @@ pub struct Broker {
     pub(crate) tracker: TaskTracker,
     ports: std::sync::OnceLock<crate::http::Ports>,
     events: broadcast::Sender<RegistryEvent>,
+    /// Topic creations in progress.
+    creations: Arc<Creations>,
     lookup_peers: LookupPeers,
     /// Client of the HTTP requests this broker makes (auth servers, lookupd `/channels`),
     /// with `--http-client-connect-timeout` and `--http-client-request-timeout`.
@@ -117,6 +120,7 @@ impl Broker {
             tracker: TaskTracker::new(),
             ports: std::sync::OnceLock::new(),
             events: broadcast::channel(4096).0,
+            creations: Arc::default(),
             lookup_peers: LookupPeers::default(),
             _lock: lock,
         });
@@ -138,6 +142,16 @@ impl Broker {
         for entry in entries {
             let entry = entry.context("cannot read topics directory")?;
             let file_name = entry.file_name();
+            if file_name
+                .to_str()
+                .is_some_and(|n| n.ends_with(STAGING_SUFFIX))
+            {
+                // A topic whose creation did not finish (crash, full disk): it never existed.
+                info!(dir = ?entry.path(), "removing an unfinished topic creation");
+                remove_dir_if_present(&entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                continue;
+            }
             let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".topic")) else {
                 continue;
             };
@@ -180,10 +194,14 @@ impl Broker {
     }
 
     fn open_topic(&self, name: &str) -> Result<Arc<Topic>, StoreError> {
+        self.open_topic_with(name, self.topic_options())
+    }
+
+    fn open_topic_with(&self, name: &str, options: TopicOptions) -> Result<Arc<Topic>, StoreError> {
         Topic::open(
             name,
             &self.topics_dir,
-            self.topic_options(),
+            options,
             self.events.clone(),
             self.cancel.child_token(),
             self.tracker.clone(),
@@ -211,31 +229,82 @@ impl Broker {
             .unwrap_or(crate::http::Ports { tcp: 0, http: 0 })
     }
 
-    /// The topic `name`, created if missing (and then registered with lookupd, which is also
-    /// asked for the channels it knows of the topic).
-    pub fn get_or_create_topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, StoreError> {
-        if let Some(t) = self.topics_read().get(name) {
-            return Ok(t.clone());
+    /// The topic `name`, created if missing. A new topic learns the channels lookupd knows for
+    /// it before anyone can publish to it or subscribe (bounded by the HTTP client's timeouts),
+    /// so those channels get its first message; it is then registered with lookupd.
+    ///
+    /// Creation runs off the runtime threads (`spawn_blocking`), holds no lock that other
+    /// topics need, and happens once however many callers ask at the same time. Its files are
+    /// built under a temporary name and renamed into place, so a failed (disk full) or
+    /// interrupted creation leaves nothing that would come back as a topic after a restart.
+    pub async fn get_or_create_topic(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Arc<Topic>, CreateError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
         }
-        let mut topics = self.topics_write();
-        if let Some(t) = topics.get(name) {
-            return Ok(t.clone());
+        if self.cancel.is_cancelled() {
+            return Err(CreateError::Exiting);
         }
-        let topic = self.open_topic(name)?;
-        topic.persist_meta();
-        info!(topic = name, "topic created");
-        topics.insert(name.to_owned(), topic.clone());
-        drop(topics);
+        let create = || {
+            let (broker, name) = (self.clone(), name.to_owned());
+            async move { broker.create_topic(&name).await }
+        };
+        self.creations
+            .find_or_create(name, || self.topic(name), create)
+            .await
+    }
+
+    /// Creates a topic that does not exist yet (see [`Broker::get_or_create_topic`]).
+    async fn create_topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, CreateError> {
+        let channels = crate::lookup::channels_known(self, name).await;
+        let broker = self.clone();
+        let topic_name = name.to_owned();
+        let known = channels.clone();
+        let topic =
+            tokio::task::spawn_blocking(move || broker.build_topic(&topic_name, &known)).await??;
+        self.topics_write().insert(name.to_owned(), topic.clone());
+        info!(topic = name, channels = channels.len(), "topic created");
         self.emit(RegistryEvent::Register {
             topic: name.to_owned(),
             channel: None,
         });
-        if !self.config.lookupd_tcp_addresses.is_empty() {
-            let (b, t) = (self.clone(), topic.clone());
-            self.tracker
-                .spawn(async move { crate::lookup::precreate_channels(b, t).await });
+        for channel in channels {
+            info!(topic = name, channel, "channel created from lookupd");
+            self.emit(RegistryEvent::Register {
+                topic: name.to_owned(),
+                channel: Some(channel),
+            });
         }
         Ok(topic)
+    }
+
+    /// Makes a new topic's files (blocking I/O) with `channels` starting at its first message,
+    /// and opens it. The files are made in `<name>.topic.new` and renamed into place only when
+    /// complete; on any error they are removed.
+    fn build_topic(&self, name: &str, channels: &[String]) -> Result<Arc<Topic>, StoreError> {
+        let options = self.topic_options();
+        if ferry_proto::names::is_ephemeral(name) {
+            let topic = self.open_topic_with(name, options)?;
+            topic.add_new_channels(channels);
+            return Ok(topic);
+        }
+        let dir = topic_dir(&self.topics_dir, name);
+        let staging = staging_dir(&self.topics_dir, name);
+        let staged = stage_topic(&staging, &dir, &options.log, channels);
+        if let Err(e) = staged {
+            if let Err(e) = remove_dir_if_present(&staging) {
+                warn!(topic = name, error = %e, "cannot remove a failed topic's files");
+            }
+            return Err(e);
+        }
+        self.open_topic_with(name, options).inspect_err(|_| {
+            // Nobody has seen the topic yet: leave nothing behind.
+            if let Err(e) = remove_dir_if_present(&dir) {
+                warn!(topic = name, error = %e, "cannot remove a failed topic's files");
+            }
+        })
     }
 
     /// Tells the lookup registration tasks (if any) about a new or removed topic or channel.
@@ -382,7 +451,7 @@ impl Broker {
     /// `topic_name`, created if missing: the one publish path behind PUB/MPUB/DPUB and gRPC's
     /// `Publish`. A failure is `E_PUB_FAILED` (`E_MPUB_FAILED`, `E_DPUB_FAILED`) with nsqd's
     /// text, and a failed write marks the broker unhealthy. Returns the sequences written.
-    pub fn publish(
+    pub async fn publish(
         self: &Arc<Self>,
         kind: PublishKind,
         topic_name: &str,
@@ -392,9 +461,13 @@ impl Broker {
         let failed = |e: &dyn std::fmt::Display| {
             ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
         };
-        let topic = self
-            .get_or_create_topic(topic_name)
-            .map_err(|e| failed(&e))?;
+        let topic = match self.topic(topic_name) {
+            Some(t) => t,
+            None => self.get_or_create_topic(topic_name).await.map_err(|e| {
+                warn!(topic = topic_name, error = %e, "cannot create topic");
+                failed(&e)
+            })?,
+        };
         let result = topic.publish(bodies, defer);
         self.note_write(&result);
         result.map_err(|e| {
@@ -410,5 +483,60 @@ impl Broker {
                 warn!(topic = t.name(), error = %e, "final sync failed");
             }
         }
+    }
+}
+
+/// What a topic directory is called while its creation is under way.
+const STAGING_SUFFIX: &str = ".topic.new";
+
+/// `<topics>/<name>.topic.new`: where a new topic's files are made before they are renamed to
+/// [`topic_dir`]. No topic directory ends this way (they end in `.topic`).
+fn staging_dir(topics_dir: &Path, name: &str) -> PathBuf {
+    topics_dir.join(format!("{name}{STAGING_SUFFIX}"))
+}
+
+/// Makes a new topic's log and (if it starts with channels) its metadata in `staging`, then
+/// renames `staging` to `dir`.
+fn stage_topic(
+    staging: &Path,
+    dir: &Path,
+    log: &LogOptions,
+    channels: &[String],
+) -> Result<(), StoreError> {
+    remove_dir_if_present(staging)?;
+    let (log, _) = TopicLog::open(staging, log.clone())?;
+    if !channels.is_empty() {
+        let start = log.next_seq();
+        let meta = TopicMeta {
+            paused: false,
+            channels: channels
+                .iter()
+                .map(|name| ChannelMeta {
+                    name: name.clone(),
+                    paused: false,
+                    state: ChannelState::new(start).snapshot(),
+                })
+                .collect(),
+        };
+        ferry_store::save_meta(staging, &meta)?;
+    }
+    // Closed (unlocked) before it moves; the topic opens it again at its real place.
+    drop(log);
+    std::fs::rename(staging, dir).map_err(|e| StoreError::Io {
+        op: "rename topic directory",
+        path: dir.to_path_buf(),
+        source: e,
+    })
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Io {
+            op: "remove directory",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }

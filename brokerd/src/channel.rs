@@ -8,6 +8,11 @@
 //!   so a client's credit (`rdy - in_flight`) is always consistent with the channel.
 //! - Consumers pull: a connection with credit takes a batch under the lock. `ready` is signalled
 //!   when the log grows, a message is requeued, a deferral comes due or the channel unpauses.
+//! - A publish wakes only the channels that have a consumer waiting: a waiting consumer lists
+//!   its channel's signal in the topic's [`Waiting`] list *after* enabling its wake-up and
+//!   *before* looking for messages; a publish appends first, then empties the list and wakes
+//!   what it held. So either the consumer's look sees the new record, or the publish finds the
+//!   channel listed and wakes it. Idle channels cost a publish nothing.
 //! - One timer task per channel sleeps until the earliest in-flight deadline or deferral and
 //!   requeues what expired; `rearm` wakes it when an earlier deadline appears.
 //! - Observability that changes with the queue (FIN count, delivered bytes, the delivery-latency
@@ -74,7 +79,8 @@ pub struct Channel {
     topic_paused: Arc<AtomicBool>,
     paused: AtomicBool,
     inner: Mutex<Inner>,
-    ready: Notify,
+    ready: Arc<ReadySignal>,
+    waiting: Arc<Waiting>,
     rearm: Notify,
     e2e_config: Option<E2eConfig>,
     /// Cancelled when the channel is deleted or the broker stops.
@@ -102,12 +108,16 @@ impl Channel {
     pub(crate) fn new(
         topic_name: &str,
         name: &str,
-        log: Arc<TopicLog>,
-        topic_paused: Arc<AtomicBool>,
+        topic: TopicLink,
         queue: ChannelState,
         paused: bool,
         cancel: CancellationToken,
     ) -> Self {
+        let TopicLink {
+            log,
+            paused: topic_paused,
+            waiting,
+        } = topic;
         Channel {
             name: name.to_owned(),
             topic_name: topic_name.to_owned(),
@@ -124,7 +134,8 @@ impl Channel {
                 delivery_latency: Histogram::default(),
                 e2e: None,
             }),
-            ready: Notify::new(),
+            ready: Arc::default(),
+            waiting,
             rearm: Notify::new(),
             e2e_config: None,
             cancel,
@@ -192,16 +203,17 @@ impl Channel {
 
     /// Wakes consumers waiting for messages (new messages, requeue, unpause).
     pub fn notify_ready(&self) {
-        self.ready.notify_waiters();
+        self.ready.notify.notify_waiters();
     }
 
     /// Resolves once something may be deliverable. Spurious wake-ups are allowed; the caller
     /// then finds nothing in [`Channel::take`] and waits again.
     pub async fn ready(&self) {
         loop {
-            let notified = self.ready.notified();
+            let notified = self.ready.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            self.waiting.list(&self.ready);
             if self.flowing() {
                 let mut inner = self.lock();
                 if inner.queue.has_ready(&self.log, now_ns()) {
@@ -486,6 +498,62 @@ impl Channel {
         };
         if due {
             self.notify_ready();
+        }
+    }
+}
+
+/// What a channel shares with its topic.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicLink {
+    /// The topic's log.
+    pub log: Arc<TopicLog>,
+    /// The topic's paused flag.
+    pub paused: Arc<AtomicBool>,
+    /// The topic's list of channels with a consumer waiting.
+    pub waiting: Arc<Waiting>,
+}
+
+/// How a waiting consumer is woken: the channel's `Notify`, and whether it is in its topic's
+/// [`Waiting`] list.
+#[derive(Debug, Default)]
+struct ReadySignal {
+    notify: Notify,
+    listed: AtomicBool,
+}
+
+/// The channels of one topic that have a consumer waiting for new messages.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    /// Held only to push or take the list.
+    signals: Mutex<Vec<Arc<ReadySignal>>>,
+}
+
+impl Waiting {
+    fn signals(&self) -> MutexGuard<'_, Vec<Arc<ReadySignal>>> {
+        self.signals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lists `signal` unless it is listed already.
+    fn list(&self, signal: &Arc<ReadySignal>) {
+        if !signal.listed.swap(true, Ordering::SeqCst) {
+            self.signals().push(signal.clone());
+        }
+    }
+
+    /// Wakes every listed channel and empties the list (after the log grew).
+    pub(crate) fn wake_all(&self) {
+        let listed = {
+            let mut signals = self.signals();
+            if signals.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *signals)
+        };
+        for signal in listed {
+            // Unlisted before the wake-up: a consumer that starts waiting after this lists
+            // itself again, one woken by it looks at the log that already grew.
+            signal.listed.store(false, Ordering::SeqCst);
+            signal.notify.notify_waiters();
         }
     }
 }

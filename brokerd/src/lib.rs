@@ -29,6 +29,7 @@ pub mod channel;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod creation;
 pub mod grpc;
 pub mod histogram;
 pub mod http;

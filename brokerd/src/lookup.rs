@@ -3,8 +3,9 @@
 //! with REGISTER/UNREGISTER, PINGs every 15 s, and reconnects with backoff (re-registering
 //! everything) when the connection breaks or lookupd restarts.
 //!
-//! A topic created here asks the lookupds which channels they know for it and creates those
-//! (starting at the topic's first message), so consumers that subscribed elsewhere miss nothing.
+//! A topic created here first asks the lookupds which channels they know for it
+//! ([`channels_known`]) and is created with those (starting at its first message) before anyone
+//! can publish to it, so consumers that subscribed elsewhere miss nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +20,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, VERSION};
-use crate::topic::Topic;
 
 /// How often a registered broker PINGs each lookupd.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -201,48 +201,63 @@ impl Conn {
     }
 }
 
-/// Creates, on a new topic, the (non-ephemeral) channels the lookupds know for it.
-pub(crate) async fn precreate_channels(broker: Arc<Broker>, topic: Arc<Topic>) {
-    let peers = broker.lookup_peers();
-    for http in peers.http_addresses() {
+/// The (non-ephemeral) channels the lookupds know for `topic`, asked of every lookupd at once
+/// when a topic is created here. Bounded by the HTTP client's timeouts: a lookupd that does not
+/// answer in time is skipped with a warning and the topic is created without its channels.
+pub(crate) async fn channels_known(broker: &Arc<Broker>, topic: &str) -> Vec<String> {
+    let mut asks = tokio::task::JoinSet::new();
+    for http in broker.lookup_peers().http_addresses() {
         // Topic names are URL-safe but for the '#' of "#ephemeral".
-        let url = format!(
-            "http://{http}/channels?topic={}",
-            topic.name().replace('#', "%23")
-        );
-        let resp = broker.http_client().get(&url).send().await;
-        let names: Vec<String> = match resp {
-            Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-                Ok(v) => v["channels"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|c| c.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                Err(e) => {
-                    warn!(lookupd = %http, error = %e, "bad /channels reply");
-                    continue;
-                }
-            },
-            Ok(r) => {
-                debug!(lookupd = %http, status = %r.status(), "no channels from lookupd");
-                continue;
-            }
-            Err(e) => {
-                warn!(lookupd = %http, error = %e, "cannot ask lookupd for channels");
-                continue;
-            }
-        };
-        let names: Vec<String> = names
-            .into_iter()
-            .filter(|n| {
-                ferry_proto::names::is_valid_channel_name(n) && !ferry_proto::names::is_ephemeral(n)
-            })
-            .collect();
-        if !names.is_empty() {
-            topic.precreate_channels(&names);
-        }
+        let url = format!("http://{http}/channels?topic={}", topic.replace('#', "%23"));
+        let client = broker.http_client().clone();
+        asks.spawn(async move {
+            let names = ask_channels(&client, &url).await;
+            (http, names)
+        });
     }
+    let limit =
+        broker.config.http_client_connect_timeout + broker.config.http_client_request_timeout;
+    let mut names: Vec<String> = Vec::new();
+    let collect = async {
+        while let Some(done) = asks.join_next().await {
+            match done {
+                Ok((_, Ok(found))) => names.extend(found),
+                Ok((http, Err(e))) => warn!(
+                    lookupd = %http, topic, error = %e,
+                    "cannot ask lookupd for the topic's channels; creating the topic without them"
+                ),
+                Err(e) => warn!(error = %e, "lookupd channels query failed"),
+            }
+        }
+    };
+    if tokio::time::timeout(limit, collect).await.is_err() {
+        warn!(
+            topic,
+            "lookupd did not say the topic's channels in time; creating the topic without them"
+        );
+    }
+    names.retain(|n| {
+        ferry_proto::names::is_valid_channel_name(n) && !ferry_proto::names::is_ephemeral(n)
+    });
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One lookupd's `/channels` answer; a lookupd that does not know the topic answers none.
+async fn ask_channels(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<String>> {
+    let resp = client.get(url).send().await?;
+    if !resp.status().is_success() {
+        debug!(url, status = %resp.status(), "no channels from lookupd");
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Value = resp.json().await.context("bad /channels reply")?;
+    Ok(v["channels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
 }

@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, TopicLink, Waiting};
 use crate::clock::now_ns;
+use crate::creation::{CreateError, Creations};
 use crate::histogram::AtomicHistogram;
 use crate::latency::E2eConfig;
 use crate::lookup::RegistryEvent;
@@ -62,15 +63,16 @@ pub struct Topic {
     log: Arc<TopicLog>,
     paused: Arc<AtomicBool>,
     channels: RwLock<HashMap<String, Arc<Channel>>>,
+    /// Channels with a consumer waiting for messages: the only ones a publish wakes.
+    waiting: Arc<Waiting>,
+    /// Channel creations in progress.
+    creations: Arc<Creations>,
     backlog_start: Mutex<u64>,
     deleted: AtomicBool,
     /// Serialises metadata writes (they share one temp file name).
     meta_lock: Mutex<()>,
     sync_now: Notify,
     sync_timeout: Duration,
-    /// First sequence published after this topic was created here (channels lookupd tells us
-    /// about start there).
-    created_seq: u64,
     events: broadcast::Sender<RegistryEvent>,
     pub(crate) cancel: CancellationToken,
     tracker: TaskTracker,
@@ -151,12 +153,13 @@ impl Topic {
             log: log.clone(),
             paused: paused.clone(),
             channels: RwLock::new(HashMap::new()),
+            waiting: Arc::default(),
+            creations: Arc::default(),
             backlog_start: Mutex::new(first),
             deleted: AtomicBool::new(false),
             meta_lock: Mutex::new(()),
             sync_now: Notify::new(),
             sync_timeout,
-            created_seq: log.next_seq(),
             events,
             cancel,
             tracker,
@@ -176,7 +179,9 @@ impl Topic {
                 continue;
             }
             let state = ChannelState::restore(cm.state, &log);
-            topic.insert_channel(&cm.name, state, cm.paused);
+            let ch = topic.new_channel(&cm.name, state, cm.paused);
+            topic.channels_write().insert(cm.name, ch.clone());
+            topic.start_channel(&ch);
         }
         if !ephemeral {
             let t = topic.clone();
@@ -215,23 +220,41 @@ impl Topic {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert_channel(&self, name: &str, state: ChannelState, paused: bool) -> Arc<Channel> {
-        let ch = Arc::new(
+    /// A channel of this topic, not yet in its map nor started.
+    fn new_channel(&self, name: &str, state: ChannelState, paused: bool) -> Arc<Channel> {
+        Arc::new(
             Channel::new(
                 &self.name,
                 name,
-                self.log.clone(),
-                self.paused.clone(),
+                TopicLink {
+                    log: self.log.clone(),
+                    paused: self.paused.clone(),
+                    waiting: self.waiting.clone(),
+                },
                 state,
                 paused,
                 self.cancel.child_token(),
             )
             .with_e2e(self.e2e.as_ref()),
-        );
-        self.channels_write().insert(name.to_owned(), ch.clone());
+        )
+    }
+
+    /// Starts the timer task of a channel just put in the map.
+    fn start_channel(&self, ch: &Arc<Channel>) {
         let timer = ch.clone();
         self.tracker.spawn(async move { timer.run_timer().await });
-        ch
+    }
+
+    /// Where a new channel starts: at the topic's backlog if it is the first, else at the end.
+    fn start_for_new(&self, first: bool) -> u64 {
+        if first {
+            *self
+                .backlog_start
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        } else {
+            self.log.next_seq()
+        }
     }
 
     /// Appends messages (all or none) and wakes the channels. `defer` delays delivery (DPUB).
@@ -269,9 +292,8 @@ impl Topic {
         let bytes: usize = bodies.iter().map(|b| b.len()).sum();
         self.message_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        for ch in self.channels_read().values() {
-            ch.notify_ready();
-        }
+        // Only channels with a consumer waiting are woken: idle channels cost nothing here.
+        self.waiting.wake_all();
         if !self.ephemeral && self.log.sync_due() {
             self.sync_now.notify_one();
         }
@@ -279,34 +301,110 @@ impl Topic {
         Ok(range)
     }
 
-    /// The channel `name`, created if missing. `None` if the topic is being deleted.
-    pub fn get_or_create_channel(&self, name: &str) -> Option<Arc<Channel>> {
-        if let Some(ch) = self.channels_read().get(name) {
-            return Some(ch.clone());
+    /// The channel `name`, created if missing: at the topic's backlog if it is the first
+    /// channel, else at the log's end (NSQ's semantics). Concurrent callers end with the same
+    /// channel. A durable channel is in the metadata file (written off the runtime threads)
+    /// before anyone can use it, and a creation that fails leaves no trace.
+    pub async fn get_or_create_channel(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Arc<Channel>, CreateError> {
+        if let Some(ch) = self.channel(name) {
+            return Ok(ch);
         }
         if self.deleted.load(Ordering::Acquire) {
-            return None;
+            return Err(CreateError::Exiting);
         }
-        let ch = {
-            let channels = self.channels_write();
-            if let Some(ch) = channels.get(name) {
-                return Some(ch.clone());
+        if self.dir.is_none() || ferry_proto::names::is_ephemeral(name) {
+            return self.add_channel_now(name);
+        }
+        let create = || {
+            let (topic, name) = (self.clone(), name.to_owned());
+            async move {
+                tokio::task::spawn_blocking(move || topic.create_durable_channel(&name)).await?
             }
-            let start = if channels.is_empty() {
-                *self
-                    .backlog_start
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-            } else {
-                self.log.next_seq()
-            };
-            drop(channels);
-            self.insert_channel(name, ChannelState::new(start), false)
         };
-        info!(topic = %self.name, channel = name, "channel created");
-        self.persist_meta();
-        self.emit_channel(name, true);
-        Some(ch)
+        self.creations
+            .find_or_create(name, || self.channel(name), create)
+            .await
+    }
+
+    /// Adds a channel that has no file to write (ephemeral channel or topic), atomically under
+    /// the map's lock.
+    fn add_channel_now(&self, name: &str) -> Result<Arc<Channel>, CreateError> {
+        let ch = {
+            let mut channels = self.channels_write();
+            if self.deleted.load(Ordering::Acquire) {
+                return Err(CreateError::Exiting);
+            }
+            if let Some(ch) = channels.get(name) {
+                return Ok(ch.clone());
+            }
+            let start = self.start_for_new(channels.is_empty());
+            let ch = self.new_channel(name, ChannelState::new(start), false);
+            channels.insert(name.to_owned(), ch.clone());
+            ch
+        };
+        self.channel_created(&ch);
+        Ok(ch)
+    }
+
+    /// Blocking: saves the metadata with the new channel in it, then makes the channel visible.
+    /// Called by one creator at a time for `name` (see [`Creations`]).
+    fn create_durable_channel(&self, name: &str) -> Result<Arc<Channel>, CreateError> {
+        let Some(dir) = &self.dir else {
+            return self.add_channel_now(name);
+        };
+        // Held until the channel is in the map, so that every later metadata write has it.
+        let _guard = self
+            .meta_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = {
+            let channels = self.channels_read();
+            if let Some(ch) = channels.get(name) {
+                return Ok(ch.clone());
+            }
+            self.start_for_new(channels.is_empty())
+        };
+        let ch = self.new_channel(name, ChannelState::new(start), false);
+        let mut meta = self.meta();
+        meta.channels.push(ChannelMeta {
+            name: name.to_owned(),
+            paused: false,
+            state: ch.snapshot(),
+        });
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(CreateError::Exiting);
+        }
+        ferry_store::save_meta(dir, &meta)?;
+        {
+            let mut channels = self.channels_write();
+            if self.deleted.load(Ordering::Acquire) {
+                return Err(CreateError::Exiting);
+            }
+            channels.insert(name.to_owned(), ch.clone());
+        }
+        self.channel_created(&ch);
+        Ok(ch)
+    }
+
+    /// Starts a channel just added to the map and tells lookupd.
+    fn channel_created(&self, ch: &Arc<Channel>) {
+        self.start_channel(ch);
+        info!(topic = %self.name, channel = ch.name(), "channel created");
+        self.emit_channel(ch.name(), true);
+    }
+
+    /// Adds channels (lookupd's) at the first message of a new topic that nobody can see yet;
+    /// the caller announces them.
+    pub(crate) fn add_new_channels(&self, names: &[String]) {
+        let start = self.log.first_seq();
+        for name in names {
+            let ch = self.new_channel(name, ChannelState::new(start), false);
+            self.channels_write().insert(name.clone(), ch.clone());
+            self.start_channel(&ch);
+        }
     }
 
     fn emit_channel(&self, name: &str, created: bool) {
@@ -317,32 +415,6 @@ impl Topic {
             RegistryEvent::Unregister { topic, channel }
         };
         let _ = self.events.send(ev);
-    }
-
-    /// Creates channels lookupd knows for this new topic, each starting at the topic's first
-    /// message here, so no consumer of theirs misses what was published before they arrive.
-    pub fn precreate_channels(&self, names: &[String]) {
-        let mut created = Vec::new();
-        {
-            let channels = self.channels_read();
-            for name in names {
-                if !channels.contains_key(name) {
-                    created.push(name.clone());
-                }
-            }
-        }
-        if created.is_empty() || self.deleted.load(Ordering::Acquire) {
-            return;
-        }
-        let start = self.created_seq.max(self.log.first_seq());
-        for name in &created {
-            if self.channel(name).is_none() {
-                self.insert_channel(name, ChannelState::new(start), false);
-                info!(topic = %self.name, channel = %name, "channel created from lookupd");
-                self.emit_channel(name, true);
-            }
-        }
-        self.persist_meta();
     }
 
     /// An existing channel.

@@ -9,47 +9,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use common::*;
-use tokio_util::sync::CancellationToken;
-
-struct Lookupd {
-    tcp: SocketAddr,
-    http: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_lookupd(tcp: SocketAddr, http: SocketAddr) -> Lookupd {
-    let mut cfg = ferry_lookupd::config::Config::for_tests();
-    cfg.tcp_address = tcp;
-    cfg.http_address = http;
-    let server = ferry_lookupd::Server::bind(cfg)
-        .await
-        .expect("lookupd binds");
-    let (tcp, http) = (server.tcp_addr(), server.http_addr());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(server.run(stop.clone()));
-    Lookupd {
-        tcp,
-        http,
-        stop,
-        task,
-    }
-}
-
-impl Lookupd {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(DEADLINE, self.task).await;
-    }
-}
-
-async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    let (code, body) = http(addr, "GET", path, b"").await;
-    (
-        code,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 /// TCP ports of the producers `/lookup?topic=` lists.
 async fn lookup_ports(lookupd: SocketAddr, topic: &str) -> Vec<u64> {

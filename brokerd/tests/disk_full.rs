@@ -108,3 +108,97 @@ async fn full_disk_fails_publishes_cleanly_and_recovers() {
     drop(c);
     b.stop().await;
 }
+
+/// Fills the file system holding `dir` with one file; returns its path (remove it to free).
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+    // Single pages may still be free: use them up too.
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    path
+}
+
+/// Names of the entries of the broker's topics directory.
+fn topic_dirs(data: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data.join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn full_disk_fails_creations_cleanly_and_leaves_no_phantom() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_mount) = mount_tmpfs(tmp.path(), "4m") else {
+        return;
+    };
+    let data = tmp.path().join("data");
+    let b = start_in(&data, |c| c.max_bytes_per_file = 512 * 1024).await;
+    let (code, _) = b.http("POST", "/topic/create?topic=kept", b"").await;
+    assert_eq!(code, 200);
+    let before = topic_dirs(&data);
+    let filler = fill(tmp.path());
+
+    // Over HTTP: nsqd's INTERNAL_ERROR, nothing left on disk.
+    let (code, body) = b.http("POST", "/topic/create?topic=phantom", b"").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (500, r#"{"message":"INTERNAL_ERROR"}"#)
+    );
+    let (code, _) = b.http("POST", "/pub?topic=phantom2", b"x").await;
+    assert_eq!(code, 500);
+    // Over TCP: PUB to a new topic is E_PUB_FAILED, SUB to a new channel E_SUB_FAILED.
+    let mut p = b.conn().await;
+    p.send(&Command::Pub {
+        topic: "phantom3".into(),
+        body: b"x".to_vec().into(),
+    })
+    .await;
+    let text = p.expect_error("E_PUB_FAILED").await;
+    assert!(text.contains("disk full"), "{text}");
+    let mut s = b.conn().await;
+    s.identify(serde_json::json!({})).await;
+    s.send(&Command::Sub {
+        topic: "kept".into(),
+        channel: "phantom_channel".into(),
+    })
+    .await;
+    s.expect_error("E_SUB_FAILED").await;
+    assert_eq!(topic_dirs(&data), before);
+    let stats = b.stats().await;
+    let kept = find_topic(&stats, "kept").unwrap();
+    assert_eq!(kept["channels"].as_array().unwrap().len(), 0, "{kept}");
+    for t in ["phantom", "phantom2", "phantom3"] {
+        assert!(find_topic(&stats, t).is_none(), "{t} in {stats}");
+    }
+    drop((p, s));
+    b.stop().await;
+
+    // After a restart (with room again) none of them comes back.
+    std::fs::remove_file(filler).unwrap();
+    let b = start_in(&data, |c| c.max_bytes_per_file = 512 * 1024).await;
+    let stats = b.stats().await;
+    let topics: Vec<&str> = stats["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["topic_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["kept"]);
+    assert!(find_channel(&stats, "kept", "phantom_channel").is_none());
+    // And creating them now works.
+    let (code, _) = b.http("POST", "/pub?topic=phantom", b"x").await;
+    assert_eq!(code, 200);
+    b.stop().await;
+}

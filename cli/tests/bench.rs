@@ -28,8 +28,10 @@ async fn writer_then_reader_against_brokerd() {
     server
         .broker()
         .get_or_create_topic("b")
+        .await
         .unwrap()
         .get_or_create_channel("ch")
+        .await
         .unwrap();
     let stop = CancellationToken::new();
     let running = tokio::spawn(server.run(stop.clone()));

@@ -154,6 +154,7 @@ impl pb::broker_server::Broker for Service {
         let range = self
             .broker
             .publish(kind, &req.topic, &bodies, defer)
+            .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::PublishResponse {
             count: bodies.len() as u32,

@@ -131,7 +131,7 @@ impl Subscriber {
         let Some(pb::subscribe_request::Command::Open(open)) = first.command else {
             return Err(status(&invalid("first request must be open")));
         };
-        let subscribed = self.open(open).map_err(|e| status(&e))?;
+        let subscribed = self.open(open).await.map_err(|e| status(&e))?;
         if tx.send(Ok(subscribed)).await.is_err() {
             return Ok(());
         }
@@ -216,7 +216,7 @@ impl Subscriber {
     }
 
     /// Registers with the channel (SUB) and answers with the `subscribed` event.
-    fn open(&mut self, open: pb::Open) -> Result<pb::SubscribeResponse, ProtocolError> {
+    async fn open(&mut self, open: pb::Open) -> Result<pb::SubscribeResponse, ProtocolError> {
         let cfg = &self.broker.config;
         check_topic_name("SUB", open.topic.as_bytes())?;
         check_channel_name("SUB", open.channel.as_bytes())?;
@@ -238,10 +238,12 @@ impl Subscriber {
         let topic = self
             .broker
             .get_or_create_topic(&open.topic)
+            .await
             .map_err(|e| sub_failed(&e))?;
         let channel = topic
             .get_or_create_channel(&open.channel)
-            .ok_or_else(|| sub_failed(&"topic is exiting"))?;
+            .await
+            .map_err(|e| sub_failed(&e))?;
         let info = self.broker.add_client(self.remote);
         tracing::Span::current().record("client", info.id);
         let ip = self.remote.ip().to_string();

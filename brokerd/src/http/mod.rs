@@ -16,8 +16,9 @@ use ferry_proto::names::{is_valid_channel_name, is_valid_topic_name};
 use serde_json::json;
 
 use crate::broker::{Broker, VERSION};
+use crate::creation::CreateError;
 use crate::stats::{self, StatsFilter};
-use crate::topic::Topic;
+use crate::topic::{PublishError, Topic};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -167,11 +168,20 @@ fn existing_topic(b: &Broker, q: &HashMap<String, String>) -> ApiResult<Arc<Topi
         .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
 }
 
-fn create_topic(b: &Arc<Broker>, name: &str) -> ApiResult<Arc<Topic>> {
-    b.get_or_create_topic(name).map_err(|e| {
+async fn create_topic(b: &Arc<Broker>, name: &str) -> ApiResult<Arc<Topic>> {
+    b.get_or_create_topic(name).await.map_err(|e| {
         tracing::warn!(topic = name, error = %e, "cannot create topic");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        create_failed(&e)
     })
+}
+
+/// nsqd's answer to a failed creation: `EXITING` while stopping, else `INTERNAL_ERROR` (the
+/// reason goes to the log).
+fn create_failed(e: &CreateError) -> ApiError {
+    match e {
+        CreateError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    }
 }
 
 /// Reads at most `limit` bytes; `Err(())` if the body is longer.
@@ -206,7 +216,7 @@ async fn publish(
             Duration::from_millis(ms as u64)
         }
     };
-    let topic = create_topic(&b, name)?;
+    let topic = create_topic(&b, name).await?;
     put(&b, &topic, &[&body], defer)?;
     Ok(ok_text())
 }
@@ -216,7 +226,10 @@ fn put(b: &Broker, topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResul
     b.note_write(&result);
     result.map(drop).map_err(|e| {
         tracing::warn!(topic = topic.name(), error = %e, "HTTP publish failed");
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
+        match e {
+            PublishError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+            PublishError::Store(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
     })
 }
 
@@ -250,7 +263,7 @@ async fn multi_publish(
     if msgs.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
-    let topic = create_topic(&b, name)?;
+    let topic = create_topic(&b, name).await?;
     put(&b, &topic, &msgs, Duration::ZERO)?;
     Ok(ok_text())
 }
@@ -291,7 +304,7 @@ fn split_binary(body: &[u8], max_msg: usize) -> ApiResult<Vec<&[u8]>> {
 
 async fn topic_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let name = topic_param(&q)?;
-    create_topic(&b, name)?;
+    create_topic(&b, name).await?;
     Ok(empty_ok())
 }
 
@@ -321,10 +334,11 @@ async fn topic_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiRes
 async fn channel_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let topic_name = topic_param(&q)?;
     let channel = channel_param(&q)?;
-    let topic = create_topic(&b, topic_name)?;
-    topic
-        .get_or_create_channel(channel)
-        .ok_or(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"))?;
+    let topic = create_topic(&b, topic_name).await?;
+    topic.get_or_create_channel(channel).await.map_err(|e| {
+        tracing::warn!(topic = topic_name, channel, error = %e, "cannot create channel");
+        create_failed(&e)
+    })?;
     Ok(empty_ok())
 }
 

@@ -27,6 +27,7 @@ use crate::broker::{Broker, VERSION};
 use crate::channel::Channel;
 use crate::client::{ClientIdentity, ClientInfo, ClientState};
 use crate::clock::now_ns;
+use crate::creation::CreateError;
 use crate::tcp::outbuf::OutBuf;
 use crate::topic::Topic;
 
@@ -351,16 +352,18 @@ impl Conn {
                     return Err(invalid("cannot SUB in current state"));
                 }
                 self.check_auth("SUB", &topic, &channel).await?;
-                self.subscribe(&topic, &channel)
+                self.subscribe(&topic, &channel).await
             }
             Command::Pub { topic, body } => {
                 self.check_auth("PUB", &topic, "").await?;
                 self.publish(PublishKind::Pub, &topic, &[&body], Duration::ZERO)
+                    .await
             }
             Command::Mpub { topic, bodies } => {
                 self.check_auth("MPUB", &topic, "").await?;
                 let refs: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
                 self.publish(PublishKind::Mpub, &topic, &refs, Duration::ZERO)
+                    .await
             }
             Command::Dpub {
                 topic,
@@ -372,6 +375,7 @@ impl Conn {
                 self.check_auth("DPUB", &topic, "").await?;
                 let defer = Duration::from_millis(defer_ms);
                 self.publish(PublishKind::Dpub, &topic, &[&body], defer)
+                    .await
             }
             Command::Rdy(count) => self.ready(count),
             Command::Fin(id) => {
@@ -609,20 +613,30 @@ impl Conn {
         }
     }
 
-    fn subscribe(&mut self, topic_name: &str, channel_name: &str) -> Result<(), ProtocolError> {
+    async fn subscribe(
+        &mut self,
+        topic_name: &str,
+        channel_name: &str,
+    ) -> Result<(), ProtocolError> {
         if self.info.state() != ClientState::Init {
             return Err(invalid("cannot SUB in current state"));
         }
         if self.heartbeat.is_none() {
             return Err(invalid("cannot SUB with heartbeats disabled"));
         }
+        let sub_failed = |e: CreateError| {
+            warn!(topic = topic_name, channel = channel_name, error = %e, "SUB failed");
+            ProtocolError::new(ErrorCode::SubFailed, format!("SUB failed {e}"))
+        };
         let topic = self
             .broker
             .get_or_create_topic(topic_name)
-            .map_err(|e| ProtocolError::new(ErrorCode::SubFailed, format!("SUB failed {e}")))?;
-        let channel = topic.get_or_create_channel(channel_name).ok_or_else(|| {
-            ProtocolError::new(ErrorCode::SubFailed, "SUB failed topic is exiting")
-        })?;
+            .await
+            .map_err(sub_failed)?;
+        let channel = topic
+            .get_or_create_channel(channel_name)
+            .await
+            .map_err(sub_failed)?;
         let max = self.broker.config.max_channel_consumers;
         if !channel.add_client(self.info.clone(), max) {
             return Err(ProtocolError::new(
@@ -636,14 +650,14 @@ impl Conn {
         Ok(())
     }
 
-    fn publish(
+    async fn publish(
         &mut self,
         kind: PublishKind,
         topic_name: &str,
         bodies: &[&[u8]],
         defer: Duration,
     ) -> Result<(), ProtocolError> {
-        self.broker.publish(kind, topic_name, bodies, defer)?;
+        self.broker.publish(kind, topic_name, bodies, defer).await?;
         self.info
             .pub_count
             .fetch_add(bodies.len() as u64, Ordering::Relaxed);

@@ -2,7 +2,11 @@
 //! built on ferry-proto, a minimal HTTP/1.1 client, and helpers to run the `brokerd` binary.
 #![allow(dead_code)]
 
+pub mod lookupd;
 pub mod nsqd;
+
+#[allow(unused_imports)]
+pub use lookupd::{Lookupd, get_json, start_lookupd};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

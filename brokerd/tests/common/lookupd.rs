@@ -1,0 +1,49 @@
+//! An in-process lookupd for the tests that need one.
+
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{DEADLINE, http};
+
+/// A lookupd running in this process.
+pub struct Lookupd {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts a lookupd on `tcp` and `http` (port 0: any free port).
+pub async fn start_lookupd(tcp: SocketAddr, http: SocketAddr) -> Lookupd {
+    let mut cfg = ferry_lookupd::config::Config::for_tests();
+    cfg.tcp_address = tcp;
+    cfg.http_address = http;
+    let server = ferry_lookupd::Server::bind(cfg)
+        .await
+        .expect("lookupd binds");
+    let (tcp, http) = (server.tcp_addr(), server.http_addr());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.run(stop.clone()));
+    Lookupd {
+        tcp,
+        http,
+        stop,
+        task,
+    }
+}
+
+impl Lookupd {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(DEADLINE, self.task).await;
+    }
+}
+
+pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http(addr, "GET", path, b"").await;
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -1,0 +1,142 @@
+//! Creating topics and channels under contention, with every core kept busy: concurrent SUBs of
+//! a new channel end on one channel, and a new topic learns lookupd's channels before its first
+//! message or subscription.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use ferry_proto::v2::Command;
+
+/// Keeps every core busy until dropped: the races these tests look for show under load.
+struct BusyLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyLoad {
+    fn start() -> BusyLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        BusyLoad { stop, threads }
+    }
+}
+
+impl Drop for BusyLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_subs_of_a_new_channel_share_one_channel() {
+    let b = start(|_| {}).await;
+    let _load = BusyLoad::start();
+    const CONSUMERS: usize = 8;
+    for round in 0..15 {
+        let topic = format!("race{round}");
+        let mut producer = b.conn().await;
+        let mut subs = tokio::task::JoinSet::new();
+        for _ in 0..CONSUMERS {
+            let (addr, topic) = (b.tcp, topic.clone());
+            subs.spawn(async move {
+                let mut c = TestConn::connect(addr).await;
+                c.identify(serde_json::json!({"client_id": "race"})).await;
+                c.sub(&topic, "shared").await;
+                c.rdy(1).await;
+                c
+            });
+        }
+        // Publishes race with the SUBs (and with the topic's creation).
+        for i in 0..CONSUMERS {
+            producer.publish(&topic, format!("m{i}").as_bytes()).await;
+        }
+        let mut consumers = Vec::new();
+        while let Some(c) = subs.join_next().await {
+            consumers.push(c.unwrap());
+        }
+        // Each consumer holds RDY 1 and never FINs, so it gets exactly one message if all of
+        // them share the channel the messages went to.
+        for c in &mut consumers {
+            let m = c.message().await;
+            assert!(m.body.starts_with(b"m"), "round {round}");
+        }
+        let stats = b.stats().await;
+        let t = find_topic(&stats, &topic).expect("topic in stats");
+        let channels = t["channels"].as_array().unwrap();
+        assert_eq!(channels.len(), 1, "round {round}: {t}");
+        assert_eq!(channels[0]["clients"].as_array().unwrap().len(), CONSUMERS);
+        assert_eq!(channels[0]["in_flight_count"], CONSUMERS as u64);
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_topic_has_lookupds_channels_before_its_first_message_under_load() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let l = start_lookupd(any, any).await;
+    let b = start(|c| c.lookupd_tcp_addresses = vec![l.tcp.to_string()]).await;
+    eventually("the broker registered with lookupd", || async {
+        let (_, v) = get_json(l.http, "/nodes").await;
+        v["producers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(())
+    })
+    .await;
+    let _load = BusyLoad::start();
+    for round in 0..10 {
+        let topic = format!("fresh{round}");
+        // lookupd knows channel "early" (made by an operator, or another broker's consumer).
+        let (code, _) = http(
+            l.http,
+            "POST",
+            &format!("/channel/create?topic={topic}&channel=early"),
+            b"",
+        )
+        .await;
+        assert_eq!(code, 200);
+        // The first thing the broker hears of the topic is a SUB to another channel racing
+        // with publishes: "early" must still start at the first message.
+        let mut other = b.conn().await;
+        other.identify(serde_json::json!({})).await;
+        other
+            .send(&Command::Sub {
+                topic: topic.clone(),
+                channel: "other".into(),
+            })
+            .await;
+        let mut producer = b.conn().await;
+        for i in 0..3 {
+            producer.publish(&topic, format!("m{i}").as_bytes()).await;
+        }
+        other.expect_ok().await;
+        let mut c = b.consumer(&topic, "early", 10).await;
+        for i in 0..3 {
+            assert_eq!(
+                c.message().await.body,
+                format!("m{i}").into_bytes(),
+                "round {round}"
+            );
+        }
+    }
+    b.stop().await;
+    l.stop().await;
+}
