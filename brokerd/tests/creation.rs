@@ -140,3 +140,106 @@ async fn new_topic_has_lookupds_channels_before_its_first_message_under_load() {
     b.stop().await;
     l.stop().await;
 }
+
+/// A lookupd that registers brokers but whose HTTP interface (the port it tells them in its
+/// IDENTIFY answer) accepts connections and never answers. `registered` is notified at each
+/// REGISTER (the broker knows the HTTP address by then).
+async fn lookupd_with_silent_http(
+    registered: Arc<tokio::sync::Notify>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use bytes::BytesMut;
+    use ferry_proto::lookup::{self, LookupCommand};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_port = silent.local_addr().unwrap().port();
+    let v1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = v1.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                Ok((s, _)) = silent.accept() => held.push(s),
+                Ok((mut s, _)) = v1.accept() => {
+                    let registered = registered.clone();
+                    tokio::spawn(async move {
+                        let mut buf = BytesMut::new();
+                        let mut magic = [0u8; 4];
+                        s.read_exact(&mut magic).await?;
+                        loop {
+                            while let Ok(Some(cmd)) = lookup::decode_command(&mut buf, 1 << 20) {
+                                let mut out = BytesMut::new();
+                                let reply = match cmd {
+                                    LookupCommand::Identify(_) => serde_json::json!({
+                                        "tcp_port": addr.port(), "http_port": http_port,
+                                        "version": "1.3.0", "hostname": "silent",
+                                        "broadcast_address": "127.0.0.1"
+                                    })
+                                    .to_string()
+                                    .into_bytes(),
+                                    LookupCommand::Register { .. } => {
+                                        registered.notify_one();
+                                        b"OK".to_vec()
+                                    }
+                                    _ => b"OK".to_vec(),
+                                };
+                                lookup::encode_response(&mut out, &reply);
+                                s.write_all(&out).await?;
+                            }
+                            if s.read_buf(&mut buf).await? == 0 {
+                                return std::io::Result::Ok(());
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_waiting_for_lookupd_stalls_no_other_topic() {
+    let registered = Arc::new(tokio::sync::Notify::new());
+    let (lookupd, fake) = lookupd_with_silent_http(registered.clone()).await;
+    let wait = std::time::Duration::from_secs(2);
+    let b = start(|c| {
+        c.lookupd_tcp_addresses = vec![lookupd.to_string()];
+        c.http_client_connect_timeout = wait;
+        c.http_client_request_timeout = wait;
+    })
+    .await;
+    let mut producer = b.conn().await;
+    producer.publish("existing", b"first").await;
+    // Once "existing" is registered there, the broker knows lookupd's (silent) HTTP address.
+    tokio::time::timeout(DEADLINE, registered.notified())
+        .await
+        .expect("the broker registers with the lookupd");
+    // While a new topic waits for lookupd (about `wait`), the existing topic is served.
+    let creating = {
+        let addr = b.tcp;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            TestConn::connect(addr)
+                .await
+                .publish("brand_new", b"x")
+                .await;
+            started.elapsed()
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut served = 0;
+    while !creating.is_finished() {
+        producer.publish("existing", b"during").await;
+        served += 1;
+    }
+    let creation_took = creating.await.unwrap();
+    assert!(creation_took >= wait / 2, "the creation waited for lookupd");
+    assert!(
+        served > 10,
+        "only {served} publishes to another topic in {:?} of creation",
+        started.elapsed()
+    );
+    b.stop().await;
+    fake.abort();
+}
