@@ -81,6 +81,8 @@ pub struct Channel {
     inner: Mutex<Inner>,
     ready: Arc<ReadySignal>,
     waiting: Arc<Waiting>,
+    /// The topic's "metadata needs saving" flag.
+    dirty: Arc<AtomicBool>,
     rearm: Notify,
     e2e_config: Option<E2eConfig>,
     /// Cancelled when the channel is deleted or the broker stops.
@@ -117,6 +119,7 @@ impl Channel {
             log,
             paused: topic_paused,
             waiting,
+            dirty,
         } = topic;
         Channel {
             name: name.to_owned(),
@@ -136,6 +139,7 @@ impl Channel {
             }),
             ready: Arc::default(),
             waiting,
+            dirty,
             rearm: Notify::new(),
             e2e_config: None,
             cancel,
@@ -175,6 +179,15 @@ impl Channel {
         // A panic while holding this lock would be a bug in ChannelState; the state it guards is
         // still structurally valid (no half-applied unsafe), so keep serving rather than cascade.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that the queue state changed (after the change, so that the topic's sync, which
+    /// clears the flag before it snapshots, never misses it). Idle channels never set it, so an
+    /// idle topic's sync does no I/O.
+    fn changed(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Release);
+        }
     }
 
     fn flowing(&self) -> bool {
@@ -276,6 +289,10 @@ impl Channel {
             self.last_delivery_ns.store(now, Ordering::Relaxed);
         }
         self.rearm_if_earlier(inner);
+        drop(guard);
+        if !out.is_empty() || first > 0 {
+            self.changed();
+        }
         Ok(out)
     }
 
@@ -294,6 +311,8 @@ impl Channel {
         }
         client.in_flight.fetch_sub(1, Ordering::AcqRel);
         client.finish_count.fetch_add(1, Ordering::Relaxed);
+        drop(guard);
+        self.changed();
         Ok(())
     }
 
@@ -319,6 +338,7 @@ impl Channel {
                 self.rearm_if_earlier(&mut inner);
             }
         }
+        self.changed();
         Ok(())
     }
 
@@ -341,6 +361,8 @@ impl Channel {
             .saturating_add(msg_timeout.as_nanos() as i64)
             .min(cap);
         inner.queue.touch(seq, client.id, deadline)?;
+        drop(inner);
+        self.changed();
         Ok(())
     }
 
@@ -365,6 +387,7 @@ impl Channel {
             (inner.clients.len(), n)
         };
         if requeued > 0 {
+            self.changed();
             self.notify_ready();
         }
         remaining
@@ -391,6 +414,8 @@ impl Channel {
             c.in_flight.store(0, Ordering::Release);
             c.wake.notify_one();
         }
+        drop(inner);
+        self.changed();
     }
 
     /// Snapshot of the queue for persistence.
@@ -494,6 +519,9 @@ impl Channel {
             }
             self.timeout_count
                 .fetch_add(expired.len() as u64, Ordering::Relaxed);
+            if !expired.is_empty() {
+                self.changed();
+            }
             inner.queue.has_ready(&self.log, now)
         };
         if due {
@@ -511,6 +539,8 @@ pub(crate) struct TopicLink {
     pub paused: Arc<AtomicBool>,
     /// The topic's list of channels with a consumer waiting.
     pub waiting: Arc<Waiting>,
+    /// Set when a channel's queue state changed since the topic last saved its metadata.
+    pub dirty: Arc<AtomicBool>,
 }
 
 /// How a waiting consumer is woken: the channel's `Notify`, and whether it is in its topic's

@@ -65,6 +65,8 @@ pub struct Topic {
     channels: RwLock<HashMap<String, Arc<Channel>>>,
     /// Channels with a consumer waiting for messages: the only ones a publish wakes.
     waiting: Arc<Waiting>,
+    /// Some channel's queue state changed since the metadata was last saved.
+    dirty: Arc<AtomicBool>,
     /// Channel creations in progress.
     creations: Arc<Creations>,
     backlog_start: Mutex<u64>,
@@ -154,6 +156,7 @@ impl Topic {
             paused: paused.clone(),
             channels: RwLock::new(HashMap::new()),
             waiting: Arc::default(),
+            dirty: Arc::default(),
             creations: Arc::default(),
             backlog_start: Mutex::new(first),
             deleted: AtomicBool::new(false),
@@ -184,6 +187,10 @@ impl Topic {
             topic.start_channel(&ch);
         }
         if !ephemeral {
+            // Segments consumed before a crash may still await deletion.
+            if log.stats().segments > 1 {
+                topic.mark_dirty();
+            }
             let t = topic.clone();
             topic.tracker.spawn(async move { t.run_sync().await });
         }
@@ -230,6 +237,7 @@ impl Topic {
                     log: self.log.clone(),
                     paused: self.paused.clone(),
                     waiting: self.waiting.clone(),
+                    dirty: self.dirty.clone(),
                 },
                 state,
                 paused,
@@ -446,6 +454,8 @@ impl Topic {
         ch.cancel.cancel();
         info!(topic = %self.name, channel = name, "channel deleted");
         self.persist_meta();
+        // The low-water mark may have moved: the next sync deletes what nobody needs.
+        self.mark_dirty();
         self.emit_channel(name, false);
         true
     }
@@ -479,7 +489,13 @@ impl Topic {
                 .backlog_start
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = self.log.next_seq();
+            self.mark_dirty();
         }
+    }
+
+    /// Makes the next sync save the metadata and delete segments nobody needs.
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 
     /// Messages held for a future first channel (NSQ's topic depth).
@@ -547,29 +563,52 @@ impl Topic {
 
     /// Writes the metadata file now (structural changes must survive a crash right after).
     pub(crate) fn persist_meta(&self) {
-        let Some(dir) = &self.dir else { return };
+        if let Err(e) = self.save_meta() {
+            warn!(topic = %self.name, error = %e, "could not save topic metadata");
+        }
+    }
+
+    /// Saves the metadata file (a no-op for in-memory or deleted topics).
+    fn save_meta(&self) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
         let _guard = self
             .meta_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if self.deleted.load(Ordering::Acquire) {
-            return;
+            return Ok(());
         }
-        let meta = self.meta();
-        if let Err(e) = ferry_store::save_meta(dir, &meta) {
-            warn!(topic = %self.name, error = %e, "could not save topic metadata");
+        // Cleared before the snapshot: a change racing with it sets the flag again.
+        self.dirty.store(false, Ordering::Release);
+        let result = ferry_store::save_meta(dir, &self.meta());
+        if result.is_err() {
+            self.dirty.store(true, Ordering::Release);
         }
+        result
     }
 
-    /// Log sync, metadata save, then deletion of fully consumed segments.
+    /// True when a sync has work: unsynced appends or changed channel state.
+    fn sync_wanted(&self) -> bool {
+        !self.ephemeral
+            && !self.deleted.load(Ordering::Acquire)
+            && (self.log.needs_sync() || self.dirty.load(Ordering::Acquire))
+    }
+
+    /// Log sync, metadata save, then deletion of fully consumed segments; only what changed
+    /// since the last sync (an idle topic costs no I/O).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         if self.ephemeral || self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        let started = Instant::now();
-        self.log.sync()?;
-        self.sync_latency.record(started.elapsed());
-        self.persist_meta();
+        if self.log.needs_sync() {
+            let started = Instant::now();
+            self.log.sync()?;
+            self.sync_latency.record(started.elapsed());
+        }
+        if !self.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.save_meta()?;
         let low = {
             let channels = self.channels_read();
             if channels.is_empty() {
@@ -592,6 +631,9 @@ impl Topic {
                 _ = self.cancel.cancelled() => break,
                 _ = self.sync_now.notified() => {}
                 _ = tokio::time::sleep(period) => {}
+            }
+            if !self.sync_wanted() {
+                continue;
             }
             let t = self.clone();
             match tokio::task::spawn_blocking(move || t.sync()).await {

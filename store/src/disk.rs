@@ -517,6 +517,12 @@ impl DiskLog {
                     .is_some_and(|t| t.elapsed() >= self.sync_timeout))
     }
 
+    pub fn needs_sync(&self) -> bool {
+        let w = lock(&self.writer);
+        !w.closed
+            && (w.unsynced > 0 || w.off > w.synced_off || !w.to_fsync.is_empty() || w.dir_dirty)
+    }
+
     pub fn sync(&self) -> Result<(), StoreError> {
         let _one_at_a_time = lock(&self.sync_lock);
         let started = Instant::now();

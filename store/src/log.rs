@@ -169,6 +169,16 @@ impl TopicLog {
         }
     }
 
+    /// True when anything (appends, sealed segments, file creations or deletions) awaits a
+    /// [`TopicLog::sync`]. An idle log needs none, so its periodic sync costs no I/O. Always
+    /// false in memory.
+    pub fn needs_sync(&self) -> bool {
+        match &self.backend {
+            Backend::Disk(d) => d.needs_sync(),
+            Backend::Memory(_) => false,
+        }
+    }
+
     /// Makes every append so far durable: `msync(MS_SYNC)` of the dirty range, `fsync` of
     /// the segment files written since the last sync, and of the directory if files were
     /// created or deleted. Appends proceed meanwhile (the writer lock is not held across the

@@ -505,6 +505,16 @@ impl BrokerProcess {
     }
 }
 
+impl Drop for BrokerProcess {
+    /// A test that fails half-way leaves no broker running behind it.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
