@@ -13,8 +13,10 @@
 //!   *before* looking for messages; a publish appends first, then empties the list and wakes
 //!   what it held. So either the consumer's look sees the new record, or the publish finds the
 //!   channel listed and wakes it. Idle channels cost a publish nothing.
-//! - One timer task per channel sleeps until the earliest in-flight deadline or deferral and
-//!   requeues what expired; `rearm` wakes it when an earlier deadline appears.
+//! - A timer task sleeps until the channel's earliest in-flight deadline or deferral and requeues
+//!   what expired; `rearm` wakes it when an earlier deadline appears. It runs only while there
+//!   is a deadline: it is started (under the lock, `Inner::timer_running`) by the first one and
+//!   ends when none is left, so an idle channel has no task.
 //! - Observability that changes with the queue (FIN count, delivered bytes, the delivery-latency
 //!   histogram, the end-to-end latency window) lives in `Inner` too: the message path updates
 //!   plain integers under the lock it already holds, and `/metrics` and `/stats` read them with
@@ -22,12 +24,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use ferry_store::{ChannelError, ChannelSnapshot, ChannelState, Delivery, TopicLog};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::client::ClientInfo;
 use crate::clock::now_ns;
@@ -60,6 +63,8 @@ struct Inner {
     clients: HashMap<u64, Arc<ClientInfo>>,
     /// When the timer task will next wake (i64::MAX: idle).
     armed_at: i64,
+    /// A timer task runs (it clears this, under the lock, when it ends).
+    timer_running: bool,
     /// FINs.
     finished: u64,
     /// Body bytes of first deliveries.
@@ -84,6 +89,9 @@ pub struct Channel {
     /// The topic's "metadata needs saving" flag.
     dirty: Arc<AtomicBool>,
     rearm: Notify,
+    /// This channel (for the timer task it starts).
+    me: Weak<Channel>,
+    tracker: TaskTracker,
     e2e_config: Option<E2eConfig>,
     /// Cancelled when the channel is deleted or the broker stops.
     pub(crate) cancel: CancellationToken,
@@ -120,6 +128,7 @@ impl Channel {
             paused: topic_paused,
             waiting,
             dirty,
+            tracker,
         } = topic;
         Channel {
             name: name.to_owned(),
@@ -132,6 +141,7 @@ impl Channel {
                 queue,
                 clients: HashMap::new(),
                 armed_at: i64::MAX,
+                timer_running: false,
                 finished: 0,
                 delivered_bytes: 0,
                 delivery_latency: Histogram::default(),
@@ -141,6 +151,8 @@ impl Channel {
             waiting,
             dirty,
             rearm: Notify::new(),
+            me: Weak::new(),
+            tracker,
             e2e_config: None,
             cancel,
             message_count: AtomicU64::new(0),
@@ -148,6 +160,12 @@ impl Channel {
             timeout_count: AtomicU64::new(0),
             last_delivery_ns: AtomicI64::new(0),
         }
+    }
+
+    /// Gives the channel its own handle (from `Arc::new_cyclic`), which its timer task holds.
+    pub(crate) fn with_handle(mut self, me: Weak<Channel>) -> Self {
+        self.me = me;
+        self
     }
 
     /// Turns on end-to-end latency tracking (before the channel is shared).
@@ -194,13 +212,38 @@ impl Channel {
         !self.paused.load(Ordering::Acquire) && !self.topic_paused.load(Ordering::Acquire)
     }
 
-    /// Wakes the timer task if the queue's next wake-up is earlier than the one it sleeps for.
+    /// Wakes the timer task if the queue's next wake-up is earlier than the one it sleeps for,
+    /// or starts it if none runs.
     fn rearm_if_earlier(&self, inner: &mut Inner) {
         if let Some(at) = inner.queue.next_wakeup()
             && at < inner.armed_at
         {
             inner.armed_at = at;
-            self.rearm.notify_one();
+            if inner.timer_running {
+                self.rearm.notify_one();
+            } else {
+                self.start_timer(inner);
+            }
+        }
+    }
+
+    /// Starts the timer task (the caller holds the lock and checked none runs).
+    fn start_timer(&self, inner: &mut Inner) {
+        let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return; // being dropped, or no runtime (then nothing could run the timer anyway)
+        };
+        inner.timer_running = true;
+        self.tracker.spawn_on(me.run_timer(), &runtime);
+    }
+
+    /// Starts the timer if the (restored) queue has deadlines. Called once the channel is in
+    /// its topic's map.
+    pub(crate) fn start(&self) {
+        let mut inner = self.lock();
+        if !inner.timer_running && inner.queue.next_wakeup().is_some() {
+            inner.armed_at = i64::MIN; // the task computes the real time
+            self.start_timer(&mut inner);
         }
     }
 
@@ -473,33 +516,31 @@ impl Channel {
         cfg.summarize(&merged)
     }
 
-    /// The timer loop: requeues timed-out messages and wakes consumers when deferrals come due.
-    pub(crate) async fn run_timer(self: Arc<Self>) {
+    /// The timer loop: requeues timed-out messages and wakes consumers when deferrals come due;
+    /// ends when no deadline is left.
+    async fn run_timer(self: Arc<Self>) {
         loop {
             let wake_at = {
                 let mut inner = self.lock();
                 let at = inner.queue.next_wakeup().unwrap_or(i64::MAX);
                 inner.armed_at = at;
+                if at == i64::MAX {
+                    inner.timer_running = false;
+                    return;
+                }
                 at
             };
             let rearm = self.rearm.notified();
             tokio::pin!(rearm);
             rearm.as_mut().enable();
-            let sleep = if wake_at == i64::MAX {
-                None
-            } else {
-                let delta = wake_at.saturating_sub(now_ns()).max(0) as u64;
-                Some(Duration::from_nanos(delta))
-            };
+            let delta = wake_at.saturating_sub(now_ns()).max(0) as u64;
             tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.cancel.cancelled() => {
+                    self.lock().timer_running = false;
+                    return;
+                }
                 _ = &mut rearm => continue,
-                _ = async {
-                    match sleep {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {}
+                _ = tokio::time::sleep(Duration::from_nanos(delta)) => {}
             }
             self.expire();
         }
@@ -541,6 +582,8 @@ pub(crate) struct TopicLink {
     pub waiting: Arc<Waiting>,
     /// Set when a channel's queue state changed since the topic last saved its metadata.
     pub dirty: Arc<AtomicBool>,
+    /// The broker's task tracker (timer tasks).
+    pub tracker: TaskTracker,
 }
 
 /// How a waiting consumer is woken: the channel's `Notify`, and whether it is in its topic's

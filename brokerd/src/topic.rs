@@ -229,7 +229,7 @@ impl Topic {
 
     /// A channel of this topic, not yet in its map nor started.
     fn new_channel(&self, name: &str, state: ChannelState, paused: bool) -> Arc<Channel> {
-        Arc::new(
+        Arc::new_cyclic(|me| {
             Channel::new(
                 &self.name,
                 name,
@@ -238,19 +238,20 @@ impl Topic {
                     paused: self.paused.clone(),
                     waiting: self.waiting.clone(),
                     dirty: self.dirty.clone(),
+                    tracker: self.tracker.clone(),
                 },
                 state,
                 paused,
                 self.cancel.child_token(),
             )
-            .with_e2e(self.e2e.as_ref()),
-        )
+            .with_handle(me.clone())
+            .with_e2e(self.e2e.as_ref())
+        })
     }
 
-    /// Starts the timer task of a channel just put in the map.
+    /// Starts a channel just put in the map (its timer, if its queue has deadlines).
     fn start_channel(&self, ch: &Arc<Channel>) {
-        let timer = ch.clone();
-        self.tracker.spawn(async move { timer.run_timer().await });
+        ch.start();
     }
 
     /// Where a new channel starts: at the topic's backlog if it is the first, else at the end.
