@@ -505,6 +505,11 @@ async fn timeout_redelivers_and_touch_extends() {
     b.wait_channel("t2", "c", "fin", |c| c["in_flight_count"] == 0)
         .await;
     assert_eq!(b.channel_stats("t2", "c").await["timeout_count"], 1);
+    // The channel's timer task ended with its last deadline; the next delivery starts another.
+    b.conn().await.publish("t2", b"slow again").await;
+    let m3 = t.message().await;
+    let m4 = t.message().await;
+    assert_eq!((m4.id, m4.attempts), (m3.id, 2));
     b.stop().await;
 }
 
