@@ -5,16 +5,20 @@
 //! which only exposes raw pointers; this module turns them into slices under these
 //! invariants, which the rest of the crate upholds:
 //!
-//! 1. **Only allocated bytes are touched, and they stay allocated.** A map may be longer than
-//!    its file (the writer maps the active segment at its full capacity, which is address
-//!    space only). Each map has an *accessible* length, which only grows: every byte below
-//!    it was allocated for real (`fallocate`, or zeros written) before it became accessible
-//!    ([`SegMap::map`]'s caller, or [`SegMap::grow`] itself), and the crate never truncates a
-//!    segment file (recovery zeroes a torn tail instead; deleting one only unlinks it, and
-//!    the pages stay valid while mapped); the directory lock keeps other brokers out. Every
-//!    accessor checks its range against the accessible length, so nothing at or above it
-//!    is ever touched. Hence no access ever reaches a page beyond end-of-file (no
-//!    `SIGBUS`), and a write never needs a fresh block (no `SIGBUS` on a full disk).
+//! 1. **Only the file is touched, and writes only allocated blocks.** A map may be longer
+//!    than its file (the writer maps the active segment at its full capacity, which is
+//!    address space only). Each map has an *accessible* length, which only grows: it starts
+//!    at the file's length when mapped ([`SegMap::map`]) and is raised only by
+//!    [`SegMap::grow`], after the new range was allocated for real (`fallocate`, or zeros
+//!    written). The crate never truncates a segment file (recovery zeroes a torn tail
+//!    instead; deleting one only unlinks it, and the pages stay valid while mapped), and the
+//!    directory lock keeps other brokers out. Every accessor checks its range against the
+//!    accessible length, so nothing at or above it is ever touched: no access reaches a
+//!    page beyond end-of-file (no `SIGBUS`). Segment files are allocated for real as they
+//!    are created and grown, and before anything writes into a file it did not allocate
+//!    itself (a reopened active segment, a torn tail in recovery) its holes are filled
+//!    (`sys::fill_holes`), so a write never needs a fresh block (no `SIGBUS` on a full
+//!    disk).
 //! 2. **Committed bytes are immutable.** Each segment has a committed offset, published with
 //!    `Release` and read with `Acquire`. The single writer (behind the log's writer mutex) only
 //!    writes at or above it; readers only form slices below it. Bytes below the committed
@@ -62,24 +66,19 @@ impl std::fmt::Debug for SegMap {
 }
 
 impl SegMap {
-    /// Maps the first `len` bytes of `file` (`MAP_SHARED`, read-write), of which the first
-    /// `accessible` may be accessed. This is the only place a map is created.
+    /// Maps the first `len` bytes of `file` (`MAP_SHARED`, read-write); the file's current
+    /// length (at most `len`) is accessible. This is the only place a map is created.
     ///
     /// SAFETY (argument for every later dereference, see the module docs): `file` is a
-    /// segment file whose first `accessible` bytes are allocated for real and which is never
-    /// truncated while a map of it exists; the map may extend past the end of the file, but
-    /// nothing at or above `accessible` is touched until [`SegMap::grow`] allocated it. The
-    /// directory lock keeps other processes from mapping or changing the file. `memmap2`
-    /// marks `map_raw` safe because `MmapRaw` hands out only raw pointers; the obligations
-    /// move to the accessors below.
-    pub fn map(file: &File, len: u64, accessible: u64) -> io::Result<SegMap> {
-        if accessible > len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "accessible length beyond the map",
-            ));
-        }
+    /// segment file that is never truncated while a map of it exists, so its length now
+    /// stays valid; the map may extend past the end of the file, but nothing at or above the
+    /// accessible length is touched until [`SegMap::grow`] allocated it. The directory lock
+    /// keeps other processes from mapping or changing the file. `memmap2` marks `map_raw`
+    /// safe because `MmapRaw` hands out only raw pointers; the obligations move to the
+    /// accessors below.
+    pub fn map(file: &File, len: u64) -> io::Result<SegMap> {
         let meta = file.metadata()?;
+        let accessible = meta.len().min(len);
         let len = usize::try_from(len).map_err(io::Error::other)?;
         let raw = MmapOptions::new().len(len).map_raw(file)?;
         Ok(SegMap {
@@ -263,4 +262,56 @@ pub(crate) fn page_size() -> u64 {
         let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if v > 0 { v as u64 } else { 4096 }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn access_stops_at_the_allocated_length_and_grow_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join(name))
+                .unwrap()
+        };
+        let file = open("a");
+        allocate(&file, 0, 4096).unwrap();
+        let map = SegMap::map(&file, 1 << 20).unwrap();
+        assert_eq!((map.len(), map.accessible()), (1 << 20, 4096));
+        // SAFETY: this test is the map's only user.
+        unsafe {
+            assert!(map.write(4092, &[1; 4]));
+            assert!(!map.write(4093, &[1; 4]), "crosses the allocated length");
+            assert!(!map.zero(4096, 8));
+            assert!(map.slice(4096, 1).is_none());
+            assert!(MapSlice::new(Arc::new(SegMap::map(&file, 8192).unwrap()), 4000, 97).is_none());
+        }
+        assert!(map.grow(&open("b"), 8192).is_err(), "not the mapped file");
+        assert!(map.grow(&file, (1 << 20) + 8).is_err(), "past the map");
+        assert_eq!(map.accessible(), 4096);
+        map.grow(&file, 8192).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 8192);
+        assert!(meta.blocks() * 512 >= 8192, "grown range is allocated");
+        // SAFETY: as above.
+        unsafe {
+            assert!(map.write(8000, &[2; 192]));
+            assert_eq!(map.slice(8000, 192).unwrap(), &[2; 192][..]);
+            assert_eq!(map.slice(4092, 4).unwrap(), &[1; 4][..]);
+        }
+        map.grow(&file, 4096).unwrap(); // never shrinks
+        assert_eq!(map.accessible(), 8192);
+        // A map made later starts at the file's length.
+        assert_eq!(SegMap::map(&file, 1 << 20).unwrap().accessible(), 8192);
+        assert_eq!(SegMap::map(&file, 100).unwrap().accessible(), 100);
+    }
 }

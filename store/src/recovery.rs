@@ -117,8 +117,7 @@ pub(crate) fn recover(dir: &Path, capacity: u64) -> Result<RecoveredLog, StoreEr
         }
         // The file's length, whatever it is (a header up to a full segment), bounds the
         // scan and the repair: the map covers exactly the file.
-        let map =
-            SegMap::map(&file, len, len).map_err(|e| StoreError::io("map segment", &path, e))?;
+        let map = SegMap::map(&file, len).map_err(|e| StoreError::io("map segment", &path, e))?;
         let scan = scan(&map, expect.max(base));
         if let Some((start, end)) = scan.zero {
             // Zeroing writes through the map: make sure the range has no holes first.

@@ -247,8 +247,8 @@ impl Segment {
                 .map_err(|e| StoreError::io("allocate segment", &tmp, e))?;
             file.write_all_at(&encode_header(base), 0)
                 .map_err(|e| StoreError::io("write segment header", &tmp, e))?;
-            let map = SegMap::map(&file, capacity, allocated)
-                .map_err(|e| StoreError::io("map segment", &tmp, e))?;
+            let map =
+                SegMap::map(&file, capacity).map_err(|e| StoreError::io("map segment", &tmp, e))?;
             Ok((file, map))
         })();
         let (file, map) = match result {
@@ -276,9 +276,12 @@ impl Segment {
     }
 
     /// The segment's map, shared with every other user of this segment; mapped on demand
-    /// and unmapped when the last user drops it. An unsealed segment is mapped at its
-    /// capacity so that it can grow in place (while it is active, the writer holds its map,
-    /// so everyone shares that one); a sealed one at its allocated length.
+    /// and unmapped when the last user drops it. While a segment is active the writer holds
+    /// its map (mapped at capacity, growing in place), so everyone shares that one. A map made
+    /// here is of a segment that no longer grows (sealed) or not yet (on open): its
+    /// accessible length is the file's length, read from the file itself, which is right
+    /// whatever this thread last saw of `allocated`. Unsealed segments are mapped at capacity
+    /// so that they can grow.
     pub fn map(&self) -> Result<Arc<SegMap>, StoreError> {
         let mut slot = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(map) = slot.upgrade() {
@@ -289,14 +292,17 @@ impl Segment {
             .write(true)
             .open(&self.path)
             .map_err(|e| StoreError::io("open segment", &self.path, e))?;
-        let allocated = self.allocated();
+        let file_len = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat segment", &self.path, e))?
+            .len();
         let len = if self.is_sealed() {
-            allocated
+            file_len
         } else {
-            self.capacity
+            self.capacity.max(file_len)
         };
-        let map = SegMap::map(&file, len, allocated)
-            .map_err(|e| StoreError::io("map segment", &self.path, e))?;
+        let map =
+            SegMap::map(&file, len).map_err(|e| StoreError::io("map segment", &self.path, e))?;
         let map = Arc::new(map);
         *slot = Arc::downgrade(&map);
         Ok(map)
