@@ -16,6 +16,9 @@
 //!   written, so running out of space leaves the log's records exactly as they were (a growth
 //!   that succeeded is kept and used by the next append). The one exception comes even
 //!   earlier: an empty active segment too small for the first record is replaced.
+//! - Segments start small and grow, except after a hot segment (filled within `HOT_FILL` of
+//!   becoming active): the next one is allocated whole, since the kernel serves a file grown
+//!   while mapped with more, smaller page faults and a hot writer would pay for them.
 //! - Lock order: writer, then segment list. `sync` holds its own mutex and takes the writer
 //!   lock only briefly, never across `msync`/`fsync`.
 
@@ -34,6 +37,10 @@ use crate::recovery::{RecoveryReport, recover};
 use crate::segment::{INDEX_EVERY, SEGMENT_HEADER, Segment, header_at, record_at};
 use crate::sys::{DirLock, fill_holes, fsync_dir};
 use crate::{LogOptions, LogStats, StoreError};
+
+/// A segment filled within this time after it became active marks its topic as hot: the
+/// segments that follow are allocated whole (see `plan`).
+const HOT_FILL: Duration = Duration::from_secs(60);
 
 /// Resident bytes the writer (and each reader) keeps mapped behind its position before
 /// dropping them with `MADV_DONTNEED`.
@@ -65,6 +72,8 @@ struct Writer {
     /// Segment files created or deleted since the last sync.
     dir_dirty: bool,
     closed: bool,
+    /// When `seg` became the active segment (opened, created or replaced).
+    seg_since: Instant,
 }
 
 /// Where a batch goes: first the rest of the active segment, then new segments.
@@ -300,6 +309,7 @@ impl DiskLog {
                 to_fsync: Vec::new(),
                 dir_dirty,
                 closed: false,
+                seg_since: Instant::now(),
             }),
             segments: RwLock::new(segments),
             next_seq: AtomicU64::new(next_seq),
@@ -401,6 +411,10 @@ impl DiskLog {
         let mut layout: Vec<(Range<usize>, u64, u64)> = Vec::new();
         let mut off = w.off;
         let mut cap = w.seg.capacity;
+        // A topic that filled its segment quickly is hot: its next segments are allocated
+        // whole at once, as a file grown while mapped costs the writer more page faults. A
+        // slow topic's next segment starts small again.
+        let hot = w.seg_since.elapsed() < HOT_FILL;
         for (i, r) in recs.iter().enumerate() {
             let stride = stride_for_body(r.body.len());
             if off + stride > cap {
@@ -422,7 +436,8 @@ impl DiskLog {
         let mut planned = Vec::with_capacity(layout.len());
         for (recs, end_off, capacity) in layout {
             let base = start + recs.start as u64;
-            match Segment::create_pending(&self.dir, base, capacity, end_off) {
+            let need = if hot { capacity } else { end_off };
+            match Segment::create_pending(&self.dir, base, capacity, need) {
                 Ok((seg, map, file)) => planned.push(Planned {
                     seg,
                     map,
@@ -485,6 +500,7 @@ impl DiskLog {
             w.advised = 0;
             w.synced_off = 0;
             w.dir_dirty = true;
+            w.seg_since = Instant::now();
         }
         w.off = end_off;
         w.seg_records = written.seg_records;
@@ -520,6 +536,7 @@ impl DiskLog {
         w.seg = seg;
         w.map = map;
         w.file = Arc::new(file);
+        w.seg_since = Instant::now();
         w.off = SEGMENT_HEADER;
         w.seg_records = 0;
         w.advised = 0;

@@ -69,7 +69,7 @@ pub struct LogStats {
 
 #[derive(Debug)]
 pub(crate) enum Backend {
-    Disk(DiskLog),
+    Disk(Box<DiskLog>),
     Memory(MemLog),
 }
 
@@ -86,7 +86,7 @@ impl TopicLog {
         let (log, report) = DiskLog::open(dir, opts)?;
         Ok((
             TopicLog {
-                backend: Backend::Disk(log),
+                backend: Backend::Disk(Box::new(log)),
             },
             report,
         ))
