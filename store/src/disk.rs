@@ -414,7 +414,6 @@ impl DiskLog {
         // A topic that filled its segment quickly is hot: its next segments are allocated
         // whole at once, as a file grown while mapped costs the writer more page faults. A
         // slow topic's next segment starts small again.
-        let hot = w.seg_since.elapsed() < HOT_FILL;
         for (i, r) in recs.iter().enumerate() {
             let stride = stride_for_body(r.body.len());
             if off + stride > cap {
@@ -436,6 +435,7 @@ impl DiskLog {
         let mut planned = Vec::with_capacity(layout.len());
         for (recs, end_off, capacity) in layout {
             let base = start + recs.start as u64;
+            let hot = w.seg_since.elapsed() < HOT_FILL;
             let need = if hot { capacity } else { end_off };
             match Segment::create_pending(&self.dir, base, capacity, need) {
                 Ok((seg, map, file)) => planned.push(Planned {
