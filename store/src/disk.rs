@@ -10,9 +10,15 @@
 //!   at once even when it spans segments.
 //! - The list is ordered by base seq; only its last segment is unsealed outside an append,
 //!   and `retain_from` never removes the last one.
-//! - An append never allocates disk space inside the active segment (it is preallocated);
-//!   only rotation does, before anything of the batch is written, so running out of space
-//!   leaves the log exactly as it was.
+//! - An append runs four named steps: [`DiskLog::plan`], [`write`], [`commit`],
+//!   [`DiskLog::publish`]. Only `plan` allocates disk space (growing the active segment's
+//!   file, creating new segments under temporary names), before any byte of the batch is
+//!   written, so running out of space leaves the log's records exactly as they were (a growth
+//!   that succeeded is kept and used by the next append). The one exception comes even
+//!   earlier: an empty active segment too small for the first record is replaced.
+//! - Segments start small and grow, except after a hot segment (filled within `HOT_FILL` of
+//!   becoming active): the next one is allocated whole, since the kernel serves a file grown
+//!   while mapped with more, smaller page faults and a hot writer would pay for them.
 //! - Lock order: writer, then segment list. `sync` holds its own mutex and takes the writer
 //!   lock only briefly, never across `msync`/`fsync`.
 
@@ -24,11 +30,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::map::{SegMap, page_size};
-use crate::record::{MAX_BODY, NewRecord, Record, encode_header, stride_for_body};
+use crate::record::{
+    MAX_BODY, NewRecord, RECORD_HEADER, Record, encode_header, stride_for_body, stride_for_len,
+};
 use crate::recovery::{RecoveryReport, recover};
 use crate::segment::{INDEX_EVERY, SEGMENT_HEADER, Segment, header_at, record_at};
-use crate::sys::{DirLock, fsync_dir};
+use crate::sys::{DirLock, fill_holes, fsync_dir};
 use crate::{LogOptions, LogStats, StoreError};
+
+/// A segment filled within this time after it became active marks its topic as hot: the
+/// segments that follow are allocated whole (see `plan`).
+const HOT_FILL: Duration = Duration::from_secs(60);
 
 /// Resident bytes the writer (and each reader) keeps mapped behind its position before
 /// dropping them with `MADV_DONTNEED`.
@@ -60,6 +72,18 @@ struct Writer {
     /// Segment files created or deleted since the last sync.
     dir_dirty: bool,
     closed: bool,
+    /// When `seg` became the active segment (opened, created or replaced).
+    seg_since: Instant,
+}
+
+/// Where a batch goes: first the rest of the active segment, then new segments.
+struct Plan {
+    /// Records `[0, active_recs)` of the batch go into the active segment, which then ends
+    /// at byte `active_end`.
+    active_recs: usize,
+    active_end: u64,
+    /// Segments created for the other records, in order (none for most batches).
+    planned: Vec<Planned>,
 }
 
 /// A segment created for a batch, not yet published.
@@ -67,8 +91,35 @@ struct Planned {
     seg: Arc<Segment>,
     map: Arc<SegMap>,
     file: File,
+    /// The records of the batch that go here; they end at byte `end_off`.
+    recs: Range<usize>,
     end_off: u64,
-    end_seq: u64,
+}
+
+impl Plan {
+    /// The map of part `k`: 0 is the active segment, `j` is `planned[j - 1]`.
+    fn map<'a>(&'a self, w: &'a Writer, k: usize) -> &'a SegMap {
+        match k {
+            0 => &w.map,
+            j => &self.planned[j - 1].map,
+        }
+    }
+
+    /// Where the batch ends, in the last segment it touches.
+    fn end_off(&self) -> u64 {
+        self.planned.last().map_or(self.active_end, |p| p.end_off)
+    }
+}
+
+/// What [`write`] leaves for [`commit`].
+struct Written {
+    /// Part (as in [`Plan::map`]), offset and `len` of the batch's first record: storing that
+    /// `len` is the commit point.
+    first: (usize, u64, u32),
+    /// Sparse-index entries `(part, seq, offset)`, added once the batch is committed.
+    index: Vec<(usize, u64, u64)>,
+    /// Records in the last segment the batch touches, the batch's included.
+    seg_records: u64,
 }
 
 /// Deletes the files of segments a failed batch created (still under their temporary names).
@@ -76,6 +127,95 @@ fn discard(planned: &[Planned]) {
     for p in planned {
         let _ = std::fs::remove_file(p.seg.pending_path());
     }
+}
+
+/// Step 2, write: copies the batch's records to where [`DiskLog::plan`] put them, each
+/// record's `len` last and the batch's first `len` not at all (that is [`commit`]), then a
+/// zeroed `len` behind the batch. A crash here leaves an end marker in front of the whole
+/// batch and new segments still under their temporary names (recovery deletes them); the
+/// next batch's end marker cuts off the leftovers, so they are never taken for records.
+fn write(
+    w: &Writer,
+    plan: &Plan,
+    recs: &[NewRecord<'_>],
+    start: u64,
+) -> Result<Written, StoreError> {
+    let mut first = (0, w.off, 0);
+    let mut index = Vec::new();
+    let mut seg_records = w.seg_records;
+    for k in 0..=plan.planned.len() {
+        let (range, mut off, path) = match k {
+            0 => (0..plan.active_recs, w.off, &w.seg.path),
+            j => {
+                seg_records = 0;
+                let p = &plan.planned[j - 1];
+                (p.recs.clone(), SEGMENT_HEADER, &p.seg.path)
+            }
+        };
+        let map = plan.map(w, k);
+        for (i, r) in range.clone().zip(&recs[range]) {
+            let seq = start + i as u64;
+            let (header, len) = encode_header(seq, r);
+            // SAFETY: `off` is at or above the segment's committed offset (the active one's
+            // is `w.off`; planned segments are unpublished), so no reader looks at these
+            // bytes, and we hold the writer lock.
+            let written = unsafe {
+                map.write(off + 4, &header[4..])
+                    && map.write(off + RECORD_HEADER as u64, r.body)
+                    && (i == 0 || map.write(off, &len.to_le_bytes()))
+            };
+            if !written {
+                // `plan` reserved room for every record; nothing is committed yet.
+                return Err(StoreError::io(
+                    "write record",
+                    path,
+                    std::io::Error::other("record past the allocated part of its segment"),
+                ));
+            }
+            if i == 0 {
+                first = (k, off, len);
+            }
+            if seg_records.is_multiple_of(INDEX_EVERY) {
+                index.push((k, seq, off));
+            }
+            seg_records += 1;
+            off += stride_for_len(len);
+        }
+    }
+    // SAFETY: the end of the batch is above every committed offset. At the end of the
+    // allocated part of a segment this writes nothing (`write` checks), which is right: bytes
+    // there were never written and read as zeros once allocated.
+    let _ = unsafe {
+        plan.map(w, plan.planned.len())
+            .write(plan.end_off(), &0u32.to_le_bytes())
+    };
+    Ok(Written {
+        first,
+        index,
+        seg_records,
+    })
+}
+
+/// Step 3, commit: stores the batch's first `len`, after which recovery finds the whole
+/// batch, then gives the new segments their real names. If a rename fails, that `len`
+/// becomes an end marker again and the new segments are deleted: nothing was published.
+fn commit(w: &Writer, plan: &Plan, written: &Written) -> Result<(), StoreError> {
+    let (k, off, len) = written.first;
+    let map = plan.map(w, k);
+    // SAFETY: as in `write`; the batch is still unpublished. This is the commit point.
+    unsafe { map.write(off, &len.to_le_bytes()) };
+    for (j, p) in plan.planned.iter().enumerate() {
+        if let Err(e) = p.seg.adopt() {
+            // SAFETY: as above.
+            unsafe { map.write(off, &0u32.to_le_bytes()) };
+            for q in &plan.planned[..j] {
+                let _ = std::fs::remove_file(&q.seg.path);
+            }
+            discard(&plan.planned[j..]);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// A topic log stored in segment files under one directory.
@@ -87,8 +227,9 @@ pub(crate) struct DiskLog {
     sync_timeout: Duration,
     _lock: DirLock,
     /// Appends are serialised by this one short std mutex: there is a single write position,
-    /// and the critical section is a CRC and a memcpy (plus, once per segment, creating the
-    /// next file). Readers never take it.
+    /// and the critical section is a CRC and a memcpy (plus, a handful of times per segment,
+    /// an `fallocate` to grow it, and once per segment creating the next file). Readers
+    /// never take it.
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
     next_seq: AtomicU64,
@@ -112,8 +253,8 @@ impl DiskLog {
     pub fn open(dir: &Path, opts: LogOptions) -> Result<(DiskLog, RecoveryReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         let dir_lock = DirLock::acquire(dir)?;
-        let rec = recover(dir)?;
         let seg_capacity = opts.max_bytes_per_file.max(SEGMENT_HEADER + 64).div_ceil(8) * 8;
+        let rec = recover(dir, seg_capacity)?;
         let mut segments = rec.segments;
         let mut dir_dirty = false;
         let next_seq = rec.next_seq.unwrap_or(opts.initial_seq);
@@ -125,10 +266,15 @@ impl DiskLog {
                     .write(true)
                     .open(&last.path)
                     .map_err(|e| StoreError::io("open segment", &last.path, e))?;
+                // The writer continues at `committed` in the file's existing length. We
+                // allocated all of it, but a file copied sparsely would have holes there.
+                let (from, to) = (last.committed(), last.allocated());
+                fill_holes(&file, from, to.saturating_sub(from))
+                    .map_err(|e| StoreError::io("allocate segment", &last.path, e))?;
                 (last.clone(), map, file, rec.last_records)
             }
             _ => {
-                let (seg, map, file) = Segment::create(dir, next_seq, seg_capacity)?;
+                let (seg, map, file) = Segment::create(dir, next_seq, seg_capacity, 0)?;
                 segments.push(seg.clone());
                 dir_dirty = true;
                 (seg, map, file, 0)
@@ -163,6 +309,7 @@ impl DiskLog {
                 to_fsync: Vec::new(),
                 dir_dirty,
                 closed: false,
+                seg_since: Instant::now(),
             }),
             segments: RwLock::new(segments),
             next_seq: AtomicU64::new(next_seq),
@@ -234,152 +381,116 @@ impl DiskLog {
         let Some(first) = recs.first() else {
             return Ok(start..start);
         };
-        let first_stride = stride_for_body(first.body.len());
-        if w.off == SEGMENT_HEADER && w.off + first_stride > w.seg.file_len {
+        let first_need = SEGMENT_HEADER + stride_for_body(first.body.len());
+        if w.off == SEGMENT_HEADER && first_need > w.seg.capacity {
             // The active segment is empty and too small for this record: replace it by one
             // that fits (same base, so the new file takes its name).
-            self.replace_empty_active(w, self.seg_capacity.max(SEGMENT_HEADER + first_stride))?;
+            self.replace_empty_active(w, self.seg_capacity.max(first_need), first_need)?;
         }
-
-        // 1. Plan: create every segment the batch needs before writing anything.
-        let mut planned: Vec<Planned> = Vec::new();
-        let mut off = w.off;
-        let mut cap = w.seg.file_len;
-        for (i, r) in recs.iter().enumerate() {
-            let stride = stride_for_body(r.body.len());
-            if off + stride > cap {
-                let capacity = self.seg_capacity.max(SEGMENT_HEADER + stride);
-                match Segment::create_pending(&self.dir, start + i as u64, capacity) {
-                    Ok((seg, map, file)) => planned.push(Planned {
-                        seg,
-                        map,
-                        file,
-                        end_off: SEGMENT_HEADER,
-                        end_seq: start + i as u64,
-                    }),
-                    Err(e) => {
-                        discard(&planned);
-                        return Err(e);
-                    }
-                }
-                off = SEGMENT_HEADER;
-                cap = capacity;
-            }
-            off += stride;
-        }
-
-        // 2. Write. Each record's `len` goes last; the batch's first `len` after all others
-        // and after a zeroed `len` behind the batch. A crash mid-batch leaves an end marker in
-        // front of the whole batch and new segments still under their temporary names
-        // (recovery deletes them); the next batch's end marker cuts off its leftovers.
-        let mut k = 0usize; // 0: the active segment; j: planned[j - 1]
-        let mut off = w.off;
-        let mut cap = w.seg.file_len;
-        let mut seg_records = w.seg_records;
-        let mut active_end = (w.off, w.seg.end_seq());
-        let mut first_len = (0usize, 0u64, 0u32);
-        // Sparse-index entries (segment, seq, offset), added once the batch is committed.
-        let mut index: Vec<(usize, u64, u64)> = Vec::new();
-        for (i, r) in recs.iter().enumerate() {
-            let seq = start + i as u64;
-            let stride = stride_for_body(r.body.len());
-            if off + stride > cap {
-                match k {
-                    0 => active_end = (off, seq),
-                    j => {
-                        planned[j - 1].end_off = off;
-                        planned[j - 1].end_seq = seq;
-                    }
-                }
-                k += 1;
-                off = SEGMENT_HEADER;
-                cap = planned[k - 1].seg.file_len;
-                seg_records = 0;
-            }
-            let map = match k {
-                0 => &w.map,
-                j => &planned[j - 1].map,
-            };
-            let (header, len) = encode_header(seq, r);
-            // SAFETY: `off` is at or above the segment's committed offset (the active one's
-            // committed offset is `w.off`; planned segments are unpublished), so no reader
-            // looks at these bytes, and we hold the writer lock. Bounds were planned above.
-            let written =
-                unsafe { map.write(off + 4, &header[4..]) && map.write(off + 32, r.body) };
-            debug_assert!(written, "planned record out of bounds");
-            if i == 0 {
-                first_len = (k, off, len);
-            } else {
-                // SAFETY: as above.
-                unsafe { map.write(off, &len.to_le_bytes()) };
-            }
-            if seg_records.is_multiple_of(INDEX_EVERY) {
-                index.push((k, seq, off));
-            }
-            seg_records += 1;
-            off += stride;
-        }
-        match k {
-            0 => active_end = (off, end_seq),
-            j => {
-                planned[j - 1].end_off = off;
-                planned[j - 1].end_seq = end_seq;
-            }
-        }
-        // An end marker behind the batch: whatever an interrupted append once left there is
-        // never taken for the next record.
-        let end_map = match k {
-            0 => &w.map,
-            j => &planned[j - 1].map,
-        };
-        // SAFETY: `off` is the end of the batch, above every committed offset; a segment with
-        // no room left for a `len` word makes this a no-op (`write` checks bounds).
-        let _ = unsafe { end_map.write(off, &0u32.to_le_bytes()) };
-        let (fk, foff, flen) = first_len;
-        let fmap = if fk == 0 {
-            &w.map
-        } else {
-            &planned[fk - 1].map
-        };
-        // SAFETY: as above; still unpublished. This is the commit point.
-        unsafe { fmap.write(foff, &flen.to_le_bytes()) };
-        // The batch is on disk; the new segments join the log under their real names.
-        for (j, p) in planned.iter().enumerate() {
-            if let Err(e) = p.seg.adopt() {
-                // Undo: the first `len` becomes the end marker again, nothing was published.
-                // SAFETY: as above.
-                unsafe { fmap.write(foff, &0u32.to_le_bytes()) };
-                for q in &planned[..j] {
-                    let _ = std::fs::remove_file(&q.seg.path);
-                }
-                discard(&planned[j..]);
+        let plan = self.plan(w, recs, start)?;
+        let written = match write(w, &plan, recs, start) {
+            Ok(written) => written,
+            Err(e) => {
+                discard(&plan.planned);
                 return Err(e);
             }
+        };
+        commit(w, &plan, &written)?;
+        self.publish(w, plan, written, recs.len(), end_seq);
+        Ok(start..end_seq)
+    }
+
+    /// Step 1, plan: decides where each record goes and makes room for all of them before
+    /// anything is written: grows the active segment's file to cover its share
+    /// ([`Segment::reserve`]) and creates the new segments the rest needs, under temporary
+    /// names and just big enough for their records. On error nothing of the batch exists.
+    fn plan(&self, w: &Writer, recs: &[NewRecord<'_>], start: u64) -> Result<Plan, StoreError> {
+        let mut active_recs = recs.len();
+        let mut active_end = w.off;
+        // (records, end offset, capacity) of each new segment.
+        let mut layout: Vec<(Range<usize>, u64, u64)> = Vec::new();
+        let mut off = w.off;
+        let mut cap = w.seg.capacity;
+        // A topic that filled its segment quickly is hot: its next segments are allocated
+        // whole at once, as a file grown while mapped costs the writer more page faults. A
+        // slow topic's next segment starts small again.
+        for (i, r) in recs.iter().enumerate() {
+            let stride = stride_for_body(r.body.len());
+            if off + stride > cap {
+                match layout.last_mut() {
+                    None => (active_recs, active_end) = (i, off),
+                    Some(last) => (last.0.end, last.1) = (i, off),
+                }
+                cap = self.seg_capacity.max(SEGMENT_HEADER + stride);
+                layout.push((i..recs.len(), SEGMENT_HEADER, cap));
+                off = SEGMENT_HEADER;
+            }
+            off += stride;
         }
-        for (k, seq, off) in index {
+        match layout.last_mut() {
+            None => active_end = off,
+            Some(last) => last.1 = off,
+        }
+        w.seg.reserve(&w.map, &w.file, active_end)?;
+        let mut planned = Vec::with_capacity(layout.len());
+        for (recs, end_off, capacity) in layout {
+            let base = start + recs.start as u64;
+            let hot = w.seg_since.elapsed() < HOT_FILL;
+            let need = if hot { capacity } else { end_off };
+            match Segment::create_pending(&self.dir, base, capacity, need) {
+                Ok((seg, map, file)) => planned.push(Planned {
+                    seg,
+                    map,
+                    file,
+                    recs,
+                    end_off,
+                }),
+                Err(e) => {
+                    discard(&planned);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Plan {
+            active_recs,
+            active_end,
+            planned,
+        })
+    }
+
+    /// Step 4, publish: makes the committed batch visible in the order the module docs give
+    /// (sparse-index entries, new segments in the list, committed offsets and seals, then
+    /// `next_seq`), and moves the writer on to the last segment the batch touched.
+    fn publish(&self, w: &mut Writer, plan: Plan, written: Written, count: usize, end_seq: u64) {
+        let start = w.next_seq;
+        let end_off = plan.end_off();
+        let Plan {
+            active_recs,
+            active_end,
+            mut planned,
+        } = plan;
+        for (k, seq, off) in written.index {
             match k {
                 0 => w.seg.index_push(seq, off),
                 j => planned[j - 1].seg.index_push(seq, off),
             }
         }
-
-        // 3. Publish.
         if !planned.is_empty() {
             let mut segs = self.segments_mut();
             segs.extend(planned.iter().map(|p| p.seg.clone()));
         }
-        w.seg.publish(active_end.0, active_end.1);
+        w.seg.publish(active_end, start + active_recs as u64);
         if let Some((last, middle)) = planned.split_last() {
             w.seg.seal();
             for p in middle {
-                p.seg.publish(p.end_off, p.end_seq);
+                p.seg.publish(p.end_off, start + p.recs.end as u64);
                 p.seg.seal();
             }
-            last.seg.publish(last.end_off, last.end_seq);
+            last.seg.publish(last.end_off, start + last.recs.end as u64);
         }
         self.next_seq.store(end_seq, Ordering::Release);
 
-        // 4. Writer bookkeeping.
+        // Writer bookkeeping.
         if let Some(last) = planned.pop() {
             let old = std::mem::replace(&mut w.seg, last.seg);
             w.to_fsync.push(old);
@@ -389,11 +500,12 @@ impl DiskLog {
             w.advised = 0;
             w.synced_off = 0;
             w.dir_dirty = true;
+            w.seg_since = Instant::now();
         }
-        w.off = off;
-        w.seg_records = seg_records;
+        w.off = end_off;
+        w.seg_records = written.seg_records;
         w.next_seq = end_seq;
-        w.unsynced += recs.len() as u64;
+        w.unsynced += count as u64;
         if w.unsynced_since.is_none() {
             w.unsynced_since = Some(Instant::now());
         }
@@ -403,12 +515,17 @@ impl DiskLog {
             w.map.dont_need(w.advised, upto - w.advised);
             w.advised = upto;
         }
-        Ok(start..end_seq)
     }
 
-    /// Swaps the empty active segment for a new one of `capacity` bytes with the same base.
-    fn replace_empty_active(&self, w: &mut Writer, capacity: u64) -> Result<(), StoreError> {
-        let (seg, map, file) = Segment::create(&self.dir, w.seg.base, capacity)?;
+    /// Swaps the empty active segment for a new one with the same base that can grow to
+    /// `capacity` bytes and has room for `need` already.
+    fn replace_empty_active(
+        &self,
+        w: &mut Writer,
+        capacity: u64,
+        need: u64,
+    ) -> Result<(), StoreError> {
+        let (seg, map, file) = Segment::create(&self.dir, w.seg.base, capacity, need)?;
         {
             let mut segs = self.segments_mut();
             if let Some(last) = segs.last_mut() {
@@ -419,6 +536,7 @@ impl DiskLog {
         w.seg = seg;
         w.map = map;
         w.file = Arc::new(file);
+        w.seg_since = Instant::now();
         w.off = SEGMENT_HEADER;
         w.seg_records = 0;
         w.advised = 0;
@@ -603,7 +721,7 @@ impl DiskLog {
     pub fn stats(&self) -> LogStats {
         let (segments, disk_bytes) = {
             let segs = self.segments();
-            (segs.len(), segs.iter().map(|s| s.file_len).sum())
+            (segs.len(), segs.iter().map(|s| s.allocated()).sum())
         };
         LogStats {
             segments,

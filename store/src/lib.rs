@@ -11,8 +11,9 @@
 //! ```
 //!
 //! - [`TopicLog`] (`log.rs`, `disk.rs`, `memory.rs`): append once, read by seq or
-//!   sequentially ([`LogReader`], `reader.rs`). Segment files (`segment.rs`) are
-//!   preallocated and mapped (`map.rs`, the only place that dereferences a map); records
+//!   sequentially ([`LogReader`], `reader.rs`). Segment files (`segment.rs`) start small,
+//!   grow up to `max_bytes_per_file`, are allocated for real (never sparse) and mapped
+//!   (`map.rs`, the only place that dereferences a map); records
 //!   (`record.rs`) carry length, CRC and seq, so recovery (`recovery.rs`) can cut a torn
 //!   tail and skip corrupt regions.
 //! - [`ChannelState`] (`channel.rs`): cursor, ready queue, deferred heap, in-flight table.

@@ -20,8 +20,9 @@ use crate::{NewRecord, Record, RecoveryReport, StoreError};
 /// Options of a disk log (NSQ's flag names in parentheses).
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Segment file size (`--max-bytes-per-file`); default 100 MiB. A record larger than
-    /// this gets a segment of its own size.
+    /// Largest segment file size (`--max-bytes-per-file`); default 100 MiB. Segment files
+    /// start at 64 KiB and grow to this as records arrive, so an idle topic costs little.
+    /// A record larger than this gets a segment of its own size.
     pub max_bytes_per_file: u64,
     /// `sync_due()` after this many appends (`--sync-every`); default 2500.
     pub sync_every: u64,
@@ -68,7 +69,7 @@ pub struct LogStats {
 
 #[derive(Debug)]
 pub(crate) enum Backend {
-    Disk(DiskLog),
+    Disk(Box<DiskLog>),
     Memory(MemLog),
 }
 
@@ -85,7 +86,7 @@ impl TopicLog {
         let (log, report) = DiskLog::open(dir, opts)?;
         Ok((
             TopicLog {
-                backend: Backend::Disk(log),
+                backend: Backend::Disk(Box::new(log)),
             },
             report,
         ))

@@ -11,7 +11,7 @@
 //!
 //! Invariants:
 //! - `len` counts the bytes after the CRC field (`24 + body.len()`), so a valid record has
-//!   `len >= 24`; `len == 0` marks the end of written data (segments are preallocated with
+//!   `len >= 24`; `len == 0` marks the end of written data (segments are allocated with
 //!   zeros).
 //! - A record occupies `stride = round_up(8 + len, 8)` bytes, so every record starts
 //!   8-byte aligned. Padding is not covered by the CRC and is never read.

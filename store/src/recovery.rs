@@ -15,6 +15,10 @@
 //! - A segment with a bad header is kept in the list as unreadable (readers skip it,
 //!   `retain_from` deletes it) and counted.
 //!
+//! A segment file may have any length from a header up to its capacity (segments grow; a
+//! power loss can keep a size change whose data never reached the disk, which then reads
+//! as zeros or a torn record). The scan and the repair stay within the file's length.
+//!
 //! Recovery runs before the log is shared, so it may read and write any part of a map.
 
 use std::fs::{File, OpenOptions};
@@ -29,6 +33,7 @@ use crate::segment::{
     Hole, INDEX_EVERY, IndexEntry, Recovered, SEGMENT_HEADER, Segment, decode_header,
     parse_file_name,
 };
+use crate::sys::fill_holes;
 
 /// What recovery found when a log was opened.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -62,8 +67,9 @@ pub(crate) struct RecoveredLog {
 /// Bytes scanned between `MADV_DONTNEED` calls, keeping RSS bounded during recovery.
 const ADVISE_CHUNK: u64 = 4 << 20;
 
-/// Scans every segment in `dir`.
-pub(crate) fn recover(dir: &Path) -> Result<RecoveredLog, StoreError> {
+/// Scans every segment in `dir`; `capacity` is how far a segment may grow (if it is the
+/// last one, the writer grows it from its current length).
+pub(crate) fn recover(dir: &Path, capacity: u64) -> Result<RecoveredLog, StoreError> {
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io("read directory", dir, e))?;
     for entry in entries {
@@ -109,9 +115,14 @@ pub(crate) fn recover(dir: &Path) -> Result<RecoveredLog, StoreError> {
             tails.push(0);
             continue;
         }
+        // The file's length, whatever it is (a header up to a full segment), bounds the
+        // scan and the repair: the map covers exactly the file.
         let map = SegMap::map(&file, len).map_err(|e| StoreError::io("map segment", &path, e))?;
         let scan = scan(&map, expect.max(base));
         if let Some((start, end)) = scan.zero {
+            // Zeroing writes through the map: make sure the range has no holes first.
+            fill_holes(&file, start, end - start)
+                .map_err(|e| StoreError::io("allocate segment", &path, e))?;
             // SAFETY: recovery is exclusive (the log is not shared yet) and no slice of this
             // map is alive any more.
             unsafe { map.zero(start, (end - start) as usize) };
@@ -131,7 +142,9 @@ pub(crate) fn recover(dir: &Path) -> Result<RecoveredLog, StoreError> {
         next_seq = Some(next_seq.unwrap_or(0).max(scan.rec.end_seq));
         last_records = scan.rec.records;
         tails.push(scan.tail_garbage);
-        segments.push(Arc::new(Segment::recovered(base, path, len, scan.rec)));
+        segments.push(Arc::new(Segment::recovered(
+            base, path, capacity, len, scan.rec,
+        )));
     }
     // A torn tail is at the end of the log only in the last, readable segment.
     let last_good = segments.last().is_some_and(|s| !s.bad);
@@ -194,7 +207,7 @@ fn accept(out: &mut Scan, h: &RecordHeader, at: u64, expect: &mut u64) {
 fn scan(map: &SegMap, first: u64) -> Scan {
     // SAFETY: recovery is exclusive; nothing writes to the map while `data` lives (the
     // zeroing of a torn tail happens after this function returns).
-    let Some(data) = (unsafe { map.slice(0, map.len() as usize) }) else {
+    let Some(data) = (unsafe { map.slice(0, map.accessible() as usize) }) else {
         return Scan::default();
     };
     let cap = data.len() as u64;

@@ -1,21 +1,29 @@
 //! One segment file of a topic log.
 //!
 //! ```text
-//!  <dir>/<base_seq, 20 digits>.seg, preallocated to max_bytes_per_file (or to one oversized record)
+//!  <dir>/<base_seq, 20 digits>.seg: starts at INITIAL_ALLOC bytes (or what its first records
+//!  need) and grows up to its capacity (max_bytes_per_file, or one oversized record)
 //!
 //!  0        8         12        16                24        28        32
 //!  +--------+---------+---------+-----------------+---------+---------+-----------+-----+---------+
 //!  | magic  | version | flags=0 | base_seq u64 LE | rsvd=0  | crc32   | record... | ... | zeros.. |
 //!  |FERRYSEG| u32 LE  | u32     |                 | u32     | of 0..28|           |     |         |
 //!  +--------+---------+---------+-----------------+---------+---------+-----------+-----+---------+
+//!  |<------------------------ allocated: the file's length, only grows ----------------------->|
+//!  |<------------------------ capacity: the writer's map (address space) -------------------------- ...>|
 //! ```
 //!
 //! Invariants:
-//! - A segment file is created as `<name>.tmp`, preallocated for real, given its header and
-//!   only then renamed into place, so a `.seg` file always has its full length.
+//! - A segment file is created as `<name>.tmp`, allocated for real (`fallocate`, never
+//!   sparse), given its header and only then renamed into place.
+//! - Its allocated length (`allocated`, = its file length) only grows, by [`alloc_target`]
+//!   steps, and only while it is the active segment, before the writer writes there; its
+//!   capacity is fixed. Files of any length from a header up to capacity are valid (files
+//!   written before segments grew have their full length).
 //! - The file is never truncated (see `map.rs`); recovery zeroes garbage instead.
-//! - `committed` (a byte offset) only grows, and is stored with `Release` after the bytes
-//!   below it are written; once `sealed` is set it never changes again.
+//! - `committed` (a byte offset, never above `allocated`) only grows, and is stored with
+//!   `Release` after the bytes below it are written; once `sealed` is set it never changes
+//!   again, nor does `allocated`.
 //! - `holes` (corrupt ranges found by recovery) and `start_seq` are fixed at construction;
 //!   each hole starts exactly where the record chain expected a record, so a reader that
 //!   steps record by record lands on its start and jumps to its end.
@@ -33,7 +41,7 @@ use bytes::Bytes;
 use crate::StoreError;
 use crate::map::{MapSlice, SegMap};
 use crate::record::{MIN_LEN, RECORD_HEADER, Record, RecordHeader};
-use crate::sys::preallocate;
+use crate::sys::allocate;
 
 /// Size of the segment header; the first record starts here.
 pub(crate) const SEGMENT_HEADER: u64 = 32;
@@ -41,6 +49,22 @@ const MAGIC: [u8; 8] = *b"FERRYSEG";
 const VERSION: u32 = 1;
 /// One sparse-index entry per this many records.
 pub(crate) const INDEX_EVERY: u64 = 64;
+/// Bytes a new segment file starts with (unless its first records need more): an idle topic
+/// costs this much, not a whole segment.
+pub(crate) const INITIAL_ALLOC: u64 = 64 << 10;
+/// Largest single growth step of a segment file: growth doubles the file up to this step.
+pub(crate) const MAX_GROWTH_STEP: u64 = 16 << 20;
+
+/// The length to grow a file of `allocated` bytes to so that it holds `need` bytes: at least
+/// [`INITIAL_ALLOC`], doubling, each step at most [`MAX_GROWTH_STEP`], never past `capacity`
+/// (and never below `allocated`). A 100 MiB segment takes its first allocation and 14 steps.
+pub(crate) fn alloc_target(allocated: u64, need: u64, capacity: u64) -> u64 {
+    let mut t = allocated.max(INITIAL_ALLOC);
+    while t < need {
+        t = t.saturating_add(t.min(MAX_GROWTH_STEP));
+    }
+    t.min(capacity).max(allocated)
+}
 
 /// File name of the segment whose first seq is `base`.
 pub(crate) fn file_name(base: u64) -> String {
@@ -119,8 +143,11 @@ pub(crate) struct Segment {
     /// First seq this segment may hold (from its header and name).
     pub base: u64,
     pub path: PathBuf,
-    /// File length (= map length).
-    pub file_len: u64,
+    /// Most bytes the file may grow to (the length of the writer's map).
+    pub capacity: u64,
+    /// Bytes allocated in the file (its length as far as this log knows): grows only while
+    /// the segment is active, before anything is written there (`Release`/`Acquire`).
+    allocated: AtomicU64,
     /// Header unreadable: the segment holds nothing readable and is kept only until
     /// `retain_from` deletes it.
     pub bad: bool,
@@ -135,12 +162,20 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// A segment recovered from disk.
-    pub fn recovered(base: u64, path: PathBuf, file_len: u64, r: Recovered) -> Segment {
+    /// A segment recovered from disk: a file of `allocated` bytes that may grow to
+    /// `capacity` (`>= allocated`) if it becomes the active segment.
+    pub fn recovered(
+        base: u64,
+        path: PathBuf,
+        capacity: u64,
+        allocated: u64,
+        r: Recovered,
+    ) -> Segment {
         Segment {
             base,
             path,
-            file_len,
+            capacity: capacity.max(allocated),
+            allocated: AtomicU64::new(allocated),
             bad: false,
             start_seq: r.start_seq,
             committed: AtomicU64::new(r.committed),
@@ -161,6 +196,7 @@ impl Segment {
                 base,
                 path,
                 file_len,
+                file_len,
                 Recovered {
                     start_seq: base,
                     end_seq: base,
@@ -170,15 +206,16 @@ impl Segment {
         }
     }
 
-    /// Creates, preallocates and maps a new empty segment file `<dir>/<base>.seg` of
-    /// `capacity` bytes. Out of space is [`StoreError::DiskFull`]; on any error no file is
-    /// left behind.
+    /// Creates and maps a new empty segment file `<dir>/<base>.seg` that can grow to
+    /// `capacity` bytes, with `[0, alloc_target(0, need, capacity))` allocated for real. Out
+    /// of space is [`StoreError::DiskFull`]; on any error no file is left behind.
     pub fn create(
         dir: &Path,
         base: u64,
         capacity: u64,
+        need: u64,
     ) -> Result<(Arc<Segment>, Arc<SegMap>, File), StoreError> {
-        let (seg, map, file) = Segment::create_pending(dir, base, capacity)?;
+        let (seg, map, file) = Segment::create_pending(dir, base, capacity, need)?;
         if let Err(e) = seg.adopt() {
             let _ = std::fs::remove_file(seg.pending_path());
             return Err(e);
@@ -193,9 +230,11 @@ impl Segment {
         dir: &Path,
         base: u64,
         capacity: u64,
+        need: u64,
     ) -> Result<(Arc<Segment>, Arc<SegMap>, File), StoreError> {
         let path = dir.join(file_name(base));
         let tmp = pending_path_for(&path);
+        let allocated = alloc_target(0, need.max(SEGMENT_HEADER), capacity);
         let result = (|| {
             let file = OpenOptions::new()
                 .read(true)
@@ -204,8 +243,8 @@ impl Segment {
                 .truncate(true)
                 .open(&tmp)
                 .map_err(|e| StoreError::io("create segment", &tmp, e))?;
-            preallocate(&file, capacity)
-                .map_err(|e| StoreError::io("preallocate segment", &tmp, e))?;
+            allocate(&file, 0, allocated)
+                .map_err(|e| StoreError::io("allocate segment", &tmp, e))?;
             file.write_all_at(&encode_header(base), 0)
                 .map_err(|e| StoreError::io("write segment header", &tmp, e))?;
             let map =
@@ -223,6 +262,7 @@ impl Segment {
             base,
             path,
             capacity,
+            allocated,
             Recovered {
                 start_seq: base,
                 end_seq: base,
@@ -236,7 +276,12 @@ impl Segment {
     }
 
     /// The segment's map, shared with every other user of this segment; mapped on demand
-    /// and unmapped when the last user drops it.
+    /// and unmapped when the last user drops it. While a segment is active the writer holds
+    /// its map (mapped at capacity, growing in place), so everyone shares that one. A map made
+    /// here is of a segment that no longer grows (sealed) or not yet (on open): its
+    /// accessible length is the file's length, read from the file itself, which is right
+    /// whatever this thread last saw of `allocated`. Unsealed segments are mapped at capacity
+    /// so that they can grow.
     pub fn map(&self) -> Result<Arc<SegMap>, StoreError> {
         let mut slot = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(map) = slot.upgrade() {
@@ -247,11 +292,40 @@ impl Segment {
             .write(true)
             .open(&self.path)
             .map_err(|e| StoreError::io("open segment", &self.path, e))?;
-        let map = SegMap::map(&file, self.file_len)
-            .map_err(|e| StoreError::io("map segment", &self.path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat segment", &self.path, e))?
+            .len();
+        let len = if self.is_sealed() {
+            file_len
+        } else {
+            self.capacity.max(file_len)
+        };
+        let map =
+            SegMap::map(&file, len).map_err(|e| StoreError::io("map segment", &self.path, e))?;
         let map = Arc::new(map);
         *slot = Arc::downgrade(&map);
         Ok(map)
+    }
+
+    /// Bytes allocated in the file (`Acquire`).
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Makes `[0, need)` writable (`need <= capacity`): grows the file and `map` (this
+    /// segment's map, `file` its file; the writer's) to [`alloc_target`] if it is shorter.
+    /// On error (out of space: [`StoreError::DiskFull`]) the segment is as it was.
+    pub fn reserve(&self, map: &SegMap, file: &File, need: u64) -> Result<(), StoreError> {
+        let allocated = self.allocated();
+        if need <= allocated {
+            return Ok(());
+        }
+        let target = alloc_target(allocated, need, self.capacity);
+        map.grow(file, target)
+            .map_err(|e| StoreError::io("grow segment", &self.path, e))?;
+        self.allocated.store(target, Ordering::Release);
+        Ok(())
     }
 
     /// The temporary name of a segment made by [`Segment::create_pending`].
@@ -378,5 +452,38 @@ mod tests {
         assert_eq!(decode_header(&h), Some(7));
         h[17] ^= 1;
         assert_eq!(decode_header(&h), None);
+    }
+
+    #[test]
+    fn growth_doubles_in_capped_steps_up_to_capacity() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(alloc_target(0, SEGMENT_HEADER, 100 * MIB), INITIAL_ALLOC);
+        assert_eq!(alloc_target(0, 100, 4096), 4096);
+        assert_eq!(
+            alloc_target(INITIAL_ALLOC, INITIAL_ALLOC + 1, MIB),
+            2 * INITIAL_ALLOC
+        );
+        assert_eq!(alloc_target(INITIAL_ALLOC, 300 << 10, MIB), 512 << 10);
+        assert_eq!(alloc_target(16 * MIB, 16 * MIB + 1, 100 * MIB), 32 * MIB);
+        assert_eq!(alloc_target(96 * MIB, 97 * MIB, 100 * MIB), 100 * MIB);
+        assert_eq!(
+            alloc_target(200 << 10, 100, MIB),
+            200 << 10,
+            "never shrinks"
+        );
+        assert_eq!(
+            alloc_target(5000, 6000, 8000),
+            8000,
+            "a short file gets the first step"
+        );
+        // An odd length left by a crash keeps growing.
+        assert_eq!(alloc_target(70_001, 70_002, MIB), 140_002);
+        let mut steps = 0;
+        let mut len = 0;
+        while len < 100 * MIB {
+            len = alloc_target(len, len + 1, 100 * MIB);
+            steps += 1;
+        }
+        assert_eq!(steps, 15, "first allocation + 14 growth steps");
     }
 }

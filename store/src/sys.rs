@@ -1,43 +1,66 @@
-//! Thin wrappers over the file-system calls the store needs beyond `std`: real
-//! preallocation, directory fsync and the directory lock.
+//! Thin wrappers over the file-system calls the store needs beyond `std`: real allocation
+//! of file ranges, directory fsync and the directory lock.
 //!
-//! Invariant: [`preallocate`] either allocates every block of the requested range or fails
+//! Invariant: [`allocate`] either allocates every block of the requested range or fails
 //! (no sparse files), so a later write through a memory map can never hit `ENOSPC` and
-//! raise `SIGBUS`.
+//! raise `SIGBUS`. It may extend the file partly before failing (the extension holds zeros).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::StoreError;
 
-/// Allocates `[0, len)` of `file` for real (`fallocate`, mode 0). Falls back to writing zeros
-/// where the file system does not support `fallocate`.
-pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    let off_len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+/// `fallocate(mode 0)` of `[off, off + len)`, retried on `EINTR`; an empty range is a no-op.
+fn fallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(()); // fallocate itself calls an empty range invalid
+    }
+    let off = libc::off_t::try_from(off).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
     loop {
         // SAFETY: plain syscall on a valid, open file descriptor; no memory is passed.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, off_len) };
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, off, len) };
         if rc == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EOPNOTSUPP) => return write_zeros(file, len),
-            _ => return Err(err),
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
         }
     }
 }
 
-fn write_zeros(mut file: &File, len: u64) -> io::Result<()> {
+/// Allocates `[off, off + len)` of `file` for real (`fallocate`, mode 0), extending the file
+/// if the range ends past it. Falls back to writing zeros over the range where the file
+/// system does not support `fallocate`, so the range must not hold data anyone needs.
+pub(crate) fn allocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    match fallocate(file, off, len) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => write_zeros(file, off, len),
+        other => other,
+    }
+}
+
+/// Makes sure `[off, off + len)`, which lies inside the file and may hold data, has no holes
+/// (a file copied sparsely, say) before it is written through a map: `fallocate` of an
+/// allocated range changes nothing. Without `fallocate` support it does nothing (it must not
+/// write zeros over data).
+pub(crate) fn fill_holes(file: &File, off: u64, len: u64) -> io::Result<()> {
+    match fallocate(file, off, len) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+        other => other,
+    }
+}
+
+fn write_zeros(file: &File, off: u64, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; 1 << 16];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])?;
-        left -= n as u64;
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], off + done)?;
+        done += n as u64;
     }
     Ok(())
 }

@@ -4,10 +4,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{body, opts, patch, read_all, rec, record_offsets, segment_files};
+use common::{body, mount_tmpfs, opts, patch, read_all, rec, record_offsets, segment_files};
 use ferry_store::{LogOptions, NewRecord, TopicLog};
 
 #[test]
@@ -278,6 +278,17 @@ fn random_damage_never_panics() {
 
 const CRASH_ENV: &str = "FERRY_STORE_CRASH_CHILD_DIR";
 
+/// Segment size of a crash round: small segments (many rotations) in odd rounds; in even
+/// ones segments that grow several times (64 KiB, 128, 256, then 400 = capacity) while the
+/// child is killed, from a log the previous round wrote with the other size.
+fn crash_segment_bytes(round: u64) -> u64 {
+    if round % 2 == 1 {
+        64 * 1024
+    } else {
+        400 * 1024
+    }
+}
+
 fn crash_body(round: u64, i: u64) -> Vec<u8> {
     body(round * 1_000_000 + i, 1 + ((i * 37) % 700) as usize)
 }
@@ -288,7 +299,7 @@ fn crash_child(dir: &Path) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let (log, _) = TopicLog::open(dir, opts(64 * 1024)).unwrap();
+    let (log, _) = TopicLog::open(dir, opts(crash_segment_bytes(round))).unwrap();
     let mut out = std::io::stdout().lock();
     let mut i = 0u64;
     while i < 5_000_000 {
@@ -359,7 +370,7 @@ fn crash_sigkill() {
         let status = child.wait().unwrap();
         assert!(!status.success(), "child was not killed (round {round})");
 
-        let (log, report) = TopicLog::open(&dir, opts(64 * 1024)).unwrap();
+        let (log, report) = TopicLog::open(&dir, opts(crash_segment_bytes(round))).unwrap();
         eprintln!("round {round}: {} acked, {report:?}", acked.len());
         assert_eq!(report.corrupt_records_skipped, 0, "{report:?}");
         for (&seq, &crc) in &acked {
@@ -378,41 +389,15 @@ fn crash_sigkill() {
     }
 }
 
-/// Unmounts a tmpfs when dropped (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// On a full file system appends fail cleanly (no SIGBUS), everything appended stays
 /// readable, and appends work again once space is freed.
 #[test]
 fn disk_full_then_space_freed() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().to_path_buf();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::piped())
-        .output();
-    match mounted {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!(
-                "skipping disk_full_then_space_freed: cannot mount tmpfs ({})",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipping disk_full_then_space_freed: cannot run mount ({e})");
-            return;
-        }
-    }
-    let _guard = Tmpfs(mnt.clone());
+    let Some(_tmpfs) = mount_tmpfs(&mnt, "2m", "disk_full_then_space_freed") else {
+        return;
+    };
     let filler = mnt.join("filler");
     std::fs::write(&filler, vec![1u8; 600 * 1024]).unwrap();
     let dir = mnt.join("topic");

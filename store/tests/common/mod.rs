@@ -79,3 +79,39 @@ pub fn read_all(log: &TopicLog) -> Vec<(u64, Vec<u8>)> {
     }
     out
 }
+
+/// A tmpfs mounted for a test; unmounted when dropped (also when the test fails).
+pub struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (as `mount -o size=` takes it, e.g. `2m`) on `dir`, or says why
+/// `test` is skipped and returns `None` (mounting needs privileges).
+pub fn mount_tmpfs(dir: &Path, size: &str, test: &str) -> Option<Tmpfs> {
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+        Ok(o) => {
+            eprintln!(
+                "skipping {test}: cannot mount tmpfs ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: cannot run mount ({e})");
+            None
+        }
+    }
+}
