@@ -51,7 +51,7 @@ pub struct Config {
     #[arg(long, default_value = ".")]
     pub data_path: PathBuf,
 
-    /// Size of one log segment file in bytes (each is preallocated).
+    /// Largest size of one log segment file in bytes (segments start at 64 KiB and grow to it).
     #[arg(long, default_value_t = 104_857_600)]
     pub max_bytes_per_file: u64,
 
