@@ -309,8 +309,8 @@ async fn topic_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResu
 }
 
 async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    let name = topic_param(&q)?;
-    if !b.delete_topic(name) {
+    let name = topic_param(&q)?.to_owned();
+    if !off_runtime(move || b.delete_topic(&name)).await? {
         return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
     }
     Ok(empty_ok())
@@ -322,12 +322,14 @@ async fn topic_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResul
 }
 
 async fn topic_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    existing_topic(&b, &q)?.set_paused(true);
+    let topic = existing_topic(&b, &q)?;
+    off_runtime(move || topic.set_paused(true)).await?;
     Ok(empty_ok())
 }
 
 async fn topic_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    existing_topic(&b, &q)?.set_paused(false);
+    let topic = existing_topic(&b, &q)?;
+    off_runtime(move || topic.set_paused(false)).await?;
     Ok(empty_ok())
 }
 
@@ -342,33 +344,44 @@ async fn channel_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiRe
     Ok(empty_ok())
 }
 
-fn with_channel(
+/// Applies `f` to an existing channel, off the runtime threads (it may write the topic's
+/// metadata); `CHANNEL_NOT_FOUND` if there is no such channel or `f` says so.
+async fn with_channel(
     b: &Broker,
     q: &HashMap<String, String>,
-    f: impl FnOnce(&Topic, &str) -> bool,
+    f: impl FnOnce(&Topic, &str) -> bool + Send + 'static,
 ) -> ApiResult<Response> {
     let topic = existing_topic(b, q)?;
-    let channel = channel_param(q)?;
-    if topic.channel(channel).is_none() || !f(&topic, channel) {
+    let channel = channel_param(q)?.to_owned();
+    if topic.channel(&channel).is_none() || !off_runtime(move || f(&topic, &channel)).await? {
         return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
     }
     Ok(empty_ok())
 }
 
+/// Runs an action that does disk I/O (metadata writes, file deletion) on the blocking pool, so
+/// it never stalls a runtime thread that publishes run on.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::warn!(error = %e, "HTTP action failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    })
+}
+
 async fn channel_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.delete_channel(c))
+    with_channel(&b, &q, |t, c| t.delete_channel(c)).await
 }
 
 async fn channel_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.channel(c).map(|ch| ch.empty()).is_some())
+    with_channel(&b, &q, |t, c| t.channel(c).map(|ch| ch.empty()).is_some()).await
 }
 
 async fn channel_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.set_channel_paused(c, true))
+    with_channel(&b, &q, |t, c| t.set_channel_paused(c, true)).await
 }
 
 async fn channel_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.set_channel_paused(c, false))
+    with_channel(&b, &q, |t, c| t.set_channel_paused(c, false)).await
 }
 
 async fn config_get(State(b): State<Arc<Broker>>, Path(opt): Path<String>) -> ApiResult<Response> {
