@@ -138,14 +138,7 @@ async fn new_topic_precreates_channels_lookupd_knows() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let b = spawn_brokerd(dir.path(), &flags);
     // Wait until the broker is registered (so it knows lookupd's HTTP port).
-    eventually("the broker registered with lookupd", || async {
-        let (_, v) = get_json(l.http, "/nodes").await;
-        v["producers"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-            .then_some(())
-    })
-    .await;
+    wait_registered(l.http).await;
     // Creating the topic makes the broker ask lookupd for its channels. Another channel is
     // created at once, so without pre-creation "early" (made later by SUB) would start at the
     // log's end and miss everything published before its consumer arrived.

@@ -5,35 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command as Proc;
 
 use common::*;
 use ferry_proto::v2::{Command, Frame};
-
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Proc::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
-    let out = Proc::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .output()
-        .ok()?;
-    if out.status.success() {
-        Some(Mount(dir.to_path_buf()))
-    } else {
-        eprintln!(
-            "skipping: cannot mount a tmpfs here ({})",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        None
-    }
-}
 
 #[tokio::test]
 async fn full_disk_fails_publishes_cleanly_and_recovers() {

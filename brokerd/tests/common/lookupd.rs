@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{DEADLINE, http};
+use super::{DEADLINE, eventually, http};
 
 /// A lookupd running in this process.
 pub struct Lookupd {
@@ -46,4 +46,17 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
         code,
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Waits until some broker has registered with the lookupd at `http` (then it also knows
+/// lookupd's HTTP address).
+pub async fn wait_registered(http: SocketAddr) {
+    eventually("a broker registered with lookupd", || async {
+        let (_, v) = get_json(http, "/nodes").await;
+        v["producers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(())
+    })
+    .await;
 }

@@ -6,7 +6,7 @@ pub mod lookupd;
 pub mod nsqd;
 
 #[allow(unused_imports)]
-pub use lookupd::{Lookupd, get_json, start_lookupd};
+pub use lookupd::{Lookupd, get_json, start_lookupd, wait_registered};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -502,6 +502,34 @@ impl BrokerProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A tmpfs mounted by a test, unmounted when dropped (also when the test fails).
+pub struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = ProcCommand::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (as `mount -o size=` takes it) on `dir`, or says why it cannot
+/// (mounting needs root) and returns `None`.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    let out = ProcCommand::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    if out.status.success() {
+        Some(Mount(dir.to_path_buf()))
+    } else {
+        eprintln!(
+            "cannot mount a tmpfs here ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        None
     }
 }
 
