@@ -184,6 +184,9 @@ impl Broker {
                 // Sequences (and so message IDs) of a new topic start at the clock, so a topic
                 // that is deleted and created again never reuses an ID.
                 initial_seq: now_ns().max(1) as u64,
+                // `brokerd.lock` covers the data path and the broker opens each topic once:
+                // no per-topic lock file held open (one fd less per topic).
+                dir_lock: false,
             },
             mem_queue_size: self.config.mem_queue_size,
             e2e: E2eConfig::new(

@@ -55,7 +55,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Writer {
     seg: Arc<Segment>,
     map: Arc<SegMap>,
-    file: Arc<File>,
     /// Write position in `seg` (= its committed offset between appends).
     off: u64,
     next_seq: u64,
@@ -90,7 +89,6 @@ struct Plan {
 struct Planned {
     seg: Arc<Segment>,
     map: Arc<SegMap>,
-    file: File,
     /// The records of the batch that go here; they end at byte `end_off`.
     recs: Range<usize>,
     end_off: u64,
@@ -225,7 +223,7 @@ pub(crate) struct DiskLog {
     seg_capacity: u64,
     sync_every: u64,
     sync_timeout: Duration,
-    _lock: DirLock,
+    _lock: Option<DirLock>,
     /// Appends are serialised by this one short std mutex: there is a single write position,
     /// and the critical section is a CRC and a memcpy (plus, a handful of times per segment,
     /// an `fallocate` to grow it, and once per segment creating the next file). Readers
@@ -252,13 +250,17 @@ const RANDOM_READS_PER_ADVISE: u64 = 1024;
 impl DiskLog {
     pub fn open(dir: &Path, opts: LogOptions) -> Result<(DiskLog, RecoveryReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
-        let dir_lock = DirLock::acquire(dir)?;
+        let dir_lock = if opts.dir_lock {
+            Some(DirLock::acquire(dir)?)
+        } else {
+            None
+        };
         let seg_capacity = opts.max_bytes_per_file.max(SEGMENT_HEADER + 64).div_ceil(8) * 8;
         let rec = recover(dir, seg_capacity)?;
         let mut segments = rec.segments;
         let mut dir_dirty = false;
         let next_seq = rec.next_seq.unwrap_or(opts.initial_seq);
-        let (seg, map, file, seg_records) = match segments.last() {
+        let (seg, map, seg_records) = match segments.last() {
             Some(last) if !last.bad => {
                 let map = last.map()?;
                 let file = std::fs::OpenOptions::new()
@@ -271,13 +273,15 @@ impl DiskLog {
                 let (from, to) = (last.committed(), last.allocated());
                 fill_holes(&file, from, to.saturating_sub(from))
                     .map_err(|e| StoreError::io("allocate segment", &last.path, e))?;
-                (last.clone(), map, file, rec.last_records)
+                (last.clone(), map, rec.last_records)
             }
             _ => {
-                let (seg, map, file) = Segment::create(dir, next_seq, seg_capacity, 0)?;
+                // The writer holds no file: it opens its segment's when it grows or syncs it,
+                // so an idle log costs no open file.
+                let (seg, map, _file) = Segment::create(dir, next_seq, seg_capacity, 0)?;
                 segments.push(seg.clone());
                 dir_dirty = true;
-                (seg, map, file, 0)
+                (seg, map, 0)
             }
         };
         for s in &segments[..segments.len() - 1] {
@@ -298,7 +302,6 @@ impl DiskLog {
             writer: Mutex::new(Writer {
                 seg,
                 map,
-                file: Arc::new(file),
                 off,
                 next_seq,
                 seg_records,
@@ -431,17 +434,16 @@ impl DiskLog {
             None => active_end = off,
             Some(last) => last.1 = off,
         }
-        w.seg.reserve(&w.map, &w.file, active_end)?;
+        w.seg.reserve(&w.map, active_end)?;
         let mut planned = Vec::with_capacity(layout.len());
         for (recs, end_off, capacity) in layout {
             let base = start + recs.start as u64;
             let hot = w.seg_since.elapsed() < HOT_FILL;
             let need = if hot { capacity } else { end_off };
             match Segment::create_pending(&self.dir, base, capacity, need) {
-                Ok((seg, map, file)) => planned.push(Planned {
+                Ok((seg, map, _file)) => planned.push(Planned {
                     seg,
                     map,
-                    file,
                     recs,
                     end_off,
                 }),
@@ -496,7 +498,6 @@ impl DiskLog {
             w.to_fsync.push(old);
             w.to_fsync.extend(planned.into_iter().map(|p| p.seg));
             w.map = last.map;
-            w.file = Arc::new(last.file);
             w.advised = 0;
             w.synced_off = 0;
             w.dir_dirty = true;
@@ -525,7 +526,7 @@ impl DiskLog {
         capacity: u64,
         need: u64,
     ) -> Result<(), StoreError> {
-        let (seg, map, file) = Segment::create(&self.dir, w.seg.base, capacity, need)?;
+        let (seg, map, _file) = Segment::create(&self.dir, w.seg.base, capacity, need)?;
         {
             let mut segs = self.segments_mut();
             if let Some(last) = segs.last_mut() {
@@ -535,7 +536,6 @@ impl DiskLog {
         w.seg.seal();
         w.seg = seg;
         w.map = map;
-        w.file = Arc::new(file);
         w.seg_since = Instant::now();
         w.off = SEGMENT_HEADER;
         w.seg_records = 0;
@@ -644,7 +644,7 @@ impl DiskLog {
     pub fn sync(&self) -> Result<(), StoreError> {
         let _one_at_a_time = lock(&self.sync_lock);
         let started = Instant::now();
-        let (seg, map, file, from, to, sealed, dir_dirty, count) = {
+        let (seg, map, from, to, sealed, dir_dirty, count) = {
             let mut w = lock(&self.writer);
             if w.closed {
                 return Ok(());
@@ -652,7 +652,6 @@ impl DiskLog {
             (
                 w.seg.clone(),
                 w.map.clone(),
-                w.file.clone(),
                 w.synced_off,
                 w.off,
                 std::mem::take(&mut w.to_fsync),
@@ -666,9 +665,8 @@ impl DiskLog {
                 map.flush(from, to - from)
                     .map_err(|e| StoreError::io("msync", &seg.path, e))?;
             }
-            file.sync_data()
-                .map_err(|e| StoreError::io("fsync", &seg.path, e))?;
-            for s in &sealed {
+            for s in std::iter::once(&seg).chain(&sealed) {
+                // Opened for the sync only (a deleted topic's files are gone: nothing to do).
                 match File::open(&s.path).and_then(|f| f.sync_data()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -31,6 +31,10 @@ pub struct LogOptions {
     /// First seq of a *new* log; the broker passes the wall clock in ns so message IDs stay
     /// unique across deleting and re-creating a topic. Ignored when the log already exists.
     pub initial_seq: u64,
+    /// Hold an exclusive lock on `<dir>/LOCK` while open (default). A caller that already
+    /// holds a lock covering the directory (the broker's `brokerd.lock` on its data path, with
+    /// one open log per topic in its own map) turns it off to save one open file per log.
+    pub dir_lock: bool,
 }
 
 impl Default for LogOptions {
@@ -40,6 +44,7 @@ impl Default for LogOptions {
             sync_every: 2500,
             sync_timeout: Duration::from_secs(2),
             initial_seq: 0,
+            dir_lock: true,
         }
     }
 }

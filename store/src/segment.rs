@@ -314,15 +314,22 @@ impl Segment {
     }
 
     /// Makes `[0, need)` writable (`need <= capacity`): grows the file and `map` (this
-    /// segment's map, `file` its file; the writer's) to [`alloc_target`] if it is shorter.
+    /// segment's map, the writer's) to [`alloc_target`] if it is shorter, opening the file
+    /// for that moment only.
     /// On error (out of space: [`StoreError::DiskFull`]) the segment is as it was.
-    pub fn reserve(&self, map: &SegMap, file: &File, need: u64) -> Result<(), StoreError> {
+    pub fn reserve(&self, map: &SegMap, need: u64) -> Result<(), StoreError> {
         let allocated = self.allocated();
         if need <= allocated {
             return Ok(());
         }
         let target = alloc_target(allocated, need, self.capacity);
-        map.grow(file, target)
+        // Opened for the growth only: the writer holds no file between appends.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| StoreError::io("open segment", &self.path, e))?;
+        map.grow(&file, target)
             .map_err(|e| StoreError::io("grow segment", &self.path, e))?;
         self.allocated.store(target, Ordering::Release);
         Ok(())
