@@ -15,9 +15,10 @@
 //!
 //! It raises its own open-file limit (soft and hard, which needs root for the hard one; the
 //! child inherits it) and binds its client sockets to several loopback source addresses
-//! (127.0.0.2, 127.0.0.3, ...), at most 20,000 connections each and fresh ones for every phase,
-//! because one source address has only ~28,000 ephemeral ports and closed connections keep
-//! theirs in TIME_WAIT for a minute. Only loopback addresses are used.
+//! (127.0.0.x), at most 10,000 connections each and fresh ones for every phase, because bind()
+//! gets only about half of one address's ~28,000 ephemeral ports and closed connections keep
+//! theirs in TIME_WAIT for a minute. Only loopback addresses are used. Where the hard
+//! open-file limit cannot be raised (no CAP_SYS_RESOURCE), `--big` is capped to fit it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,8 +31,9 @@ use ferry_proto::v2::{self, Command, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Connections per source address (below the ~28k ephemeral ports of one address).
-const PER_SOURCE: usize = 20_000;
+/// Connections per source address: bind() with port 0 gets about half of the ~28k ephemeral
+/// ports of one address (connect() has the other half).
+const PER_SOURCE: usize = 10_000;
 /// Connection handshakes in progress at once.
 const CONCURRENCY: usize = 256;
 /// Channels the `sub` connections spread over.
@@ -105,6 +107,19 @@ fn raise_nofile() -> u64 {
     now.rlim_cur
 }
 
+/// The soft open-file limit of process `pid`.
+fn nofile_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(usize::MAX)
+}
+
 /// RSS (bytes) and open descriptors of process `pid`.
 fn usage(pid: u32) -> (u64, usize) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker status");
@@ -142,11 +157,15 @@ fn settle(pid: u32, what: &str, pred: impl Fn(usize) -> bool) -> (u64, usize) {
 }
 
 /// Opens one idle connection from `source` and completes its handshake.
-async fn open(server: SocketAddr, source: Ipv4Addr, kind: Kind, i: usize) -> TcpStream {
-    let sock = TcpSocket::new_v4().expect("socket");
-    sock.bind(SocketAddr::from((source, 0)))
-        .expect("bind source");
-    let mut s = sock.connect(server).await.expect("connect");
+async fn open(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    kind: Kind,
+    i: usize,
+) -> std::io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((source, 0)))?;
+    let mut s = sock.connect(server).await?;
     let mut out = BytesMut::new();
     out.extend_from_slice(&v2::MAGIC);
     let mut replies = 0;
@@ -168,19 +187,20 @@ async fn open(server: SocketAddr, source: Ipv4Addr, kind: Kind, i: usize) -> Tcp
         Command::Rdy(1).encode(&mut out);
         replies += 1;
     }
-    s.write_all(&out).await.expect("handshake write");
+    s.write_all(&out).await?;
     let mut buf = BytesMut::new();
     while replies > 0 {
-        match v2::decode_frame(&mut buf, 1 << 20).expect("frame") {
+        match v2::decode_frame(&mut buf, 1 << 20).map_err(std::io::Error::other)? {
             Some(Frame::Response(_)) => replies -= 1,
-            Some(f) => panic!("connection {i}: unexpected {f:?}"),
+            Some(f) => return Err(std::io::Error::other(format!("connection {i}: got {f:?}"))),
             None => {
-                let n = s.read_buf(&mut buf).await.expect("handshake read");
-                assert!(n > 0, "connection {i} closed during its handshake");
+                if s.read_buf(&mut buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
             }
         }
     }
-    s
+    Ok(s)
 }
 
 /// Opens `n` connections, from source addresses starting at `127.0.0.<next_source>`.
@@ -198,14 +218,28 @@ async fn open_many(
         let source = Ipv4Addr::new(127, 0, 0, first + (i / PER_SOURCE) as u8);
         let permit = sem.clone().acquire_owned().await.unwrap();
         tasks.push(tokio::spawn(async move {
-            let s = open(server, source, kind, i).await;
+            let s = tokio::time::timeout(Duration::from_secs(10), open(server, source, kind, i))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
             drop(permit);
             s
         }));
     }
     let mut conns = Vec::with_capacity(n);
+    let mut first_error = None;
     for t in tasks {
-        conns.push(t.await.expect("connection task"));
+        match t.await.expect("connection task") {
+            Ok(s) => conns.push(s),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        panic!(
+            "{} of {n} connections failed; first error: {e}",
+            n - conns.len()
+        );
     }
     conns
 }
@@ -231,6 +265,14 @@ fn main() {
         ],
     );
     let pid = broker.child.id();
+    // A failure anywhere (also in a client task) ends the run and its broker at once.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        // SAFETY: kill(2) on the broker we spawned (still our unreaped child).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        std::process::exit(1);
+    }));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,12 +281,32 @@ fn main() {
         "scale_connections: kind {:?}, open-file limit {limit}, broker pid {pid}",
         args.kind
     );
+    // Both ends need a descriptor per connection.
+    let budget = (limit as usize).min(nofile_of(pid)).saturating_sub(1000);
+    let big = if args.big > budget {
+        println!(
+            "note: --big {} capped to {budget} by the open-file limits (this process {limit}, \
+             broker {}); raising a hard limit needs CAP_SYS_RESOURCE",
+            args.big,
+            nofile_of(pid)
+        );
+        budget
+    } else {
+        args.big
+    };
+    assert!(
+        args.round <= budget,
+        "--round {} exceeds the open-file limit",
+        args.round
+    );
     let (base_rss, base_fds) = settle(pid, "baseline", |_| true);
     println!(
         "baseline:               RSS {:>10}  fds {base_fds}",
         mib(base_rss)
     );
-    let mut next_source = 2u8;
+    // Source addresses of earlier runs may still have their ports in TIME_WAIT: start
+    // somewhere else each run (up to 10 addresses per run).
+    let mut next_source = 2 + (std::process::id() % 24) as u8 * 10;
     for round in 1..=args.rounds {
         let t = Instant::now();
         let conns = rt.block_on(open_many(
@@ -269,23 +331,19 @@ fn main() {
             mib(rss)
         );
     }
-    if args.big > 0 {
+    if big > 0 {
         let (before, _) = usage(pid);
-        let conns = rt.block_on(open_many(broker.tcp, args.big, args.kind, &mut next_source));
-        let (rss, fds) = settle(pid, "open", |f| f >= base_fds + args.big);
+        let conns = rt.block_on(open_many(broker.tcp, big, args.kind, &mut next_source));
+        let (rss, fds) = settle(pid, "open", |f| f >= base_fds + big);
         println!(
             "{} open:            RSS {:>10}  fds {fds}  ({} over the RSS before)",
-            args.big,
+            big,
             mib(rss),
-            per_conn(rss, before, args.big)
+            per_conn(rss, before, big)
         );
         drop(conns);
         let (rss, fds) = settle(pid, "closed", |f| f <= base_fds + 2);
-        println!(
-            "{} closed:          RSS {:>10}  fds {fds}",
-            args.big,
-            mib(rss)
-        );
+        println!("{} closed:          RSS {:>10}  fds {fds}", big, mib(rss));
     }
     broker.sigterm();
 }

@@ -15,6 +15,7 @@
 //!   window for `/stats`.
 //! - [`limits`]: `--max-connections` per listener; connections over it are refused with a
 //!   reason (`E_TOO_MANY_CONNECTIONS`, HTTP 503, gRPC `RESOURCE_EXHAUSTED`), never left hanging.
+//! - `memory`: `malloc_trim` after many connections closed, so RSS goes back down.
 //! - `rlimit`: raises the open-file limit at start and warns when it is too low.
 //!
 //! ```no_run
@@ -38,6 +39,7 @@ pub mod http;
 pub mod latency;
 pub mod limits;
 pub mod lookup;
+mod memory;
 pub mod nsqd_import;
 mod prom;
 mod rlimit;

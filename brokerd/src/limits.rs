@@ -291,6 +291,12 @@ impl<S> Permitted<S> {
     }
 }
 
+impl<S> Drop for Permitted<S> {
+    fn drop(&mut self) {
+        crate::memory::connection_closed();
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Permitted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -62,6 +62,7 @@ pub(crate) async fn serve(
             async move {
                 handle(stream, remote, broker, cancel, tls).await;
                 drop(permit);
+                crate::memory::connection_closed();
             }
             .instrument(span),
         );
