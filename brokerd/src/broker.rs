@@ -48,6 +48,8 @@ pub struct Broker {
     next_client_id: AtomicU64,
     /// TCP connections accepted since start.
     pub connections_total: AtomicU64,
+    /// `--max-connections` per listener, and the connections refused over it.
+    pub limits: crate::limits::ConnLimits,
     /// Unix seconds at start.
     pub start_time: i64,
     health: Mutex<Option<String>>,
@@ -105,6 +107,7 @@ impl Broker {
             .timeout(config.http_client_request_timeout)
             .build()
             .context("cannot build the HTTP client")?;
+        let limits = crate::limits::ConnLimits::new(config.max_connections);
         let broker = Arc::new(Broker {
             http_client,
             config,
@@ -113,6 +116,7 @@ impl Broker {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
             connections_total: AtomicU64::new(0),
+            limits,
             start_time: now_secs(),
             health: Mutex::new(None),
             unhealthy: std::sync::atomic::AtomicBool::new(false),

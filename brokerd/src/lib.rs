@@ -13,6 +13,10 @@
 //! - `prom`: `/metrics` in Prometheus text format, built from live state at each scrape.
 //! - [`histogram`], [`latency`]: latency histograms for `/metrics` and the end-to-end latency
 //!   window for `/stats`.
+//! - [`limits`]: `--max-connections` per listener; connections over it are refused with a
+//!   reason (`E_TOO_MANY_CONNECTIONS`, HTTP 503, gRPC `RESOURCE_EXHAUSTED`), never left hanging.
+//! - `memory`: `malloc_trim` after many connections closed, so RSS goes back down.
+//! - `rlimit`: raises the open-file limit at start and warns when it is too low.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -34,9 +38,12 @@ pub mod grpc;
 pub mod histogram;
 pub mod http;
 pub mod latency;
+pub mod limits;
 pub mod lookup;
+mod memory;
 pub mod nsqd_import;
 mod prom;
+mod rlimit;
 pub mod stats;
 mod tcp;
 pub mod tls;
@@ -73,6 +80,7 @@ impl Server {
         // Our own TLS configs name their provider; tonic's gRPC TLS takes the process default,
         // which rustls cannot pick by itself when more than one provider is compiled in.
         let _already_set = rustls::crypto::ring::default_provider().install_default();
+        rlimit::raise_nofile(config.max_connections);
         let tls = tls::server_config(&config)?;
         let https = match &tls {
             Some(_) => Some(
@@ -164,7 +172,12 @@ impl Server {
         let https_task = match (https, tls) {
             (Some(listener), Some(acceptor)) => {
                 info!("HTTPS: listening on {}", listener.local_addr()?);
-                let listener = tcp::https::TlsListener::start(listener, acceptor, stop.clone())?;
+                let listener = tcp::https::TlsListener::start(
+                    listener,
+                    acceptor,
+                    broker.clone(),
+                    stop.clone(),
+                )?;
                 let (app, https_stop) = (app.clone(), stop.clone());
                 Some(tokio::spawn(async move {
                     axum::serve(listener, app)
@@ -180,6 +193,7 @@ impl Server {
             app
         };
         let http_stop = stop.clone();
+        let http = tcp::http::HttpListener::new(http, broker.clone());
         let http_task = tokio::spawn(async move {
             axum::serve(http, app)
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })

@@ -24,6 +24,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use crate::broker::{Broker, VERSION};
 use crate::histogram::Histogram;
+use crate::limits::Listener;
 
 /// Content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -82,6 +83,11 @@ const COUNTERS: &[(&str, Option<Unit>, &str)] = &[
         "ferry_connections_total",
         Some(Unit::Count),
         "TCP client connections accepted since the broker started.",
+    ),
+    (
+        "ferry_connections_refused_total",
+        Some(Unit::Count),
+        "Connections (gRPC: subscribe streams) refused because the listener was at --max-connections.",
     ),
 ];
 
@@ -264,6 +270,13 @@ pub fn render(broker: &Broker) -> String {
         &[],
         broker.connections_total.load(Relaxed),
     );
+    for listener in Listener::ALL {
+        scrape.counter(
+            "ferry_connections_refused_total",
+            &[("listener", listener.as_str())],
+            broker.limits.refused_total(listener),
+        );
+    }
     let topics = broker.topics();
     scrape.gauge("ferry_topics", &[], topics.len() as f64);
     for topic in &topics {

@@ -56,11 +56,14 @@ pub enum ErrorCode {
     TouchFailed,
     /// `E_TOO_MANY_CHANNEL_CONSUMERS`: the channel has `--max-channel-consumers` subscribers.
     TooManyChannelConsumers,
+    /// `E_TOO_MANY_CONNECTIONS`: the broker has `--max-connections` clients; sent instead of
+    /// serving a new connection, which is then closed.
+    TooManyConnections,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Invalid,
         ErrorCode::BadProtocol,
         ErrorCode::BadBody,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::ReqFailed,
         ErrorCode::TouchFailed,
         ErrorCode::TooManyChannelConsumers,
+        ErrorCode::TooManyConnections,
     ];
 
     /// The code as it appears on the wire, e.g. `"E_INVALID"`.
@@ -106,6 +110,7 @@ impl ErrorCode {
             ErrorCode::ReqFailed => "E_REQ_FAILED",
             ErrorCode::TouchFailed => "E_TOUCH_FAILED",
             ErrorCode::TooManyChannelConsumers => "E_TOO_MANY_CHANNEL_CONSUMERS",
+            ErrorCode::TooManyConnections => "E_TOO_MANY_CONNECTIONS",
         }
     }
 

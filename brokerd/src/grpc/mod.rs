@@ -21,7 +21,7 @@ use std::time::Duration;
 use ferry_proto::v2::{DecodeLimits, check_publish};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument as _, info_span};
 
 use crate::broker::Broker;
+use crate::limits::Listener;
 
 /// The protobuf messages and the tonic client and server generated from
 /// `proto/ferry/v1/broker.proto` (`pb::broker_client::BrokerClient` is the client).
@@ -60,7 +61,6 @@ pub(crate) async fn serve(
     let max_request = (broker.config.max_body_size as usize).saturating_add(REQUEST_OVERHEAD);
     let broker_config = broker.config.clone();
     let service = Service {
-        subscribers: Arc::new(Semaphore::new(broker.config.max_connections.max(1))),
         broker,
         cancel: cancel.clone(),
     };
@@ -104,8 +104,6 @@ fn tls_config(
 #[derive(Debug)]
 struct Service {
     broker: Arc<Broker>,
-    /// Bounds open Subscribe streams (`--max-connections`, as for TCP).
-    subscribers: Arc<Semaphore>,
     cancel: CancellationToken,
 }
 
@@ -120,7 +118,9 @@ pub(crate) fn status(e: &ProtocolError) -> Status {
         | ErrorCode::BadChannel
         | ErrorCode::BadProtocol
         | ErrorCode::IdentifyFailed => Status::invalid_argument(text),
-        ErrorCode::TooManyChannelConsumers => Status::resource_exhausted(text),
+        ErrorCode::TooManyChannelConsumers | ErrorCode::TooManyConnections => {
+            Status::resource_exhausted(text)
+        }
         ErrorCode::PubFailed
         | ErrorCode::MpubFailed
         | ErrorCode::DpubFailed
@@ -168,10 +168,15 @@ impl pb::broker_server::Broker for Service {
         &self,
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "too many subscribers (--max-connections {})",
-                self.broker.config.max_connections
+        // Open Subscribe streams are bounded by `--max-connections`, as TCP connections are.
+        let Some(permit) = self.broker.limits.admit(Listener::Grpc) else {
+            self.broker.limits.note_refused(Listener::Grpc);
+            return Err(status(&ProtocolError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "broker has reached its limit of {} subscribe streams (--max-connections)",
+                    self.broker.limits.max()
+                ),
             )));
         };
         let remote = request

@@ -6,6 +6,11 @@
 //! the client runs out of credit, the channel has nothing more to give right now, or the buffer
 //! reaches the client's `output_buffer_size`. So a busy consumer gets large writes and an idle
 //! one gets each message without delay.
+//!
+//! Memory: the read buffer starts at [`READ_MIN`] and doubles up to [`READ_MAX`] while reads
+//! fill it; at each heartbeat an empty read buffer and the output buffer are freed, so an idle
+//! connection keeps a few hundred bytes of buffers. Rare, large futures (TLS upgrade, AUTH
+//! queries) are boxed so that they do not enlarge every connection's task.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,8 +44,11 @@ const DEFAULT_OUTPUT_BUFFER_SIZE: usize = 16 * 1024;
 const DEFAULT_OUTPUT_BUFFER_TIMEOUT: Duration = Duration::from_millis(250);
 /// Most messages taken from a channel per lock acquisition.
 const TAKE_BATCH: usize = 512;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read size of a new or idle connection: IDENTIFY, SUB and RDY fit.
+const READ_MIN: usize = 512;
+/// Largest read size: reads double up to it while each one fills the buffer (a pipelining
+/// producer, a large MPUB).
+const READ_MAX: usize = 16 * 1024;
 
 struct Subscription {
     topic: Arc<Topic>,
@@ -84,6 +92,8 @@ pub(crate) struct Conn {
     /// The secret AUTH sent, to ask again when the grant expires.
     auth_secret: String,
     rbuf: BytesMut,
+    /// Free space wanted in `rbuf` before the next read (READ_MIN..=READ_MAX).
+    read_size: usize,
     out: OutBuf,
     limits: DecodeLimits,
     heartbeat: Option<Duration>,
@@ -122,7 +132,8 @@ impl Conn {
             auth: None,
             auth_secret: String::new(),
             is_tls: false,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::new(),
+            read_size: READ_MIN,
             out: OutBuf::default(),
             limits,
             heartbeat: Some(DEFAULT_HEARTBEAT),
@@ -162,28 +173,38 @@ impl Conn {
             let credit = self.credit();
             let channel = self.sub.as_ref().map(|s| s.channel.clone());
             let mut delivered = false;
+            let free = self.rbuf.capacity() - self.rbuf.len();
+            if free < self.read_size / 2 {
+                self.rbuf.reserve(self.read_size);
+            }
+            let free = self.rbuf.capacity() - self.rbuf.len();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
                 r = self.io.read_buf(&mut self.rbuf) => {
-                    if r? == 0 {
+                    let n = r?;
+                    if n == 0 {
                         return Ok(());
+                    }
+                    if n == free {
+                        // More is probably waiting: read more at a time.
+                        self.read_size = (self.read_size * 2).min(READ_MAX);
                     }
                     self.last_recv = Instant::now();
                     self.info.last_recv_ns.store(now_ns(), Ordering::Relaxed);
                     let mut flow = self.process_input().await;
                     self.flush().await?;
                     if let Flow::Upgrade = flow {
-                        self.apply_upgrade().await?;
+                        // Boxed, as the auth queries below: rare and large futures (a TLS
+                        // handshake, an HTTP request) would otherwise make every idle
+                        // connection's task as large as they are.
+                        Box::pin(self.apply_upgrade()).await?;
                         // Anything pipelined behind IDENTIFY is processed in the new mode.
                         flow = self.process_input().await;
                         self.flush().await?;
                     }
                     if let Flow::Close = flow {
                         return Ok(());
-                    }
-                    if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                        self.rbuf.reserve(READ_CHUNK);
                     }
                 }
                 _ = self.info.wake.notified() => {}
@@ -199,12 +220,24 @@ impl Conn {
                     }
                     self.out.put_with(|b| v2::encode_response(b, v2::HEARTBEAT));
                     self.flush().await?;
+                    self.shed_buffers();
                 }
             }
             if delivered {
                 self.deliver(credit).await?;
             }
         }
+    }
+
+    /// Gives the read and write buffers' memory back between heartbeats, so that an idle
+    /// connection costs a few hundred bytes instead of what its busiest moment needed; a busy
+    /// one grows them again within a few reads.
+    fn shed_buffers(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+            self.read_size = READ_MIN;
+        }
+        self.out.shed();
     }
 
     /// Takes up to `credit` messages from the channel into the output buffer.
@@ -542,7 +575,7 @@ impl Conn {
             ));
         }
         self.auth_secret = String::from_utf8_lossy(secret).into_owned();
-        let state = self.query_auth().await?;
+        let state = Box::pin(self.query_auth()).await?;
         if state.permission_count() == 0 {
             return Err(ProtocolError::new(
                 ErrorCode::Unauthorized,
@@ -600,7 +633,7 @@ impl Conn {
             ));
         };
         if state.expired() {
-            let fresh = self.query_auth().await?;
+            let fresh = Box::pin(self.query_auth()).await?;
             self.auth = Some(fresh);
         }
         if self.auth.as_ref().is_some_and(|s| s.allows(topic, channel)) {

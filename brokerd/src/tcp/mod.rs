@@ -1,7 +1,9 @@
-//! The TCP listener for protocol V2: accepts connections (bounded by `--max-connections`), checks
-//! the protocol magic and hands each connection to its own task.
+//! The TCP listener for protocol V2: accepts connections (at most `--max-connections` served,
+//! more refused with `E_TOO_MANY_CONNECTIONS`), checks the protocol magic and hands each
+//! connection to its own task.
 
 mod conn;
+pub(crate) mod http;
 pub(crate) mod https;
 mod outbuf;
 
@@ -11,41 +13,39 @@ use bytes::BytesMut;
 use ferry_proto::v2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 use crate::broker::Broker;
+use crate::limits::{self, Greeting, Listener};
 
 /// How long a new connection may take to send its 4-byte magic.
 const MAGIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Accepts connections until `cancel`.
+/// Accepts connections until `cancel`. Over `--max-connections` a connection is still accepted,
+/// and refused with `E_TOO_MANY_CONNECTIONS` in a task of its own (see [`crate::limits`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     cancel: CancellationToken,
     tls: Option<TlsAcceptor>,
 ) {
-    let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
+    let mut last_accept_error = None;
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (stream, remote) = tokio::select! {
             _ = cancel.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
+                    limits::accept_failed("TCP", &e, &mut last_accept_error).await;
                     continue;
                 }
             },
+        };
+        let Some(permit) = broker.limits.admit(Listener::Tcp) else {
+            refuse(&broker, stream, &cancel);
+            continue;
         };
         let broker = broker.clone();
         let cancel = cancel.clone();
@@ -62,10 +62,29 @@ pub(crate) async fn serve(
             async move {
                 handle(stream, remote, broker, cancel, tls).await;
                 drop(permit);
+                crate::memory::connection_closed();
             }
             .instrument(span),
         );
     }
+}
+
+/// Refuses a connection over the limit: `E_TOO_MANY_CONNECTIONS` after its magic, in a
+/// refusal task when one is free, else an immediate close.
+fn refuse(broker: &Broker, stream: TcpStream, cancel: &CancellationToken) {
+    broker.limits.note_refused(Listener::Tcp);
+    let Some(slot) = broker.limits.refusal_slot() else {
+        return;
+    };
+    let reply = broker.limits.v2_refusal();
+    let cancel = cancel.clone();
+    broker.tracker.spawn(async move {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = limits::refuse(stream, Greeting::Magic, &reply) => {}
+        }
+        drop(slot);
+    });
 }
 
 async fn handle(

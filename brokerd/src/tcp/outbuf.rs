@@ -55,6 +55,14 @@ impl OutBuf {
         }
     }
 
+    /// Frees the buffers' memory if nothing is pending (an idle connection keeps none).
+    pub fn shed(&mut self) {
+        if self.is_empty() {
+            self.tail = BytesMut::new();
+            self.sealed = VecDeque::new();
+        }
+    }
+
     /// Writes everything out.
     pub async fn flush<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.seal();
