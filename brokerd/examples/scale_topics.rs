@@ -54,7 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let idle = publish_latency(&hot, None, Duration::from_secs(2)).await?;
     let creating = Arc::new(AtomicBool::new(true));
     let started = Instant::now();
-    let create = create_topics(&client, &base, topics, creating.clone());
+    let create = async {
+        let created = create_topics(&client, &base, topics).await;
+        creating.store(false, Ordering::Release);
+        created
+    };
     let during = publish_latency(&hot, Some(creating.clone()), Duration::ZERO);
     let (created, during) = tokio::join!(create, during);
     let (created, during) = (created?, during?);
@@ -104,13 +108,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `n` topics with `CREATORS` concurrent HTTP clients; clears `creating` when done.
-async fn create_topics(
-    client: &reqwest::Client,
-    base: &str,
-    n: usize,
-    creating: Arc<AtomicBool>,
-) -> anyhow::Result<usize> {
+/// Creates `n` topics with `CREATORS` concurrent HTTP clients.
+async fn create_topics(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<usize> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CREATORS {
@@ -128,7 +127,6 @@ async fn create_topics(
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    creating.store(false, Ordering::Release);
     Ok(n)
 }
 
