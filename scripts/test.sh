@@ -17,7 +17,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 echo "== fuzz: protocol decoders for ${FERRY_FUZZ_SECONDS:-60}s"
 scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-60}"

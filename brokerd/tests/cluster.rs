@@ -137,8 +137,8 @@ async fn new_topic_precreates_channels_lookupd_knows() {
     let flags = lookupd_flags(&[&l]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let b = spawn_brokerd(dir.path(), &flags);
-    // Wait until the broker is registered (so it knows lookupd's HTTP port).
-    wait_registered(l.http).await;
+    // Wait until the broker knows lookupd's HTTP port.
+    wait_knows_lookupd(b.http, l.http).await;
     // Creating the topic makes the broker ask lookupd for its channels. Another channel is
     // created at once, so without pre-creation "early" (made later by SUB) would start at the
     // log's end and miss everything published before its consumer arrived.

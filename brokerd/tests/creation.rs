@@ -93,7 +93,7 @@ async fn new_topic_has_lookupds_channels_before_its_first_message_under_load() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let l = start_lookupd(any, any).await;
     let b = start(|c| c.lookupd_tcp_addresses = vec![l.tcp.to_string()]).await;
-    wait_registered(l.http).await;
+    wait_knows_lookupd(b.http, l.http).await;
     let _load = BusyLoad::start();
     for round in 0..10 {
         let topic = format!("fresh{round}");

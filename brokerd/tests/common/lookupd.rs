@@ -48,15 +48,18 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
     )
 }
 
-/// Waits until some broker has registered with the lookupd at `http` (then it also knows
-/// lookupd's HTTP address).
-pub async fn wait_registered(http: SocketAddr) {
-    eventually("a broker registered with lookupd", || async {
-        let (_, v) = get_json(http, "/nodes").await;
-        v["producers"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-            .then_some(())
+/// Waits until the broker whose HTTP interface is `broker_http` knows the lookupd at
+/// `lookupd_http` well enough to ask it for a new topic's channels. A broker learns lookupd's
+/// HTTP port from its IDENTIFY answer and registers topics only after that, so once a topic
+/// it has (`lookupd_probe`, published here) is listed by lookupd, the broker knows the port.
+/// (lookupd listing the broker in `/nodes` is not enough: that happens before the broker has
+/// read the answer.)
+pub async fn wait_knows_lookupd(broker_http: SocketAddr, lookupd_http: SocketAddr) {
+    let (code, body) = http(broker_http, "POST", "/pub?topic=lookupd_probe", b"probe").await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the broker registered a topic with lookupd", || async {
+        let (code, v) = get_json(lookupd_http, "/lookup?topic=lookupd_probe").await;
+        (code == 200 && v["producers"].as_array().is_some_and(|a| !a.is_empty())).then_some(())
     })
     .await;
 }

@@ -6,7 +6,7 @@ pub mod lookupd;
 pub mod nsqd;
 
 #[allow(unused_imports)]
-pub use lookupd::{Lookupd, get_json, start_lookupd, wait_registered};
+pub use lookupd::{Lookupd, get_json, start_lookupd, wait_knows_lookupd};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
