@@ -7,7 +7,7 @@
 //! ([`channels_known`]) and is created with those (starting at its first message) before anyone
 //! can publish to it, so consumers that subscribed elsewhere miss nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_proto::lookup::{self, LookupCommand, PeerInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
@@ -38,9 +39,41 @@ pub type RegistryEvent = LookupCommand;
 #[derive(Debug, Default)]
 pub struct LookupPeers {
     http: Mutex<HashMap<String, String>>,
+    /// Configured lookupds whose first connection attempt has ended (identified or failed).
+    tried: Mutex<HashSet<String>>,
+    tried_changed: Notify,
 }
 
 impl LookupPeers {
+    fn mark_tried(&self, tcp: &str) {
+        let new = self
+            .tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tcp.to_owned());
+        if new {
+            self.tried_changed.notify_waiters();
+        }
+    }
+
+    /// Resolves once the first connection attempt to each of `configured` has ended, so that
+    /// the HTTP address of every reachable one is known (just after start it is not yet).
+    async fn first_attempts(&self, configured: &HashSet<&String>) {
+        loop {
+            let changed = self.tried_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let all = {
+                let tried = self.tried.lock().unwrap_or_else(PoisonError::into_inner);
+                configured.iter().all(|a| tried.contains(*a))
+            };
+            if all {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     fn set_http(&self, tcp: &str, http: String) {
         self.http
             .lock()
@@ -79,6 +112,7 @@ async fn peer_loop(broker: Arc<Broker>, addr: String) {
             _ = broker.cancel.cancelled() => return,
             r = session(&broker, &addr, &mut backoff) => r,
         };
+        broker.lookup_peers().mark_tried(&addr);
         match outcome {
             Ok(()) => return,
             Err(e) => {
@@ -126,6 +160,7 @@ async fn session(broker: &Arc<Broker>, addr: &str, backoff: &mut Duration) -> an
             .lookup_peers()
             .set_http(addr, format!("{host}:{http_port}"));
     }
+    broker.lookup_peers().mark_tried(addr);
     let mut count = 0usize;
     for topic in broker.topics() {
         conn.expect_ok(&register(topic.name(), None)).await?;
@@ -205,6 +240,22 @@ impl Conn {
 /// when a topic is created here. Bounded by the HTTP client's timeouts: a lookupd that does not
 /// answer in time is skipped with a warning and the topic is created without its channels.
 pub(crate) async fn channels_known(broker: &Arc<Broker>, topic: &str) -> Vec<String> {
+    let limit =
+        broker.config.http_client_connect_timeout + broker.config.http_client_request_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    // Just after start a lookupd may not have answered IDENTIFY yet (its HTTP port comes with
+    // the answer): wait for each one's first connection attempt, within the same bound.
+    let configured: HashSet<&String> = broker.config.lookupd_tcp_addresses.iter().collect();
+    if tokio::time::timeout_at(deadline, broker.lookup_peers().first_attempts(&configured))
+        .await
+        .is_err()
+    {
+        warn!(
+            topic,
+            "lookupd not reached in time; creating the topic without its channels"
+        );
+        return Vec::new();
+    }
     let mut asks = tokio::task::JoinSet::new();
     for http in broker.lookup_peers().http_addresses() {
         // Topic names are URL-safe but for the '#' of "#ephemeral".
@@ -215,8 +266,6 @@ pub(crate) async fn channels_known(broker: &Arc<Broker>, topic: &str) -> Vec<Str
             (http, names)
         });
     }
-    let limit =
-        broker.config.http_client_connect_timeout + broker.config.http_client_request_timeout;
     let mut names: Vec<String> = Vec::new();
     let collect = async {
         while let Some(done) = asks.join_next().await {
@@ -230,7 +279,7 @@ pub(crate) async fn channels_known(broker: &Arc<Broker>, topic: &str) -> Vec<Str
             }
         }
     };
-    if tokio::time::timeout(limit, collect).await.is_err() {
+    if tokio::time::timeout_at(deadline, collect).await.is_err() {
         warn!(
             topic,
             "lookupd did not say the topic's channels in time; creating the topic without them"

@@ -134,6 +134,40 @@ async fn new_topic_has_lookupds_channels_before_its_first_message_under_load() {
     l.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_right_after_start_gets_lookupds_channels() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let l = start_lookupd(any, any).await;
+    for round in 0..5 {
+        let topic = format!("boot{round}");
+        let (code, _) = http(
+            l.http,
+            "POST",
+            &format!("/channel/create?topic={topic}&channel=early"),
+            b"",
+        )
+        .await;
+        assert_eq!(code, 200);
+        // Published at once: the broker may not have heard lookupd's IDENTIFY answer yet.
+        let b = start(|c| c.lookupd_tcp_addresses = vec![l.tcp.to_string()]).await;
+        b.conn().await.publish(&topic, b"first").await;
+        // Another channel first, so that "early", were it made only by the SUB below, would
+        // start at the log's end (a topic's backlog goes to its first channel only).
+        let (code, _) = b
+            .http(
+                "POST",
+                &format!("/channel/create?topic={topic}&channel=other"),
+                b"",
+            )
+            .await;
+        assert_eq!(code, 200);
+        let mut c = b.consumer(&topic, "early", 1).await;
+        assert_eq!(&c.message().await.body[..], b"first", "round {round}");
+        b.stop().await;
+    }
+    l.stop().await;
+}
+
 /// A lookupd that registers brokers but whose HTTP interface (the port it tells them in its
 /// IDENTIFY answer) accepts connections and never answers. `registered` is notified at each
 /// REGISTER (the broker knows the HTTP address by then).
