@@ -135,6 +135,22 @@ fn usage(pid: u32) -> (u64, usize) {
     (kb * 1024, fds)
 }
 
+/// Waits (until `end`) for the broker's deferred memory work (the `malloc_trim` it runs 1 s
+/// after connections close) to be done: RSS has not fallen for 1.5 s (three reads).
+fn settle_rss(pid: u32, end: Instant) -> (u64, usize) {
+    let mut last = usage(pid);
+    let mut stable = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = usage(pid);
+        stable = if now.0 >= last.0 { stable + 1 } else { 0 };
+        if stable >= 3 || Instant::now() >= end {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Waits until the broker's descriptor count is `pred`-true and stable for a moment, then
 /// returns its usage.
 fn settle(pid: u32, what: &str, pred: impl Fn(usize) -> bool) -> (u64, usize) {
@@ -143,9 +159,7 @@ fn settle(pid: u32, what: &str, pred: impl Fn(usize) -> bool) -> (u64, usize) {
     loop {
         let (_, fds) = usage(pid);
         if pred(fds) && fds == last {
-            // Let the allocator's deferred work (purges, trims) run before reading RSS.
-            std::thread::sleep(Duration::from_secs(2));
-            return usage(pid);
+            return settle_rss(pid, end);
         }
         assert!(
             Instant::now() < end,

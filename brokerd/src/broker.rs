@@ -468,13 +468,10 @@ impl Broker {
         let failed = |e: &dyn std::fmt::Display| {
             ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
         };
-        let topic = match self.topic(topic_name) {
-            Some(t) => t,
-            None => self.get_or_create_topic(topic_name).await.map_err(|e| {
-                warn!(topic = topic_name, error = %e, "cannot create topic");
-                failed(&e)
-            })?,
-        };
+        let topic = self.get_or_create_topic(topic_name).await.map_err(|e| {
+            warn!(topic = topic_name, error = %e, "cannot create topic");
+            failed(&e)
+        })?;
         let result = topic.publish(bodies, defer);
         self.note_write(&result);
         result.map_err(|e| {

@@ -184,7 +184,7 @@ impl Topic {
             let state = ChannelState::restore(cm.state, &log);
             let ch = topic.new_channel(&cm.name, state, cm.paused);
             topic.channels_write().insert(cm.name, ch.clone());
-            topic.start_channel(&ch);
+            ch.start();
         }
         if !ephemeral {
             // Segments consumed before a crash may still await deletion.
@@ -247,11 +247,6 @@ impl Topic {
             .with_handle(me.clone())
             .with_e2e(self.e2e.as_ref())
         })
-    }
-
-    /// Starts a channel just put in the map (its timer, if its queue has deadlines).
-    fn start_channel(&self, ch: &Arc<Channel>) {
-        ch.start();
     }
 
     /// Where a new channel starts: at the topic's backlog if it is the first, else at the end.
@@ -400,7 +395,7 @@ impl Topic {
 
     /// Starts a channel just added to the map and tells lookupd.
     fn channel_created(&self, ch: &Arc<Channel>) {
-        self.start_channel(ch);
+        ch.start();
         info!(topic = %self.name, channel = ch.name(), "channel created");
         self.emit_channel(ch.name(), true);
     }
@@ -412,7 +407,7 @@ impl Topic {
         for name in names {
             let ch = self.new_channel(name, ChannelState::new(start), false);
             self.channels_write().insert(name.clone(), ch.clone());
-            self.start_channel(&ch);
+            ch.start();
         }
     }
 

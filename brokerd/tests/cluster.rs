@@ -125,14 +125,7 @@ async fn new_topic_precreates_channels_lookupd_knows() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let l = start_lookupd(any, any).await;
     // lookupd knows channel "early" of topic "fresh" (from an operator or another broker).
-    let (code, _) = http(
-        l.http,
-        "POST",
-        "/channel/create?topic=fresh&channel=early",
-        b"",
-    )
-    .await;
-    assert_eq!(code, 200);
+    l.create_channel("fresh", "early").await;
     let dir = tempfile::tempdir().unwrap();
     let flags = lookupd_flags(&[&l]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

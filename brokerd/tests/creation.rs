@@ -98,14 +98,7 @@ async fn new_topic_has_lookupds_channels_before_its_first_message_under_load() {
     for round in 0..10 {
         let topic = format!("fresh{round}");
         // lookupd knows channel "early" (made by an operator, or another broker's consumer).
-        let (code, _) = http(
-            l.http,
-            "POST",
-            &format!("/channel/create?topic={topic}&channel=early"),
-            b"",
-        )
-        .await;
-        assert_eq!(code, 200);
+        l.create_channel(&topic, "early").await;
         // The first thing the broker hears of the topic is a SUB to another channel racing
         // with publishes: "early" must still start at the first message.
         let mut other = b.conn().await;
@@ -140,14 +133,7 @@ async fn a_topic_created_right_after_start_gets_lookupds_channels() {
     let l = start_lookupd(any, any).await;
     for round in 0..5 {
         let topic = format!("boot{round}");
-        let (code, _) = http(
-            l.http,
-            "POST",
-            &format!("/channel/create?topic={topic}&channel=early"),
-            b"",
-        )
-        .await;
-        assert_eq!(code, 200);
+        l.create_channel(&topic, "early").await;
         // Published at once: the broker may not have heard lookupd's IDENTIFY answer yet.
         let b = start(|c| c.lookupd_tcp_addresses = vec![l.tcp.to_string()]).await;
         b.conn().await.publish(&topic, b"first").await;

@@ -34,6 +34,14 @@ pub async fn start_lookupd(tcp: SocketAddr, http: SocketAddr) -> Lookupd {
 }
 
 impl Lookupd {
+    /// Makes lookupd know `channel` of `topic` (as an operator or another broker's consumer
+    /// would), through its HTTP API.
+    pub async fn create_channel(&self, topic: &str, channel: &str) {
+        let path = format!("/channel/create?topic={topic}&channel={channel}");
+        let (code, body) = http(self.http, "POST", &path, b"").await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(DEADLINE, self.task).await;
