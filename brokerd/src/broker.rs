@@ -472,7 +472,10 @@ impl Broker {
             warn!(topic = topic_name, error = %e, "cannot create topic");
             failed(&e)
         })?;
-        let result = topic.publish(bodies, defer);
+        let result = match topic.publish(bodies, defer) {
+            Ok(range) => topic.wait_durable(range.end).await.map(|()| range),
+            Err(e) => Err(e),
+        };
         self.note_write(&result);
         result.map_err(|e| {
             warn!(topic = topic_name, error = %e, "publish failed");

@@ -53,6 +53,21 @@ pub enum PublishError {
     /// The log could not take the write (disk full, I/O error).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Power-safe mode: the records were appended but the sync that had to cover them
+    /// failed, so they may not survive a power loss (they may still be delivered).
+    #[error("sync failed: {0}")]
+    NotDurable(String),
+}
+
+/// How far the group commit has got (power-safe mode, `--sync-every=1`).
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    /// Every seq below this is durable.
+    synced: u64,
+    /// The latest failed sync tried to cover the seqs below this (0: none failed).
+    failed: u64,
+    /// Why it failed.
+    error: Option<String>,
 }
 
 /// A topic of the broker.
@@ -75,6 +90,9 @@ pub struct Topic {
     meta_lock: Mutex<()>,
     sync_now: Notify,
     sync_timeout: Duration,
+    /// `--sync-every=1`: a publish is answered only once a sync covers it (group commit).
+    power_safe: bool,
+    durable: tokio::sync::watch::Sender<Durable>,
     events: broadcast::Sender<RegistryEvent>,
     pub(crate) cancel: CancellationToken,
     tracker: TaskTracker,
@@ -120,6 +138,7 @@ impl Topic {
             e2e,
         } = options;
         let sync_timeout = opts.sync_timeout;
+        let power_safe = opts.sync_every <= 1 && !ephemeral;
         let (log, dir, meta) = if ephemeral {
             (
                 TopicLog::in_memory_from(mem_queue_size, opts.initial_seq),
@@ -163,6 +182,8 @@ impl Topic {
             meta_lock: Mutex::new(()),
             sync_now: Notify::new(),
             sync_timeout,
+            power_safe,
+            durable: tokio::sync::watch::Sender::new(Durable::default()),
             events,
             cancel,
             tracker,
@@ -303,6 +324,46 @@ impl Topic {
         }
         self.publish_latency.record(started.elapsed());
         Ok(range)
+    }
+
+    /// Resolves once every record below `end` is durable: at once unless the broker runs
+    /// power-safe (`--sync-every=1`), else when the group commit's next sync covers them. All
+    /// publishes waiting at that moment, from any connection, share that one sync.
+    pub async fn wait_durable(&self, end: u64) -> Result<(), PublishError> {
+        if !self.power_safe {
+            return Ok(());
+        }
+        let mut rx = self.durable.subscribe();
+        loop {
+            {
+                let d = rx.borrow_and_update();
+                if d.synced >= end {
+                    return Ok(());
+                }
+                if d.failed >= end {
+                    let why = d.error.clone().unwrap_or_else(|| "exiting".into());
+                    return Err(PublishError::NotDurable(why));
+                }
+            }
+            self.sync_now.notify_one();
+            if rx.changed().await.is_err() {
+                return Err(PublishError::Exiting);
+            }
+        }
+    }
+
+    /// Tells the records' waiters how a sync that tried to cover the seqs below `tried` went.
+    fn note_synced(&self, tried: u64, result: &Result<u64, StoreError>) {
+        if !self.power_safe {
+            return;
+        }
+        self.durable.send_modify(|d| match result {
+            Ok(covered) => d.synced = d.synced.max(*covered),
+            Err(e) => {
+                d.failed = d.failed.max(tried);
+                d.error = Some(e.to_string());
+            }
+        });
     }
 
     /// The channel `name`, created if missing: at the topic's backlog if it is the first
@@ -598,7 +659,10 @@ impl Topic {
         }
         if self.log.needs_sync() {
             let started = Instant::now();
-            self.log.sync()?;
+            let tried = self.log.next_seq();
+            let result = self.log.sync();
+            self.note_synced(tried, &result);
+            result?;
             self.sync_latency.record(started.elapsed());
         }
         if !self.dirty.load(Ordering::Acquire) {
@@ -638,6 +702,11 @@ impl Topic {
                 Err(e) => warn!(topic = %self.name, error = %e, "topic sync task failed"),
             }
         }
+        // Nothing will sync this topic any more: publishes still waiting give up.
+        self.durable.send_modify(|d| {
+            d.failed = u64::MAX;
+            d.error.get_or_insert_with(|| "exiting".into());
+        });
     }
 
     fn sync_period(&self) -> Duration {

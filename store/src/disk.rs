@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::fault;
 use crate::map::{SegMap, page_size};
 use crate::record::{
     MAX_BODY, NewRecord, RECORD_HEADER, Record, encode_header, stride_for_body, stride_for_len,
@@ -286,6 +287,12 @@ impl DiskLog {
         };
         for s in &segments[..segments.len() - 1] {
             s.seal();
+        }
+        if fault::enabled() {
+            // What a previous run left is on disk as found.
+            for s in &segments {
+                fault::record_synced(&s.path, s.allocated());
+            }
         }
         let first_seq = segments
             .first()
@@ -641,13 +648,14 @@ impl DiskLog {
             && (w.unsynced > 0 || w.off > w.synced_off || !w.to_fsync.is_empty() || w.dir_dirty)
     }
 
-    pub fn sync(&self) -> Result<(), StoreError> {
+    /// Returns the seq the sync covered: every record below it is durable.
+    pub fn sync(&self) -> Result<u64, StoreError> {
         let _one_at_a_time = lock(&self.sync_lock);
         let started = Instant::now();
-        let (seg, map, from, to, sealed, dir_dirty, count) = {
+        let (seg, map, from, to, sealed, dir_dirty, count, covered) = {
             let mut w = lock(&self.writer);
             if w.closed {
-                return Ok(());
+                return Ok(w.next_seq);
             }
             (
                 w.seg.clone(),
@@ -657,6 +665,7 @@ impl DiskLog {
                 std::mem::take(&mut w.to_fsync),
                 std::mem::take(&mut w.dir_dirty),
                 w.unsynced,
+                w.next_seq,
             )
         };
         // Outside the writer lock: appends continue while the disk works.
@@ -676,6 +685,12 @@ impl DiskLog {
             if dir_dirty {
                 fsync_dir(&self.dir)?;
             }
+            if fault::enabled() {
+                fault::record_synced(&seg.path, to);
+                for s in &sealed {
+                    fault::record_synced(&s.path, s.committed());
+                }
+            }
             Ok(())
         })();
         let mut w = lock(&self.writer);
@@ -690,7 +705,7 @@ impl DiskLog {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.last_sync_micros.store(micros, Ordering::Relaxed);
-                Ok(())
+                Ok(covered)
             }
             Err(e) => {
                 w.to_fsync.extend(sealed);

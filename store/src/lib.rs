@@ -33,6 +33,7 @@
 mod channel;
 mod disk;
 mod error;
+pub mod fault;
 mod log;
 mod map;
 mod memory;

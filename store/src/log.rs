@@ -188,11 +188,12 @@ impl TopicLog {
     /// Makes every append so far durable: `msync(MS_SYNC)` of the dirty range, `fsync` of
     /// the segment files written since the last sync, and of the directory if files were
     /// created or deleted. Appends proceed meanwhile (the writer lock is not held across the
-    /// disk I/O). A no-op in memory.
-    pub fn sync(&self) -> Result<(), StoreError> {
+    /// disk I/O). Returns the seq it covered: every record below it is durable (in memory,
+    /// where nothing is, `next_seq()`).
+    pub fn sync(&self) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Disk(d) => d.sync(),
-            Backend::Memory(_) => Ok(()),
+            Backend::Memory(m) => Ok(m.next_seq()),
         }
     }
 

@@ -217,18 +217,24 @@ async fn publish(
         }
     };
     let topic = create_topic(&b, name).await?;
-    put(&b, &topic, &[&body], defer)?;
+    put(&b, &topic, &[&body], defer).await?;
     Ok(ok_text())
 }
 
-fn put(b: &Broker, topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResult<()> {
-    let result = topic.publish(bodies, defer);
+/// Appends, then (power-safe mode) waits for the sync that covers the records.
+async fn put(b: &Broker, topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResult<()> {
+    let result = match topic.publish(bodies, defer) {
+        Ok(range) => topic.wait_durable(range.end).await,
+        Err(e) => Err(e),
+    };
     b.note_write(&result);
     result.map(drop).map_err(|e| {
         tracing::warn!(topic = topic.name(), error = %e, "HTTP publish failed");
         match e {
             PublishError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
-            PublishError::Store(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            PublishError::Store(_) | PublishError::NotDurable(_) => {
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
         }
     })
 }
@@ -264,7 +270,7 @@ async fn multi_publish(
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
     let topic = create_topic(&b, name).await?;
-    put(&b, &topic, &msgs, Duration::ZERO)?;
+    put(&b, &topic, &msgs, Duration::ZERO).await?;
     Ok(ok_text())
 }
 
