@@ -407,8 +407,14 @@ pub fn python() -> PathBuf {
 
 /// Runs the `brokerd` binary on `dir` with ports 0 and `extra` flags; waits for its listeners.
 pub fn spawn_brokerd(dir: &Path, extra: &[&str]) -> BrokerProcess {
+    spawn_brokerd_env(dir, extra, &[])
+}
+
+/// [`spawn_brokerd`] with extra environment variables.
+pub fn spawn_brokerd_env(dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> BrokerProcess {
     use std::io::BufRead as _;
     let mut child = ProcCommand::new(env!("CARGO_BIN_EXE_brokerd"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--tcp-address=127.0.0.1:0")
         .arg("--http-address=127.0.0.1:0")
         .arg("--grpc-address=127.0.0.1:0")
