@@ -32,7 +32,8 @@ struct Sent {
     acked: HashMap<usize, Vec<Vec<u8>>>,
 }
 
-/// Publishers: PUB on some connections, MPUB batches of 10 on others, until `stop`.
+/// Publishers until `stop`: the last one over HTTP `/pub`, the others over TCP (PUB on even
+/// ones, MPUB batches of 10 on odd ones).
 async fn load(
     p: &BrokerProcess,
     publishers: usize,
@@ -42,7 +43,11 @@ async fn load(
     (0..publishers)
         .map(|id| {
             let (sent, stop, addr) = (sent.clone(), stop.clone(), p.tcp);
+            let http_addr = p.http;
             tokio::spawn(async move {
+                if id == publishers - 1 {
+                    return http_publisher(id, http_addr, sent, stop).await;
+                }
                 let mut c = TestConn::connect(addr).await;
                 for n in 0u64.. {
                     let bodies: Vec<Vec<u8>> = if id % 2 == 0 {
@@ -79,6 +84,46 @@ async fn load(
             })
         })
         .collect()
+}
+
+async fn http_publisher(
+    id: usize,
+    addr: std::net::SocketAddr,
+    sent: Arc<Mutex<Sent>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    for n in 0u64.. {
+        let body = format!("h{id}-{n}").into_bytes();
+        sent.lock().unwrap().all.insert(body.clone());
+        let path = format!("/pub?topic={TOPIC}");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(Duration::from_secs(30), try_post(addr, &path, &body)) => match r {
+                Ok(Ok(200)) => sent.lock().unwrap().acked.entry(id).or_default().push(body),
+                _ => return,
+            },
+        }
+    }
+}
+
+/// One POST that may fail (the broker may die meanwhile); the status code.
+async fn try_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    Ok(text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
 }
 
 /// The durable lengths `FERRY_TEST_SYNC_LOG` recorded, by (topic directory, file name).
@@ -243,6 +288,11 @@ async fn sync_every_one_loses_nothing_acknowledged() {
         )
         .await;
         let acked: usize = sent.acked.values().map(Vec::len).sum();
+        assert_eq!(
+            sent.acked.len(),
+            6,
+            "every publisher (TCP PUB, MPUB, HTTP) got answers"
+        );
         let lost = check(&sent, &got);
         assert_eq!(
             lost, 0,
