@@ -466,6 +466,17 @@ impl Channel {
         self.lock().queue.snapshot()
     }
 
+    /// Snapshot of the queue for a compaction of the topic's metadata: the ops pending for the
+    /// journal are dropped in the same lock (the snapshot includes them).
+    pub(crate) fn snapshot_for_compaction(&self) -> ChannelSnapshot {
+        self.lock().queue.snapshot_for_compaction()
+    }
+
+    /// The ops recorded for the topic's journal since the last call, in order.
+    pub(crate) fn take_journal_ops(&self) -> Vec<ferry_store::JournalOp> {
+        self.lock().queue.take_journal_ops()
+    }
+
     /// Smallest sequence this channel still needs.
     pub fn low_water(&self) -> u64 {
         self.lock().queue.low_water()

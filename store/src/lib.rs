@@ -34,6 +34,7 @@ mod channel;
 mod disk;
 mod error;
 pub mod fault;
+mod journal;
 mod log;
 mod map;
 mod memory;
@@ -48,6 +49,9 @@ pub use channel::{
     ChannelError, ChannelSnapshot, ChannelState, Delivery, EntryKind, SnapshotEntry,
 };
 pub use error::StoreError;
+pub use journal::{
+    Journal, JournalContents, JournalOp, journal_path, read_journal, remove_other_journals, replay,
+};
 pub use log::{LogOptions, LogStats, TopicLog};
 pub use meta::{ChannelMeta, META_FILE, TopicMeta, load_meta, save_meta};
 pub use reader::LogReader;

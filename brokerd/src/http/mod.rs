@@ -323,7 +323,8 @@ async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResu
 }
 
 async fn topic_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    existing_topic(&b, &q)?.empty();
+    let topic = existing_topic(&b, &q)?;
+    off_runtime(move || topic.empty()).await?;
     Ok(empty_ok())
 }
 
@@ -379,7 +380,7 @@ async fn channel_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiRe
 }
 
 async fn channel_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.channel(c).map(|ch| ch.empty()).is_some()).await
+    with_channel(&b, &q, |t, c| t.empty_channel(c)).await
 }
 
 async fn channel_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
