@@ -373,7 +373,8 @@ impl Broker {
             .channel(channel)
             .is_some_and(|c| c.client_count() == 0)
         {
-            topic.delete_channel(channel);
+            // A failed save is logged; the channel is gone from memory anyway.
+            let _ = topic.delete_channel(channel);
         }
         if topic.is_ephemeral() && topic.channels().is_empty() {
             let mut topics = self.topics_write();

@@ -575,9 +575,10 @@ impl Topic {
         v
     }
 
-    /// Deletes a channel (durably: the metadata is compacted before this returns). Returns
-    /// false if it did not exist.
-    pub fn delete_channel(&self, name: &str) -> bool {
+    /// Deletes a channel (durably: the metadata is compacted before this returns; blocking
+    /// I/O). Returns false if it did not exist; an error if the channel is gone but that could
+    /// not be saved.
+    pub fn delete_channel(&self, name: &str) -> Result<bool, StoreError> {
         let removed = {
             let mut channels = self.channels_write();
             let removed = channels.remove(name);
@@ -589,63 +590,64 @@ impl Topic {
             }
             removed
         };
-        let Some(ch) = removed else { return false };
+        let Some(ch) = removed else { return Ok(false) };
         ch.cancel.cancel();
         info!(topic = %self.name, channel = name, "channel deleted");
-        self.persist_meta();
+        let saved = self.persist_meta();
         // The low-water mark may have moved: the next sync deletes what nobody needs.
         self.mark_dirty();
         self.emit_channel(name, false);
-        true
+        saved.map(|()| true)
     }
 
-    /// Pauses or unpauses the whole topic (durably, before it returns; blocking I/O).
-    pub fn set_paused(&self, paused: bool) {
+    /// Pauses or unpauses the whole topic (durably, before it returns; blocking I/O). An error
+    /// means the flag changed but could not be saved.
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
         self.paused.store(paused, Ordering::Release);
         if !paused {
             for ch in self.channels_read().values() {
                 ch.notify_ready();
             }
         }
-        self.persist_meta();
+        self.persist_meta()
     }
 
     /// Pauses or unpauses one channel (durably, before it returns; blocking I/O). False if the
     /// channel does not exist.
-    pub fn set_channel_paused(&self, name: &str, paused: bool) -> bool {
+    pub fn set_channel_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
         let Some(ch) = self.channel(name) else {
-            return false;
+            return Ok(false);
         };
         ch.set_paused(paused);
-        self.persist_meta();
-        true
+        self.persist_meta().map(|()| true)
     }
 
     /// Drops the topic's own backlog (messages no channel has been handed yet). Channels keep
     /// their messages, as in nsqd. Durable before it returns (blocking I/O): the new backlog
     /// start is saved in the metadata.
-    pub fn empty(&self) {
+    pub fn empty(&self) -> Result<(), StoreError> {
         if self.channels_read().is_empty() {
             *self
                 .backlog_start
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = self.log.next_seq();
-            self.persist_meta();
             self.mark_dirty();
+            self.persist_meta()?;
         }
+        Ok(())
     }
 
     /// Channel empty, durable before it returns (blocking I/O: the channel's journal op is
     /// written and fdatasynced). False if the channel does not exist.
-    pub fn empty_channel(&self, name: &str) -> bool {
+    pub fn empty_channel(&self, name: &str) -> Result<bool, StoreError> {
         let Some(ch) = self.channel(name) else {
-            return false;
+            return Ok(false);
         };
         ch.empty();
-        if let Err(e) = self.flush_journal_now() {
+        self.flush_journal_now().inspect_err(|e| {
             warn!(topic = %self.name, channel = name, error = %e, "could not journal a channel empty");
-        }
-        true
+        })?;
+        Ok(true)
     }
 
     /// Makes the next sync save the metadata and delete segments nobody needs.
@@ -698,11 +700,11 @@ impl Topic {
     }
 
     /// Writes the metadata file now (structural changes must survive a crash right after): a
-    /// compaction.
-    pub(crate) fn persist_meta(&self) {
-        if let Err(e) = self.compact_now() {
+    /// compaction. A failure is logged and returned (the next sync compacts again).
+    pub(crate) fn persist_meta(&self) -> Result<(), StoreError> {
+        self.compact_now().inspect_err(|e| {
             warn!(topic = %self.name, error = %e, "could not save topic metadata");
-        }
+        })
     }
 
     /// Compacts now (a no-op for in-memory or deleted topics).

@@ -141,6 +141,15 @@ async fn fins_covered_by_a_sync_are_not_redelivered_after_sigkill() {
     p.kill9();
 
     let p = spawn_brokerd(dir.path(), &flags);
+    // The journal was folded into a new snapshot at open: no journal file is left (nothing
+    // happened since to start the next one).
+    let topic_dir = dir.path().join("topics/t.topic");
+    let journals: Vec<_> = std::fs::read_dir(&topic_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("journal."))
+        .collect();
+    assert!(journals.is_empty(), "{journals:?}");
     mpub(&p, "t", vec![b"marker".to_vec()]).await;
     let mut c = TestConn::connect(p.tcp).await;
     c.identify(serde_json::json!({})).await;
@@ -155,5 +164,35 @@ async fn fins_covered_by_a_sync_are_not_redelivered_after_sigkill() {
         again.len()
     );
     assert_eq!(got, unfinished, "exactly the unFINed ones are redelivered");
+    p.kill9();
+}
+
+#[tokio::test]
+async fn topic_empty_answered_survives_an_immediate_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--sync-timeout=60s"];
+    let p = spawn_brokerd(dir.path(), &flags);
+    // No channel: the topic keeps a backlog of its own, which /topic/empty drops.
+    mpub(
+        &p,
+        "t",
+        (0..50).map(|i| format!("m{i}").into_bytes()).collect(),
+    )
+    .await;
+    post(&p, "/topic/empty?topic=t").await;
+    p.kill9();
+
+    let p = spawn_brokerd(dir.path(), &flags);
+    let (_, body) = http(p.http, "GET", "/stats?format=json", b"").await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = find_topic(&s, "t").unwrap_or_else(|| panic!("no topic t in {s}"));
+    assert_eq!(t["depth"], 0, "{t}");
+    // A first channel starts after the emptied backlog.
+    mpub(&p, "t", vec![b"after".to_vec()]).await;
+    let mut c = TestConn::connect(p.tcp).await;
+    c.identify(serde_json::json!({})).await;
+    c.sub("t", "c").await;
+    c.rdy(10).await;
+    assert!(until_marker(&mut c, b"after").await.is_empty());
     p.kill9();
 }
