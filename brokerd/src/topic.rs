@@ -96,6 +96,9 @@ struct Persist {
     /// The journal may end with a bad frame (failed write) or ops were drained but not
     /// written: the next flush compacts instead of appending.
     must_compact: bool,
+    /// The journal is compacted once it is longer than this and 4× `snapshot_bytes`
+    /// ([`COMPACT_AT_LEAST`]; lowered by tests).
+    compact_at: u64,
 }
 
 /// A topic of the broker.
@@ -180,6 +183,7 @@ impl Topic {
             journal: None,
             snapshot_bytes: 0,
             must_compact: false,
+            compact_at: COMPACT_AT_LEAST,
         };
         let (log, dir, meta) = if ephemeral {
             (
@@ -793,7 +797,7 @@ impl Topic {
         self.journal_syncs.fetch_add(1, Ordering::Relaxed);
         let ops: usize = batches.iter().map(|(_, ops)| ops.len()).sum();
         self.journal_ops.fetch_add(ops as u64, Ordering::Relaxed);
-        if journal.len() > COMPACT_AT_LEAST.max(p.snapshot_bytes.saturating_mul(4)) {
+        if journal.len() > p.compact_at.max(p.snapshot_bytes.saturating_mul(4)) {
             self.compact(p, None)?;
         }
         Ok(())
@@ -899,5 +903,130 @@ impl Topic {
     fn sync_period(&self) -> Duration {
         // Synced at least every `sync_timeout`; `sync_every` wakes the task sooner under load.
         self.sync_timeout.max(Duration::from_millis(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::ClientInfo;
+
+    fn options() -> TopicOptions {
+        TopicOptions {
+            log: LogOptions {
+                // Synced only when the test says so.
+                sync_timeout: Duration::from_secs(3600),
+                sync_every: 1 << 30,
+                dir_lock: false,
+                ..LogOptions::default()
+            },
+            mem_queue_size: 100,
+            e2e: None,
+        }
+    }
+
+    fn open(dir: &Path) -> (Arc<Topic>, TaskTracker, CancellationToken) {
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let events = broadcast::channel(16).0;
+        let topic =
+            Topic::open("t", dir, options(), events, cancel.clone(), tracker.clone()).unwrap();
+        (topic, tracker, cancel)
+    }
+
+    async fn close(topic: Arc<Topic>, tracker: TaskTracker, cancel: CancellationToken) {
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        drop(topic);
+    }
+
+    fn journals(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("journal."))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Syncs journal FINs without rewriting the snapshot; compacts on a structural change and
+    /// when the journal outgrows its threshold; a reopen replays the journal.
+    #[tokio::test]
+    async fn sync_journals_and_compaction_folds_the_journal_into_the_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tdir = topic_dir(tmp.path(), "t");
+        let (topic, tracker, cancel) = open(tmp.path());
+        let ch = topic.get_or_create_channel("c").await.unwrap();
+        let generation = ferry_store::load_meta(&tdir).unwrap().unwrap().journal_gen;
+        let bodies: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8]).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        topic.publish(&refs, Duration::ZERO).unwrap();
+        let client = ClientInfo::new(1, "127.0.0.1:1".parse().unwrap(), 0);
+        let got = ch.take(&client, 10, Duration::from_secs(60), 0).unwrap();
+        assert_eq!(got.len(), 10);
+        let seqs: Vec<u64> = got.iter().map(|d| d.record.seq).collect();
+        for &seq in &seqs[..6] {
+            ch.finish(&client, seq).unwrap();
+        }
+        let meta_before = std::fs::read(tdir.join(ferry_store::META_FILE)).unwrap();
+        topic.sync().unwrap();
+        // The FINs went to the journal; the snapshot was not rewritten.
+        assert_eq!(topic.journal_ops.load(Ordering::Relaxed), 6);
+        assert_eq!(journals(&tdir), vec![format!("journal.{generation}")]);
+        assert_eq!(
+            std::fs::read(tdir.join(ferry_store::META_FILE)).unwrap(),
+            meta_before
+        );
+
+        // A structural change compacts: the next generation, the old journal gone.
+        topic.set_channel_paused("c", false).unwrap();
+        let meta = ferry_store::load_meta(&tdir).unwrap().unwrap();
+        assert_eq!(meta.journal_gen, generation + 1);
+        assert!(journals(&tdir).is_empty());
+        let owed: Vec<u64> = meta.channels[0]
+            .state
+            .entries
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(owed, seqs[6..]);
+
+        // Past the size threshold, a sync compacts by itself.
+        {
+            let mut p = topic.lock_persist();
+            p.compact_at = 1;
+            p.snapshot_bytes = 0;
+        }
+        ch.finish(&client, seqs[6]).unwrap();
+        topic.sync().unwrap();
+        let meta = ferry_store::load_meta(&tdir).unwrap().unwrap();
+        assert_eq!(meta.journal_gen, generation + 2);
+        assert!(journals(&tdir).is_empty());
+        topic.lock_persist().compact_at = COMPACT_AT_LEAST;
+
+        // Journaled, then a "crash" (no final sync): the reopen replays the journal.
+        ch.finish(&client, seqs[7]).unwrap();
+        ch.requeue(&client, seqs[8], Duration::from_secs(600))
+            .unwrap();
+        topic.sync().unwrap();
+        assert_eq!(journals(&tdir), vec![format!("journal.{}", generation + 2)]);
+        drop(ch);
+        close(topic, tracker, cancel).await;
+        let (topic, tracker, cancel) = open(tmp.path());
+        // Folded into a new snapshot at open.
+        assert!(journals(&tdir).is_empty());
+        let ch = topic.channel("c").unwrap();
+        let counts = ch.counts();
+        // seqs[8] deferred for 10 minutes; seqs[9] owed now (it was in flight).
+        assert_eq!((counts.depth, counts.deferred), (1, 1));
+        let again = ch.take(&client, 10, Duration::from_secs(60), 0).unwrap();
+        let again: Vec<u64> = again.iter().map(|d| d.record.seq).collect();
+        assert_eq!(again, [seqs[9]]);
+        drop(ch);
+        close(topic, tracker, cancel).await;
     }
 }

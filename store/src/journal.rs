@@ -71,11 +71,11 @@ pub fn journal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("{PREFIX}{generation}"))
 }
 
-/// An append-only journal file, created at its first write.
+/// An append-only journal file, created at its first write. No file stays open between
+/// appends (an idle topic holds no file descriptor).
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: Option<File>,
     len: u64,
 }
 
@@ -92,11 +92,7 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(StoreError::io("stat journal", &path, e)),
         };
-        Ok(Journal {
-            path,
-            file: None,
-            len,
-        })
+        Ok(Journal { path, len })
     }
 
     /// Bytes in the file.
@@ -128,21 +124,17 @@ impl Journal {
         if buf.is_empty() {
             return Ok(());
         }
-        if self.file.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| StoreError::io("open journal", &self.path, e))?;
-            if self.len == 0 {
-                // A new file: its directory entry must survive too.
-                if let Some(dir) = self.path.parent() {
-                    crate::sys::fsync_dir(dir)?;
-                }
+        let mut f: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| StoreError::io("open journal", &self.path, e))?;
+        if self.len == 0 {
+            // A new file: its directory entry must survive too.
+            if let Some(dir) = self.path.parent() {
+                crate::sys::fsync_dir(dir)?;
             }
-            self.file = Some(f);
         }
-        let f = self.file.as_mut().expect("opened above");
         f.write_all(&buf)
             .map_err(|e| StoreError::io("write journal", &self.path, e))?;
         self.len += buf.len() as u64;
