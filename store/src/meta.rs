@@ -85,7 +85,9 @@ pub fn save_meta(dir: &Path, meta: &TopicMeta) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("fsync metadata", &tmp, e))?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename metadata", &path, e))?;
-    fsync_dir(dir)
+    fsync_dir(dir)?;
+    crate::fault::record_synced(&path, buf.len() as u64);
+    Ok(())
 }
 
 /// Loads `<dir>/meta.dat`; `Ok(None)` if there is none yet.
