@@ -654,7 +654,7 @@ impl Topic {
         Ok(true)
     }
 
-    /// Makes the next sync save the metadata and delete segments nobody needs.
+    /// Makes the next sync look at the channels (journal ops) and delete segments nobody needs.
     fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
     }
