@@ -353,6 +353,11 @@ impl Broker {
             return false;
         };
         topic.destroy();
+        if !topic.is_ephemeral()
+            && let Err(e) = fsync_dir(&self.topics_dir)
+        {
+            warn!(topic = name, error = %e, "cannot fsync the topics directory after a delete");
+        }
         info!(topic = name, "topic deleted");
         self.emit(RegistryEvent::Unregister {
             topic: name.to_owned(),
@@ -368,7 +373,8 @@ impl Broker {
             .channel(channel)
             .is_some_and(|c| c.client_count() == 0)
         {
-            topic.delete_channel(channel);
+            // A failed save is logged; the channel is gone from memory anyway.
+            let _ = topic.delete_channel(channel);
         }
         if topic.is_ephemeral() && topic.channels().is_empty() {
             let mut topics = self.topics_write();
@@ -483,10 +489,10 @@ impl Broker {
         })
     }
 
-    /// Syncs every durable topic (log, metadata). Used at shutdown.
+    /// Syncs every durable topic (log, journal) and compacts its metadata. Used at shutdown.
     pub fn sync_all(&self) {
         for t in self.topics() {
-            if let Err(e) = t.sync() {
+            if let Err(e) = t.final_sync() {
                 warn!(topic = t.name(), error = %e, "final sync failed");
             }
         }
@@ -524,6 +530,7 @@ fn stage_topic(
                     state: ChannelState::new(start).snapshot(),
                 })
                 .collect(),
+            ..TopicMeta::default()
         };
         ferry_store::save_meta(staging, &meta)?;
     }
@@ -533,7 +540,23 @@ fn stage_topic(
         op: "rename topic directory",
         path: dir.to_path_buf(),
         source: e,
-    })
+    })?;
+    // The rename must survive a power loss too.
+    match dir.parent() {
+        Some(topics) => fsync_dir(topics),
+        None => Ok(()),
+    }
+}
+
+/// fsyncs a directory (its entries: renames, creations, deletions).
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Io {
+            op: "fsync directory",
+            path: dir.to_path_buf(),
+            source: e,
+        })
 }
 
 fn remove_dir_if_present(dir: &Path) -> Result<(), StoreError> {

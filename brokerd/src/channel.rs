@@ -86,7 +86,7 @@ pub struct Channel {
     inner: Mutex<Inner>,
     ready: Arc<ReadySignal>,
     waiting: Arc<Waiting>,
-    /// The topic's "metadata needs saving" flag.
+    /// The topic's "sync has channel work" flag (journal ops to write, segments to delete).
     dirty: Arc<AtomicBool>,
     rearm: Notify,
     /// This channel (for the timer task it starts).
@@ -200,8 +200,8 @@ impl Channel {
     }
 
     /// Records that the queue state changed (after the change, so that the topic's sync, which
-    /// clears the flag before it snapshots, never misses it). Idle channels never set it, so an
-    /// idle topic's sync does no I/O.
+    /// clears the flag before it drains the journal ops, never misses it). Idle channels never
+    /// set it, so an idle topic's sync does no I/O.
     fn changed(&self) {
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Release);
@@ -466,6 +466,17 @@ impl Channel {
         self.lock().queue.snapshot()
     }
 
+    /// Snapshot of the queue for a compaction of the topic's metadata: the ops pending for the
+    /// journal are dropped in the same lock (the snapshot includes them).
+    pub(crate) fn snapshot_for_compaction(&self) -> ChannelSnapshot {
+        self.lock().queue.snapshot_for_compaction()
+    }
+
+    /// The ops recorded for the topic's journal since the last call, in order.
+    pub(crate) fn take_journal_ops(&self) -> Vec<ferry_store::JournalOp> {
+        self.lock().queue.take_journal_ops()
+    }
+
     /// Smallest sequence this channel still needs.
     pub fn low_water(&self) -> u64 {
         self.lock().queue.low_water()
@@ -580,7 +591,8 @@ pub(crate) struct TopicLink {
     pub paused: Arc<AtomicBool>,
     /// The topic's list of channels with a consumer waiting.
     pub waiting: Arc<Waiting>,
-    /// Set when a channel's queue state changed since the topic last saved its metadata.
+    /// Set when a channel's queue state changed since the topic's last sync (which then writes
+    /// the channels' journal ops and deletes segments nobody needs).
     pub dirty: Arc<AtomicBool>,
     /// The broker's task tracker (timer tasks).
     pub tracker: TaskTracker,

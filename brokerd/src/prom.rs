@@ -50,6 +50,16 @@ const COUNTERS: &[(&str, Option<Unit>, &str)] = &[
         "Corrupt regions of the topic's log skipped by recovery when it was opened.",
     ),
     (
+        "ferry_topic_journal_syncs_total",
+        Some(Unit::Count),
+        "Appends of channel state (FIN, REQ, timeouts, empty) to the topic's journal made durable (write + fdatasync).",
+    ),
+    (
+        "ferry_topic_journal_ops_total",
+        Some(Unit::Count),
+        "Channel ops (FIN, REQ, timeouts, empty) made durable in the topic's journal (compactions include the rest without counting them).",
+    ),
+    (
         "ferry_topic_dropped_messages_total",
         Some(Unit::Count),
         "Messages an #ephemeral topic dropped because its memory queue was full.",
@@ -299,6 +309,16 @@ pub fn render(broker: &Broker) -> String {
             log.corrupt_skipped,
         );
         scrape.counter("ferry_topic_dropped_messages_total", t, log.dropped);
+        scrape.counter(
+            "ferry_topic_journal_syncs_total",
+            t,
+            topic.journal_syncs.load(Relaxed),
+        );
+        scrape.counter(
+            "ferry_topic_journal_ops_total",
+            t,
+            topic.journal_ops.load(Relaxed),
+        );
         scrape.gauge("ferry_topic_depth", t, topic.depth() as f64);
         scrape.gauge("ferry_topic_channels", t, channels.len() as f64);
         scrape.gauge("ferry_topic_paused", t, flag(topic.is_paused()));

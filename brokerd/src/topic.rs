@@ -6,9 +6,20 @@
 //! - A topic with no channel keeps its backlog; the first channel created starts at
 //!   `backlog_start` (the oldest message not yet handed to any channel), later channels at the
 //!   log's end (NSQ's semantics).
-//! - The metadata file (paused flags, channel list and every channel's queue snapshot) is
-//!   rewritten atomically on each structural change and at each sync; a sync is: log sync first,
-//!   then metadata, then deletion of segments every channel is past.
+//! - Channel state is as durable as the log: a sync is log sync first, then the channels' FIN /
+//!   REQ / timeout / empty ops appended to the topic's journal (`journal.<gen>`) and
+//!   fdatasynced, then deletion of segments every channel is past. A crash redelivers only what
+//!   was not FINed before the last sync.
+//! - The metadata file (paused flags, backlog start, channel list, every channel's queue
+//!   snapshot, and the journal generation that continues it) is rewritten atomically only by a
+//!   compaction: on each structural change (channel created or deleted, pause, topic empty),
+//!   when the journal outgrows max(4 MiB, 4 × the last snapshot), when a journal write failed,
+//!   at open when a journal was replayed, and at shutdown. A compaction snapshots every channel
+//!   (dropping its pending ops, which the snapshot includes), saves `meta.dat` naming
+//!   generation + 1, then deletes the old journal. Because channel creation and deletion
+//!   compact, a journal never outlives the channel its ops name.
+//! - Metadata writes and journal appends are serialised by `persist`; each channel's ops are
+//!   drained (or snapshotted) under that channel's lock, so no op is lost or written twice.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use ferry_store::{
-    ChannelMeta, ChannelState, LogOptions, NewRecord, StoreError, TopicLog, TopicMeta,
+    ChannelMeta, ChannelState, Journal, LogOptions, NewRecord, StoreError, TopicLog, TopicMeta,
 };
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +81,26 @@ struct Durable {
     error: Option<String>,
 }
 
+/// The journal is compacted into `meta.dat` once it passes this, or 4× the last snapshot.
+const COMPACT_AT_LEAST: u64 = 4 << 20;
+
+/// What `Topic::persist` guards: the journal and the generation it continues.
+#[derive(Debug)]
+struct Persist {
+    /// Generation named by the `meta.dat` on disk.
+    generation: u64,
+    /// `journal.<generation>` (`None` for in-memory topics).
+    journal: Option<Journal>,
+    /// Bytes of the last `meta.dat` written or read.
+    snapshot_bytes: u64,
+    /// The journal may end with a bad frame (failed write) or ops were drained but not
+    /// written: the next flush compacts instead of appending.
+    must_compact: bool,
+    /// The journal is compacted once it is longer than this and 4× `snapshot_bytes`
+    /// ([`COMPACT_AT_LEAST`]; lowered by tests).
+    compact_at: u64,
+}
+
 /// A topic of the broker.
 pub struct Topic {
     name: String,
@@ -80,14 +111,15 @@ pub struct Topic {
     channels: RwLock<HashMap<String, Arc<Channel>>>,
     /// Channels with a consumer waiting for messages: the only ones a publish wakes.
     waiting: Arc<Waiting>,
-    /// Some channel's queue state changed since the metadata was last saved.
+    /// Some channel's queue state changed since the last sync (ops to journal, or segments
+    /// that may have become deletable).
     dirty: Arc<AtomicBool>,
     /// Channel creations in progress.
     creations: Arc<Creations>,
     backlog_start: Mutex<u64>,
     deleted: AtomicBool,
-    /// Serialises metadata writes (they share one temp file name).
-    meta_lock: Mutex<()>,
+    /// Serialises metadata writes (they share one temp file name) and journal appends.
+    persist: Mutex<Persist>,
     sync_now: Notify,
     sync_timeout: Duration,
     /// `--sync-every=1`: a publish is answered only once a sync covers it (group commit).
@@ -104,6 +136,12 @@ pub struct Topic {
     pub publish_latency: AtomicHistogram,
     /// Time each log sync (msync + fsync) takes.
     pub sync_latency: AtomicHistogram,
+    /// Journal appends made durable (write + fdatasync) since start.
+    pub journal_syncs: AtomicU64,
+    /// Channel ops (FIN, REQ, timeouts, empty) those appends made durable.
+    pub journal_ops: AtomicU64,
+    /// Compactions (metadata snapshots) since start.
+    pub compactions: AtomicU64,
     e2e: Option<E2eConfig>,
 }
 
@@ -139,6 +177,14 @@ impl Topic {
         } = options;
         let sync_timeout = opts.sync_timeout;
         let power_safe = opts.sync_every <= 1 && !ephemeral;
+        let mut journal_ops = ferry_store::JournalContents::default();
+        let mut persist = Persist {
+            generation: 0,
+            journal: None,
+            snapshot_bytes: 0,
+            must_compact: false,
+            compact_at: COMPACT_AT_LEAST,
+        };
         let (log, dir, meta) = if ephemeral {
             (
                 TopicLog::in_memory_from(mem_queue_size, opts.initial_seq),
@@ -161,12 +207,38 @@ impl Topic {
                     None
                 }
             };
+            persist.generation = meta.as_ref().map_or(0, |m| m.journal_gen);
+            persist.snapshot_bytes =
+                std::fs::metadata(dir.join(ferry_store::META_FILE)).map_or(0, |m| m.len());
+            if let Err(e) = ferry_store::remove_other_journals(&dir, persist.generation) {
+                warn!(topic = name, error = %e, "cannot remove stale journals");
+            }
+            match ferry_store::read_journal(&dir, persist.generation) {
+                Ok(c) => journal_ops = c,
+                Err(e) => {
+                    warn!(topic = name, error = %e, "channel journal unreadable; channels restart from their snapshot");
+                    persist.must_compact = true;
+                }
+            }
+            if journal_ops.ignored_bytes > 0 {
+                warn!(
+                    topic = name,
+                    bytes = journal_ops.ignored_bytes,
+                    "ignored a torn channel journal tail"
+                );
+            }
+            persist.journal = Some(Journal::open(&dir, persist.generation)?);
             (log, Some(dir), meta)
         };
         let log = Arc::new(log);
         let meta = meta.unwrap_or_default();
         let paused = Arc::new(AtomicBool::new(meta.paused));
         let first = log.first_seq();
+        // A replayed journal is folded into a new snapshot before anything is appended (so no
+        // frame is ever written after a torn tail).
+        if journal_ops.valid_bytes + journal_ops.ignored_bytes > 0 {
+            persist.must_compact = true;
+        }
         let topic = Arc::new(Topic {
             name: name.to_owned(),
             ephemeral,
@@ -177,9 +249,9 @@ impl Topic {
             waiting: Arc::default(),
             dirty: Arc::default(),
             creations: Arc::default(),
-            backlog_start: Mutex::new(first),
+            backlog_start: Mutex::new(first.max(meta.backlog_start.min(log.next_seq()))),
             deleted: AtomicBool::new(false),
-            meta_lock: Mutex::new(()),
+            persist: Mutex::new(persist),
             sync_now: Notify::new(),
             sync_timeout,
             power_safe,
@@ -191,6 +263,9 @@ impl Topic {
             message_bytes: AtomicU64::new(0),
             publish_latency: AtomicHistogram::default(),
             sync_latency: AtomicHistogram::default(),
+            journal_syncs: AtomicU64::new(0),
+            journal_ops: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
             e2e,
         });
         for cm in meta.channels {
@@ -202,12 +277,21 @@ impl Topic {
                 );
                 continue;
             }
-            let state = ChannelState::restore(cm.state, &log);
+            let snapshot = match journal_ops.ops.get(&cm.name) {
+                Some(ops) => ferry_store::replay(cm.state, ops, &log),
+                None => cm.state,
+            };
+            let state = ChannelState::restore(snapshot, &log);
             let ch = topic.new_channel(&cm.name, state, cm.paused);
             topic.channels_write().insert(cm.name, ch.clone());
             ch.start();
         }
         if !ephemeral {
+            if topic.lock_persist().must_compact
+                && let Err(e) = topic.compact_now()
+            {
+                warn!(topic = name, error = %e, "cannot compact the channel journal");
+            }
             // Segments consumed before a crash may still await deletion.
             if log.stats().segments > 1 {
                 topic.mark_dirty();
@@ -248,8 +332,16 @@ impl Topic {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A channel of this topic, not yet in its map nor started.
-    fn new_channel(&self, name: &str, state: ChannelState, paused: bool) -> Arc<Channel> {
+    fn lock_persist(&self) -> std::sync::MutexGuard<'_, Persist> {
+        self.persist.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A channel of this topic, not yet in its map nor started. A durable channel of a durable
+    /// topic records its ops for the journal.
+    fn new_channel(&self, name: &str, mut state: ChannelState, paused: bool) -> Arc<Channel> {
+        if self.dir.is_some() && !ferry_proto::names::is_ephemeral(name) {
+            state.enable_journal();
+        }
         Arc::new_cyclic(|me| {
             Channel::new(
                 &self.name,
@@ -417,14 +509,11 @@ impl Topic {
     /// Blocking: saves the metadata with the new channel in it, then makes the channel visible.
     /// Called by one creator at a time for `name` (see [`Creations`]).
     fn create_durable_channel(&self, name: &str) -> Result<Arc<Channel>, CreateError> {
-        let Some(dir) = &self.dir else {
+        if self.dir.is_none() {
             return self.add_channel_now(name);
-        };
+        }
         // Held until the channel is in the map, so that every later metadata write has it.
-        let _guard = self
-            .meta_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut persist = self.lock_persist();
         let start = {
             let channels = self.channels_read();
             if let Some(ch) = channels.get(name) {
@@ -433,16 +522,12 @@ impl Topic {
             self.start_for_new(channels.is_empty())
         };
         let ch = self.new_channel(name, ChannelState::new(start), false);
-        let mut meta = self.meta();
-        meta.channels.push(ChannelMeta {
-            name: name.to_owned(),
-            paused: false,
-            state: ch.snapshot(),
-        });
         if self.deleted.load(Ordering::Acquire) {
             return Err(CreateError::Exiting);
         }
-        ferry_store::save_meta(dir, &meta)?;
+        // A compaction: the journal that follows it can never name an older channel of the
+        // same name.
+        self.compact(&mut persist, Some(&ch))?;
         {
             let mut channels = self.channels_write();
             if self.deleted.load(Ordering::Acquire) {
@@ -494,8 +579,10 @@ impl Topic {
         v
     }
 
-    /// Deletes a channel. Returns false if it did not exist.
-    pub fn delete_channel(&self, name: &str) -> bool {
+    /// Deletes a channel (durably: the metadata is compacted before this returns; blocking
+    /// I/O). Returns false if it did not exist; an error if the channel is gone but that could
+    /// not be saved.
+    pub fn delete_channel(&self, name: &str) -> Result<bool, StoreError> {
         let removed = {
             let mut channels = self.channels_write();
             let removed = channels.remove(name);
@@ -507,50 +594,67 @@ impl Topic {
             }
             removed
         };
-        let Some(ch) = removed else { return false };
+        let Some(ch) = removed else { return Ok(false) };
         ch.cancel.cancel();
         info!(topic = %self.name, channel = name, "channel deleted");
-        self.persist_meta();
+        let saved = self.persist_meta();
         // The low-water mark may have moved: the next sync deletes what nobody needs.
         self.mark_dirty();
         self.emit_channel(name, false);
-        true
+        saved.map(|()| true)
     }
 
-    /// Pauses or unpauses the whole topic.
-    pub fn set_paused(&self, paused: bool) {
+    /// Pauses or unpauses the whole topic (durably, before it returns; blocking I/O). An error
+    /// means the flag changed but could not be saved.
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
         self.paused.store(paused, Ordering::Release);
         if !paused {
             for ch in self.channels_read().values() {
                 ch.notify_ready();
             }
         }
-        self.persist_meta();
+        self.persist_meta()
     }
 
-    /// Pauses or unpauses one channel. False if the channel does not exist.
-    pub fn set_channel_paused(&self, name: &str, paused: bool) -> bool {
+    /// Pauses or unpauses one channel (durably, before it returns; blocking I/O). False if the
+    /// channel does not exist.
+    pub fn set_channel_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
         let Some(ch) = self.channel(name) else {
-            return false;
+            return Ok(false);
         };
         ch.set_paused(paused);
-        self.persist_meta();
-        true
+        self.persist_meta().map(|()| true)
     }
 
     /// Drops the topic's own backlog (messages no channel has been handed yet). Channels keep
-    /// their messages, as in nsqd.
-    pub fn empty(&self) {
+    /// their messages, as in nsqd. Durable before it returns (blocking I/O): the new backlog
+    /// start is saved in the metadata.
+    pub fn empty(&self) -> Result<(), StoreError> {
         if self.channels_read().is_empty() {
             *self
                 .backlog_start
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = self.log.next_seq();
             self.mark_dirty();
+            self.persist_meta()?;
         }
+        Ok(())
     }
 
-    /// Makes the next sync save the metadata and delete segments nobody needs.
+    /// Channel empty, durable before it returns (blocking I/O: the channel's journal op is
+    /// written and fdatasynced). False if the channel does not exist.
+    pub fn empty_channel(&self, name: &str) -> Result<bool, StoreError> {
+        let Some(ch) = self.channel(name) else {
+            return Ok(false);
+        };
+        ch.empty();
+        self.flush_journal_now().inspect_err(|e| {
+            warn!(topic = %self.name, channel = name, error = %e, "could not journal a channel empty");
+        })?;
+        Ok(true)
+    }
+
+    /// Makes the next sync look at the channels (journal ops) and delete segments nobody needs.
     fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
     }
@@ -593,18 +697,42 @@ impl Topic {
         self.cancel.cancel();
         // Closes the log (later appends fail) and removes its directory; bodies already handed
         // to connections stay valid.
-        let _guard = self
-            .meta_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock_persist();
         if let Err(e) = self.log.destroy_in_place() {
             warn!(topic = %self.name, error = %e, "could not remove topic files");
         }
     }
 
-    fn meta(&self) -> TopicMeta {
-        let channels = self.channels();
-        TopicMeta {
+    /// Writes the metadata file now (structural changes must survive a crash right after): a
+    /// compaction. A failure is logged and returned (the next sync compacts again).
+    pub(crate) fn persist_meta(&self) -> Result<(), StoreError> {
+        self.compact_now().inspect_err(|e| {
+            warn!(topic = %self.name, error = %e, "could not save topic metadata");
+        })
+    }
+
+    /// Compacts now (a no-op for in-memory or deleted topics).
+    fn compact_now(&self) -> Result<(), StoreError> {
+        let mut persist = self.lock_persist();
+        self.compact(&mut persist, None)
+    }
+
+    /// Snapshots every durable channel (and `extra`, a channel about to be added) into
+    /// `meta.dat` naming the next journal generation, then deletes the old journal. The pending
+    /// ops of each channel are dropped as it is snapshotted (the snapshot includes them). On
+    /// failure the next flush compacts again (ops dropped meanwhile are only in memory).
+    fn compact(&self, p: &mut Persist, extra: Option<&Arc<Channel>>) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut channels = self.channels();
+        channels.extend(extra.cloned());
+        let backlog_start = *self
+            .backlog_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let meta = TopicMeta {
             paused: self.is_paused(),
             channels: channels
                 .iter()
@@ -612,36 +740,73 @@ impl Topic {
                 .map(|c| ChannelMeta {
                     name: c.name().to_owned(),
                     paused: c.is_paused(),
-                    state: c.snapshot(),
+                    state: c.snapshot_for_compaction(),
                 })
                 .collect(),
+            journal_gen: p.generation + 1,
+            backlog_start,
+        };
+        // From here until the save succeeds, ops are in no journal.
+        p.must_compact = true;
+        ferry_store::save_meta(dir, &meta)?;
+        let old = ferry_store::journal_path(dir, p.generation);
+        p.generation += 1;
+        // Never appended to again (must_compact stays set until the new one is open).
+        p.journal = None;
+        p.journal = Some(Journal::open(dir, p.generation)?);
+        p.must_compact = false;
+        p.snapshot_bytes =
+            std::fs::metadata(dir.join(ferry_store::META_FILE)).map_or(0, |m| m.len());
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        // The new metadata no longer names it; a leftover is removed at the next open.
+        if let Err(e) = std::fs::remove_file(&old)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(topic = %self.name, error = %e, "cannot remove an old journal");
         }
+        Ok(())
     }
 
-    /// Writes the metadata file now (structural changes must survive a crash right after).
-    pub(crate) fn persist_meta(&self) {
-        if let Err(e) = self.save_meta() {
-            warn!(topic = %self.name, error = %e, "could not save topic metadata");
-        }
-    }
-
-    /// Saves the metadata file (a no-op for in-memory or deleted topics).
-    fn save_meta(&self) -> Result<(), StoreError> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        let _guard = self
-            .meta_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.deleted.load(Ordering::Acquire) {
+    /// Appends every channel's pending ops to the journal and fdatasyncs it (or compacts when
+    /// a compaction is due or required).
+    fn flush_journal(&self, p: &mut Persist) -> Result<(), StoreError> {
+        if self.dir.is_none() || self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        // Cleared before the snapshot: a change racing with it sets the flag again.
-        self.dirty.store(false, Ordering::Release);
-        let result = ferry_store::save_meta(dir, &self.meta());
-        if result.is_err() {
-            self.dirty.store(true, Ordering::Release);
+        if p.must_compact {
+            return self.compact(p, None);
         }
-        result
+        let batches: Vec<(String, Vec<ferry_store::JournalOp>)> = self
+            .channels()
+            .iter()
+            .filter(|c| !c.is_ephemeral())
+            .map(|c| (c.name().to_owned(), c.take_journal_ops()))
+            .filter(|(_, ops)| !ops.is_empty())
+            .collect();
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let Some(journal) = p.journal.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = journal.append(&batches) {
+            // The drained ops are in no file, and the journal may end with part of a frame.
+            p.must_compact = true;
+            return Err(e);
+        }
+        self.journal_syncs.fetch_add(1, Ordering::Relaxed);
+        let ops: usize = batches.iter().map(|(_, ops)| ops.len()).sum();
+        self.journal_ops.fetch_add(ops as u64, Ordering::Relaxed);
+        if journal.len() > p.compact_at.max(p.snapshot_bytes.saturating_mul(4)) {
+            self.compact(p, None)?;
+        }
+        Ok(())
+    }
+
+    /// Journals every channel's pending ops now (operator actions answered only once durable).
+    fn flush_journal_now(&self) -> Result<(), StoreError> {
+        let mut persist = self.lock_persist();
+        self.flush_journal(&mut persist)
     }
 
     /// True when a sync has work: unsynced appends or changed channel state.
@@ -651,8 +816,8 @@ impl Topic {
             && (self.log.needs_sync() || self.dirty.load(Ordering::Acquire))
     }
 
-    /// Log sync, metadata save, then deletion of fully consumed segments; only what changed
-    /// since the last sync (an idle topic costs no I/O).
+    /// Log sync, journal append (channel ops) + fdatasync, then deletion of fully consumed
+    /// segments; only what changed since the last sync (an idle topic costs no I/O).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         if self.ephemeral || self.deleted.load(Ordering::Acquire) {
             return Ok(());
@@ -668,7 +833,18 @@ impl Topic {
         if !self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.save_meta()?;
+        {
+            let mut persist = self.lock_persist();
+            if self.deleted.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            // Cleared before the ops are drained: a change racing with it sets the flag again.
+            self.dirty.store(false, Ordering::Release);
+            if let Err(e) = self.flush_journal(&mut persist) {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
         let low = {
             let channels = self.channels_read();
             if channels.is_empty() {
@@ -681,6 +857,21 @@ impl Topic {
             }
         };
         self.log.retain_from(low)?;
+        Ok(())
+    }
+
+    /// The last sync at shutdown: [`Topic::sync`], then a compaction, so the next start has no
+    /// journal to replay.
+    pub(crate) fn final_sync(&self) -> Result<(), StoreError> {
+        self.sync()?;
+        if self.ephemeral || self.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut persist = self.lock_persist();
+        let journaled = persist.journal.as_ref().is_some_and(|j| !j.is_empty());
+        if journaled || persist.must_compact {
+            self.compact(&mut persist, None)?;
+        }
         Ok(())
     }
 
@@ -712,5 +903,130 @@ impl Topic {
     fn sync_period(&self) -> Duration {
         // Synced at least every `sync_timeout`; `sync_every` wakes the task sooner under load.
         self.sync_timeout.max(Duration::from_millis(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::ClientInfo;
+
+    fn options() -> TopicOptions {
+        TopicOptions {
+            log: LogOptions {
+                // Synced only when the test says so.
+                sync_timeout: Duration::from_secs(3600),
+                sync_every: 1 << 30,
+                dir_lock: false,
+                ..LogOptions::default()
+            },
+            mem_queue_size: 100,
+            e2e: None,
+        }
+    }
+
+    fn open(dir: &Path) -> (Arc<Topic>, TaskTracker, CancellationToken) {
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let events = broadcast::channel(16).0;
+        let topic =
+            Topic::open("t", dir, options(), events, cancel.clone(), tracker.clone()).unwrap();
+        (topic, tracker, cancel)
+    }
+
+    async fn close(topic: Arc<Topic>, tracker: TaskTracker, cancel: CancellationToken) {
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        drop(topic);
+    }
+
+    fn journals(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("journal."))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Syncs journal FINs without rewriting the snapshot; compacts on a structural change and
+    /// when the journal outgrows its threshold; a reopen replays the journal.
+    #[tokio::test]
+    async fn sync_journals_and_compaction_folds_the_journal_into_the_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tdir = topic_dir(tmp.path(), "t");
+        let (topic, tracker, cancel) = open(tmp.path());
+        let ch = topic.get_or_create_channel("c").await.unwrap();
+        let generation = ferry_store::load_meta(&tdir).unwrap().unwrap().journal_gen;
+        let bodies: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8]).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        topic.publish(&refs, Duration::ZERO).unwrap();
+        let client = ClientInfo::new(1, "127.0.0.1:1".parse().unwrap(), 0);
+        let got = ch.take(&client, 10, Duration::from_secs(60), 0).unwrap();
+        assert_eq!(got.len(), 10);
+        let seqs: Vec<u64> = got.iter().map(|d| d.record.seq).collect();
+        for &seq in &seqs[..6] {
+            ch.finish(&client, seq).unwrap();
+        }
+        let meta_before = std::fs::read(tdir.join(ferry_store::META_FILE)).unwrap();
+        topic.sync().unwrap();
+        // The FINs went to the journal; the snapshot was not rewritten.
+        assert_eq!(topic.journal_ops.load(Ordering::Relaxed), 6);
+        assert_eq!(journals(&tdir), vec![format!("journal.{generation}")]);
+        assert_eq!(
+            std::fs::read(tdir.join(ferry_store::META_FILE)).unwrap(),
+            meta_before
+        );
+
+        // A structural change compacts: the next generation, the old journal gone.
+        topic.set_channel_paused("c", false).unwrap();
+        let meta = ferry_store::load_meta(&tdir).unwrap().unwrap();
+        assert_eq!(meta.journal_gen, generation + 1);
+        assert!(journals(&tdir).is_empty());
+        let owed: Vec<u64> = meta.channels[0]
+            .state
+            .entries
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(owed, seqs[6..]);
+
+        // Past the size threshold, a sync compacts by itself.
+        {
+            let mut p = topic.lock_persist();
+            p.compact_at = 1;
+            p.snapshot_bytes = 0;
+        }
+        ch.finish(&client, seqs[6]).unwrap();
+        topic.sync().unwrap();
+        let meta = ferry_store::load_meta(&tdir).unwrap().unwrap();
+        assert_eq!(meta.journal_gen, generation + 2);
+        assert!(journals(&tdir).is_empty());
+        topic.lock_persist().compact_at = COMPACT_AT_LEAST;
+
+        // Journaled, then a "crash" (no final sync): the reopen replays the journal.
+        ch.finish(&client, seqs[7]).unwrap();
+        ch.requeue(&client, seqs[8], Duration::from_secs(600))
+            .unwrap();
+        topic.sync().unwrap();
+        assert_eq!(journals(&tdir), vec![format!("journal.{}", generation + 2)]);
+        drop(ch);
+        close(topic, tracker, cancel).await;
+        let (topic, tracker, cancel) = open(tmp.path());
+        // Folded into a new snapshot at open.
+        assert!(journals(&tdir).is_empty());
+        let ch = topic.channel("c").unwrap();
+        let counts = ch.counts();
+        // seqs[8] deferred for 10 minutes; seqs[9] owed now (it was in flight).
+        assert_eq!((counts.depth, counts.deferred), (1, 1));
+        let again = ch.take(&client, 10, Duration::from_secs(60), 0).unwrap();
+        let again: Vec<u64> = again.iter().map(|d| d.record.seq).collect();
+        assert_eq!(again, [seqs[9]]);
+        drop(ch);
+        close(topic, tracker, cancel).await;
     }
 }

@@ -19,6 +19,13 @@
 //!   it is rebuilt when stale entries outnumber live ones, so it stays O(in-flight).
 //! - No locking and no clock reads inside: the broker wraps the state in its channel mutex
 //!   and passes times in (ns since the Unix epoch, so deferrals survive restarts).
+//! - When journaling is on ([`ChannelState::enable_journal`]), every FIN, REQ, timeout,
+//!   owner-gone requeue and empty appends its [`JournalOp`] to a pending list, in the order the
+//!   changes happen; deliveries are not recorded (the journal's replay infers them). The list is
+//!   drained by [`ChannelState::take_journal_ops`] or cleared by
+//!   [`ChannelState::snapshot_for_compaction`]; under the channel's lock, draining or
+//!   snapshotting is atomic with respect to the changes, so a snapshot plus the ops recorded
+//!   after it is always the whole state.
 //!
 //! Costs: `next`, `finish`, `requeue`, `touch` are O(log n) with no allocation beyond
 //! amortised growth of the tables; `requeue_owner` and `low_water` are O(pending).
@@ -27,7 +34,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::{LogReader, Record, StoreError, TopicLog};
+use crate::{JournalOp, LogReader, Record, StoreError, TopicLog};
 
 /// A message handed to a consumer.
 #[derive(Debug, Clone)]
@@ -136,6 +143,8 @@ pub struct ChannelState {
     deferred: BinaryHeap<Reverse<Deferred>>,
     in_flight: SeqMap<InFlight>,
     deadlines: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Ops not yet written to the topic's journal (`None`: not journaled).
+    journal: Option<Vec<JournalOp>>,
 }
 
 impl ChannelState {
@@ -148,6 +157,41 @@ impl ChannelState {
             deferred: BinaryHeap::new(),
             in_flight: SeqMap::default(),
             deadlines: BinaryHeap::new(),
+            journal: None,
+        }
+    }
+
+    /// Starts recording [`JournalOp`]s for the topic's journal (durable channels only: nothing
+    /// drains the list of an ephemeral one).
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Ops recorded since the last call (or snapshot for compaction), in order.
+    pub fn take_journal_ops(&mut self) -> Vec<JournalOp> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// True when ops await the journal.
+    pub fn has_journal_ops(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| !j.is_empty())
+    }
+
+    /// [`ChannelState::snapshot`] for a compaction: the pending ops are discarded, since the
+    /// snapshot includes them.
+    pub fn snapshot_for_compaction(&mut self) -> ChannelSnapshot {
+        if let Some(j) = self.journal.as_mut() {
+            j.clear();
+        }
+        self.snapshot()
+    }
+
+    fn record(&mut self, op: JournalOp) {
+        if let Some(j) = self.journal.as_mut() {
+            j.push(op);
         }
     }
 
@@ -323,6 +367,7 @@ impl ChannelState {
     pub fn finish(&mut self, seq: u64, owner: u64) -> Result<(), ChannelError> {
         self.owned(seq, owner)?;
         self.in_flight.remove(&seq);
+        self.record(JournalOp::Finish { seq });
         self.prune_deadlines();
         Ok(())
     }
@@ -340,6 +385,15 @@ impl ChannelState {
         let Some(f) = self.in_flight.remove(&seq) else {
             return Err(ChannelError::NotInFlight);
         };
+        self.record(JournalOp::Requeue {
+            seq,
+            attempts: f.attempts,
+            deliver_at_ns: if deliver_at_ns <= now_ns {
+                0
+            } else {
+                deliver_at_ns
+            },
+        });
         if deliver_at_ns <= now_ns {
             self.ready.push_back(Ready {
                 seq,
@@ -400,6 +454,11 @@ impl ChannelState {
         seqs.sort_unstable();
         for &seq in &seqs {
             if let Some(f) = self.in_flight.remove(&seq) {
+                self.record(JournalOp::Requeue {
+                    seq,
+                    attempts: f.attempts,
+                    deliver_at_ns: 0,
+                });
                 self.ready.push_back(Ready {
                     seq,
                     attempts: f.attempts,
@@ -429,6 +488,11 @@ impl ChannelState {
             }
             if let Some(f) = self.in_flight.remove(&seq) {
                 out.push((seq, f.owner));
+                self.record(JournalOp::Requeue {
+                    seq,
+                    attempts: f.attempts,
+                    deliver_at_ns: 0,
+                });
                 self.ready.push_back(Ready {
                     seq,
                     attempts: f.attempts,
@@ -517,7 +581,9 @@ impl ChannelState {
         self.deferred.clear();
         self.in_flight.clear();
         self.deadlines.clear();
-        self.reader.seek(log.next_seq());
+        let cursor = log.next_seq();
+        self.reader.seek(cursor);
+        self.record(JournalOp::Empty { cursor });
     }
 
     /// The smallest seq the channel still owes (the cursor, or a pending entry below it).

@@ -7,7 +7,10 @@
 //!      LOCK                       flock'd while a broker has the log open
 //!      01700000000000000000.seg   segments, named by their first seq (20 digits)
 //!      01700000000000451234.seg   ... the last one is being appended to
-//!      meta.dat                   paused flags + channel snapshots (save_meta/load_meta)
+//!      meta.dat                   paused flags + channel snapshots + the journal generation
+//!                                 that continues them (save_meta/load_meta)
+//!      journal.<gen>              channel ops since that snapshot: FIN, REQ, timeout, empty
+//!                                 (Journal::append, read_journal, replay)
 //! ```
 //!
 //! - [`TopicLog`] (`log.rs`, `disk.rs`, `memory.rs`): append once, read by seq or
@@ -18,6 +21,9 @@
 //!   tail and skip corrupt regions.
 //! - [`ChannelState`] (`channel.rs`): cursor, ready queue, deferred heap, in-flight table.
 //! - [`save_meta`] / [`load_meta`] (`meta.rs`): atomic snapshots of channel state.
+//! - [`Journal`] (`journal.rs`): the append-only journal of channel ops after a snapshot;
+//!   [`replay`] applies it to a snapshot (a FIN above the snapshot's cursor proves delivery, so
+//!   deliveries themselves are never written).
 //!
 //! # Invariants the broker can rely on
 //! - An append that returned is in the page cache: killing the process loses nothing.
@@ -34,6 +40,7 @@ mod channel;
 mod disk;
 mod error;
 pub mod fault;
+mod journal;
 mod log;
 mod map;
 mod memory;
@@ -48,6 +55,9 @@ pub use channel::{
     ChannelError, ChannelSnapshot, ChannelState, Delivery, EntryKind, SnapshotEntry,
 };
 pub use error::StoreError;
+pub use journal::{
+    Journal, JournalContents, JournalOp, journal_path, read_journal, remove_other_journals, replay,
+};
 pub use log::{LogOptions, LogStats, TopicLog};
 pub use meta::{ChannelMeta, META_FILE, TopicMeta, load_meta, save_meta};
 pub use reader::LogReader;

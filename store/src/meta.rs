@@ -6,7 +6,8 @@
 //!  | FERRYMTA | version | crc32   | payload len      | payload
 //!  |          | u32 LE  | u32 LE  | u64 LE           |
 //!  +----------+---------+---------+------------------+------------------------ - -
-//!  payload  = topic_paused u8 | n_channels u32 | channel*
+//!  payload  = journal_gen u64 | backlog_start u64 | topic_paused u8 | n_channels u32 | channel*
+//!             (version 1, still read: no journal_gen nor backlog_start, both then 0)
 //!  channel  = name_len u16 | name (UTF-8) | paused u8 | cursor u64 | n_entries u32 | entry*
 //!  entry    = seq u64 | attempts u16 | deliver_at_ns i64 | kind u8 (0 in flight, 1 requeued, 2 deferred)
 //!  (all integers little-endian; the CRC covers the payload)
@@ -16,7 +17,9 @@
 //! the directory), so a reader sees the old or the new version, never a mix. A file that
 //! fails any check is reported as [`StoreError::CorruptMeta`], never a panic; the caller then
 //! starts its channels fresh. The data it describes may be older or newer than the log;
-//! [`crate::ChannelState::restore`] repairs that.
+//! [`crate::ChannelState::restore`] repairs that. `journal_gen` names the journal file
+//! (`journal.<gen>`, see `journal.rs`) whose ops continue this snapshot: it is replayed over it
+//! on open.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -26,7 +29,7 @@ use crate::sys::fsync_dir;
 use crate::{ChannelSnapshot, EntryKind, SnapshotEntry, StoreError};
 
 const MAGIC: [u8; 8] = *b"FERRYMTA";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 24;
 const ENTRY_BYTES: usize = 19;
 /// File name of the metadata file inside a topic directory.
@@ -40,6 +43,11 @@ pub struct TopicMeta {
     pub paused: bool,
     /// Every channel.
     pub channels: Vec<ChannelMeta>,
+    /// The journal generation that continues this snapshot (`journal.<gen>`).
+    pub journal_gen: u64,
+    /// Where a topic with no channel keeps its backlog from (a first channel starts there;
+    /// `/topic/empty` moves it); 0: the log's first message.
+    pub backlog_start: u64,
 }
 
 /// One channel in [`TopicMeta`].
@@ -77,7 +85,9 @@ pub fn save_meta(dir: &Path, meta: &TopicMeta) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("fsync metadata", &tmp, e))?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename metadata", &path, e))?;
-    fsync_dir(dir)
+    fsync_dir(dir)?;
+    crate::fault::record_synced(&path, buf.len() as u64);
+    Ok(())
 }
 
 /// Loads `<dir>/meta.dat`; `Ok(None)` if there is none yet.
@@ -97,6 +107,8 @@ fn encode_payload(meta: &TopicMeta) -> std::io::Result<Vec<u8>> {
     let too_big =
         |e: std::num::TryFromIntError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let mut p = Vec::new();
+    p.extend_from_slice(&meta.journal_gen.to_le_bytes());
+    p.extend_from_slice(&meta.backlog_start.to_le_bytes());
     p.push(u8::from(meta.paused));
     let n = u32::try_from(meta.channels.len()).map_err(too_big)?;
     p.extend_from_slice(&n.to_le_bytes());
@@ -128,7 +140,8 @@ fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
     if r.take(8)? != MAGIC {
         return Err("bad magic");
     }
-    if r.u32()? != VERSION {
+    let version = r.u32()?;
+    if version != 1 && version != VERSION {
         return Err("unsupported version");
     }
     let crc = r.u32()?;
@@ -139,6 +152,11 @@ fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
     if crc32fast::hash(r.0) != crc {
         return Err("checksum mismatch");
     }
+    let (journal_gen, backlog_start) = if version >= 2 {
+        (r.u64()?, r.u64()?)
+    } else {
+        (0, 0)
+    };
     let paused = r.flag()?;
     let n = r.u32()?;
     let mut channels = Vec::new();
@@ -181,7 +199,12 @@ fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
     if !r.0.is_empty() {
         return Err("trailing bytes");
     }
-    Ok(TopicMeta { paused, channels })
+    Ok(TopicMeta {
+        paused,
+        channels,
+        journal_gen,
+        backlog_start,
+    })
 }
 
 /// A bounds-checked little-endian reader.
@@ -219,5 +242,62 @@ impl<'a> Input<'a> {
     }
     fn u64(&mut self) -> Result<u64, &'static str> {
         self.array().map(u64::from_le_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TopicMeta {
+        TopicMeta {
+            paused: true,
+            channels: vec![ChannelMeta {
+                name: "c".into(),
+                paused: false,
+                state: ChannelSnapshot {
+                    cursor: 10,
+                    entries: vec![SnapshotEntry {
+                        seq: 4,
+                        attempts: 2,
+                        deliver_at_ns: 77,
+                        kind: EntryKind::Deferred,
+                    }],
+                },
+            }],
+            journal_gen: 5,
+            backlog_start: 3,
+        }
+    }
+
+    #[test]
+    fn version_2_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        save_meta(dir.path(), &sample()).unwrap();
+        assert_eq!(load_meta(dir.path()).unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn version_1_still_loads_as_generation_0() {
+        // A version-1 file: the version-2 payload without its first 16 bytes.
+        let v2 = encode_payload(&sample()).unwrap();
+        let payload = &v2[16..];
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&MAGIC);
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        buf.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        buf.extend_from_slice(payload);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(META_FILE), &buf).unwrap();
+        let loaded = load_meta(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            loaded,
+            TopicMeta {
+                journal_gen: 0,
+                backlog_start: 0,
+                ..sample()
+            }
+        );
     }
 }

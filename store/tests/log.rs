@@ -355,6 +355,8 @@ fn meta_save_load_and_corruption() {
                 state: ChannelSnapshot::default(),
             },
         ],
+        journal_gen: 3,
+        backlog_start: 11,
     };
     save_meta(tmp.path(), &meta).unwrap();
     assert_eq!(load_meta(tmp.path()).unwrap(), Some(meta.clone()));

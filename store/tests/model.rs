@@ -330,6 +330,7 @@ impl Harness {
                 paused: false,
                 state: self.ch.snapshot(),
             }],
+            ..TopicMeta::default()
         };
         let snapshot = if let Some(dir) = &self.dir {
             save_meta(dir.path(), &meta).unwrap();

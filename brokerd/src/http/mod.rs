@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_proto::names::{is_valid_channel_name, is_valid_topic_name};
+use ferry_store::StoreError;
 use serde_json::json;
 
 use crate::broker::{Broker, VERSION};
@@ -323,19 +324,20 @@ async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResu
 }
 
 async fn topic_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    existing_topic(&b, &q)?.empty();
+    let topic = existing_topic(&b, &q)?;
+    persisted(off_runtime(move || topic.empty()).await?)?;
     Ok(empty_ok())
 }
 
 async fn topic_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let topic = existing_topic(&b, &q)?;
-    off_runtime(move || topic.set_paused(true)).await?;
+    persisted(off_runtime(move || topic.set_paused(true)).await?)?;
     Ok(empty_ok())
 }
 
 async fn topic_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let topic = existing_topic(&b, &q)?;
-    off_runtime(move || topic.set_paused(false)).await?;
+    persisted(off_runtime(move || topic.set_paused(false)).await?)?;
     Ok(empty_ok())
 }
 
@@ -350,19 +352,30 @@ async fn channel_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiRe
     Ok(empty_ok())
 }
 
-/// Applies `f` to an existing channel, off the runtime threads (it may write the topic's
-/// metadata); `CHANNEL_NOT_FOUND` if there is no such channel or `f` says so.
+/// Applies `f` to an existing channel, off the runtime threads (it writes the topic's metadata
+/// or journal before it returns); `CHANNEL_NOT_FOUND` if there is no such channel or `f` says
+/// so, 500 if the change could not be made durable.
 async fn with_channel(
     b: &Broker,
     q: &HashMap<String, String>,
-    f: impl FnOnce(&Topic, &str) -> bool + Send + 'static,
+    f: impl FnOnce(&Topic, &str) -> Result<bool, StoreError> + Send + 'static,
 ) -> ApiResult<Response> {
     let topic = existing_topic(b, q)?;
     let channel = channel_param(q)?.to_owned();
-    if topic.channel(&channel).is_none() || !off_runtime(move || f(&topic, &channel)).await? {
+    if topic.channel(&channel).is_none()
+        || !persisted(off_runtime(move || f(&topic, &channel)).await?)?
+    {
         return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
     }
     Ok(empty_ok())
+}
+
+/// An operator action's save: 500 when it failed (the action is answered only once durable).
+fn persisted<T>(result: Result<T, StoreError>) -> ApiResult<T> {
+    result.map_err(|e| {
+        tracing::warn!(error = %e, "HTTP action could not be saved");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    })
 }
 
 /// Runs an action that does disk I/O (metadata writes, file deletion) on the blocking pool, so
@@ -379,7 +392,7 @@ async fn channel_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiRe
 }
 
 async fn channel_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.channel(c).map(|ch| ch.empty()).is_some()).await
+    with_channel(&b, &q, |t, c| t.empty_channel(c)).await
 }
 
 async fn channel_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {

@@ -363,6 +363,7 @@ fn stage_topic(
         &TopicMeta {
             paused: plan.paused,
             channels,
+            ..TopicMeta::default()
         },
     )
     .map_err(store_err)?;
