@@ -35,9 +35,10 @@
 //! as failed (a retry may duplicate some, which at-least-once delivery allows).
 //!
 //! Memory: the read buffer starts at [`READ_MIN`] and doubles up to [`READ_MAX`] (a producer's
-//! up to [`READ_MAX_PRODUCER`]) while reads fill it; at each heartbeat an empty read buffer and the output buffer are freed, so an idle
-//! connection keeps a few hundred bytes of buffers. Rare, large futures (TLS upgrade, AUTH
-//! queries) are boxed so that they do not enlarge every connection's task.
+//! up to [`READ_MAX_PRODUCER`]) while reads fill it; at each heartbeat an empty read buffer and
+//! the output buffer are freed, so an idle connection keeps a few hundred bytes of buffers.
+//! Rare, large futures (TLS upgrade, AUTH queries) are boxed so that they do not enlarge every
+//! connection's task.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -77,7 +78,7 @@ const READ_MIN: usize = 512;
 const READ_MAX: usize = 16 * 1024;
 /// Largest read size once the connection has published: larger reads make larger batches
 /// (fewer appends, syscalls and wake-ups) for a pipelining producer.
-const READ_MAX_PRODUCER: usize = 64 * 1024;
+const READ_MAX_PRODUCER: usize = 256 * 1024;
 /// While acknowledgements are held for durability, reading and delivering pause once the
 /// output buffer holds this much.
 const HOLD_MAX: usize = 1024 * 1024;
