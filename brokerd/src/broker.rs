@@ -463,7 +463,8 @@ impl Broker {
     /// Publishes a batch that passed [`ferry_proto::v2::check_publish`] (or the V2 decoder) to
     /// `topic_name`, created if missing: the one publish path behind PUB/MPUB/DPUB and gRPC's
     /// `Publish`. A failure is `E_PUB_FAILED` (`E_MPUB_FAILED`, `E_DPUB_FAILED`) with nsqd's
-    /// text, and a failed write marks the broker unhealthy. Returns the sequences written.
+    /// text, and a failed write marks the broker unhealthy. Returns the sequences written, once
+    /// they are durable (see [`Topic::wait_durable`]).
     pub async fn publish(
         self: &Arc<Self>,
         kind: PublishKind,
@@ -471,22 +472,38 @@ impl Broker {
         bodies: &[&[u8]],
         defer: Duration,
     ) -> Result<Range<u64>, ProtocolError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
-        };
+        let (topic, range) = self.append(kind, topic_name, bodies, defer).await?;
+        let durable = topic.wait_durable(range.end).await;
+        self.note_write(&durable);
+        durable
+            .map(|()| range)
+            .map_err(|e| publish_failed(kind, topic_name, &e))
+    }
+
+    /// The first half of [`Broker::publish`]: creates the topic if missing and appends `bodies`
+    /// as one batch (all or none), without waiting for durability. The caller must not
+    /// acknowledge the records before `topic.wait_durable(range.end)` resolves, and should pass
+    /// its outcome to [`Broker::note_write`]. The V2 connection uses this to keep reading and
+    /// appending while a sync is under way.
+    pub async fn append(
+        self: &Arc<Self>,
+        kind: PublishKind,
+        topic_name: &str,
+        bodies: &[&[u8]],
+        defer: Duration,
+    ) -> Result<(Arc<Topic>, Range<u64>), ProtocolError> {
         let topic = self.get_or_create_topic(topic_name).await.map_err(|e| {
             warn!(topic = topic_name, error = %e, "cannot create topic");
-            failed(&e)
+            ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
         })?;
-        let result = match topic.publish(bodies, defer) {
-            Ok(range) => topic.wait_durable(range.end).await.map(|()| range),
-            Err(e) => Err(e),
-        };
-        self.note_write(&result);
-        result.map_err(|e| {
-            warn!(topic = topic_name, error = %e, "publish failed");
-            failed(&e)
-        })
+        let result = topic.publish(bodies, defer);
+        if result.is_err() {
+            self.note_write(&result);
+        }
+        match result {
+            Ok(range) => Ok((topic, range)),
+            Err(e) => Err(publish_failed(kind, topic_name, &e)),
+        }
     }
 
     /// Syncs every durable topic (log, journal) and compacts its metadata. Used at shutdown.
@@ -497,6 +514,17 @@ impl Broker {
             }
         }
     }
+}
+
+/// `E_PUB_FAILED` (or MPUB's, DPUB's) for a publish to `topic_name` that failed with `e`
+/// (logged).
+pub fn publish_failed(
+    kind: PublishKind,
+    topic_name: &str,
+    e: &dyn std::fmt::Display,
+) -> ProtocolError {
+    warn!(topic = topic_name, error = %e, "publish failed");
+    ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
 }
 
 /// What a topic directory is called while its creation is under way.

@@ -7,16 +7,44 @@
 //! reaches the client's `output_buffer_size`. So a busy consumer gets large writes and an idle
 //! one gets each message without delay.
 //!
-//! Memory: the read buffer starts at [`READ_MIN`] and doubles up to [`READ_MAX`] while reads
-//! fill it; at each heartbeat an empty read buffer and the output buffer are freed, so an idle
-//! connection keeps a few hundred bytes of buffers. Rare, large futures (TLS upgrade, AUTH
-//! queries) are boxed so that they do not enlarge every connection's task.
+//! Publishing in batches: [`Conn::process_input`] decodes every complete command in the read
+//! buffer before it flushes once. Consecutive PUBs and MPUBs to the same topic are collected
+//! (after their TLS and auth checks, in order) into one [`PubBatch`] and go to the topic's log as
+//! one append ([`Broker::append`]); the batch is committed before any other command runs (and
+//! when the topic changes or the buffer holds no more complete command), and then answered with
+//! one `OK` per command, in order. So responses keep exactly the commands' order: a command
+//! never answers before a publish that came earlier. The batch is appended all or none: if the
+//! append fails, the batch's first command gets `E_PUB_FAILED` (`E_MPUB_FAILED`) and, as the
+//! error is fatal, the connection closes after it (nothing of the batch is acknowledged).
+//! An invalid command (a message too large, a bad topic name) is a fatal decode error: the
+//! batch before it is committed and answered, then the error is sent and the connection closes.
+//! DPUB is appended on its own (its records carry their own due time).
+//!
+//! Durable acknowledgements (`--sync-every=1`): an append does not wait for the sync that makes
+//! it durable. Its `OK`s go into the output buffer and the connection remembers, per topic, the
+//! highest sequence end that must be durable ([`Conn::durable`]); while any is pending, the
+//! output buffer is *held*: nothing is written (message frames, heartbeats and other responses
+//! included, so nothing overtakes an earlier publish's `OK`), while the connection keeps
+//! reading, appending and queueing answers, so the next sync covers all of it (group commit).
+//! A `select!` branch waits for every pending topic's `wait_durable`; when it resolves the whole
+//! buffer is written in order. Reading (and taking messages for a consumer) pauses while a held
+//! buffer exceeds [`HOLD_MAX`]. Before a TLS/compression upgrade or a close the connection
+//! waits for durability first. A failed sync is fatal for the connection: everything put in the
+//! buffer since the hold began is dropped, `E_PUB_FAILED` is sent instead and the connection
+//! closes; the client cannot tell which of those publishes are durable and must treat them all
+//! as failed (a retry may duplicate some, which at-least-once delivery allows).
+//!
+//! Memory: the read buffer starts at [`READ_MIN`] and doubles up to [`READ_MAX`] (a producer's
+//! up to [`READ_MAX_PRODUCER`]) while reads fill it; at each heartbeat an empty read buffer and
+//! the output buffer are freed, so an idle connection keeps a few hundred bytes of buffers.
+//! Rare, large futures (TLS upgrade, AUTH queries) are boxed so that they do not enlarge every
+//! connection's task.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
 use ferry_proto::v2::{self, Command, DecodeLimits, PublishKind, limits};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
@@ -28,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, AuthState, Credentials};
-use crate::broker::{Broker, VERSION};
+use crate::broker::{Broker, VERSION, publish_failed};
 use crate::channel::Channel;
 use crate::client::{ClientIdentity, ClientInfo, ClientState};
 use crate::clock::now_ns;
@@ -46,9 +74,26 @@ const DEFAULT_OUTPUT_BUFFER_TIMEOUT: Duration = Duration::from_millis(250);
 const TAKE_BATCH: usize = 512;
 /// Read size of a new or idle connection: IDENTIFY, SUB and RDY fit.
 const READ_MIN: usize = 512;
-/// Largest read size: reads double up to it while each one fills the buffer (a pipelining
-/// producer, a large MPUB).
+/// Largest read size: reads double up to it while each one fills the buffer (a large MPUB).
 const READ_MAX: usize = 16 * 1024;
+/// Largest read size once the connection has published: larger reads make larger batches
+/// (fewer appends, syscalls and wake-ups) for a pipelining producer.
+const READ_MAX_PRODUCER: usize = 256 * 1024;
+/// While acknowledgements are held for durability, reading and delivering pause once the
+/// output buffer holds this much.
+const HOLD_MAX: usize = 1024 * 1024;
+
+/// Consecutive PUBs/MPUBs to one topic, decoded and checked but not yet appended (see the
+/// module doc). Invariant: `cmds` and `bodies` are empty together; `topic` is the topic of
+/// every command in it.
+#[derive(Default)]
+struct PubBatch {
+    topic: String,
+    /// Each command's kind, in order: one `OK` each once the batch is appended.
+    cmds: Vec<PublishKind>,
+    /// Every command's messages, in order (slices of the read buffer, no copy).
+    bodies: Vec<Bytes>,
+}
 
 struct Subscription {
     topic: Arc<Topic>,
@@ -104,6 +149,14 @@ pub(crate) struct Conn {
     sub: Option<Subscription>,
     rdy: u64,
     last_recv: Instant,
+    /// Publishes decoded but not yet appended (empty between calls of `process_input`).
+    batch: PubBatch,
+    /// Per topic, the sequence end that must be durable before the output buffer may be
+    /// written (power-safe mode). Non-empty means the output buffer is held.
+    durable: Vec<(Arc<Topic>, u64)>,
+    /// Length of the output buffer when the current hold began: what came before it was due
+    /// regardless of durability, what came after is dropped if a sync fails.
+    hold_from: usize,
 }
 
 impl Conn {
@@ -144,6 +197,9 @@ impl Conn {
             sub: None,
             rdy: 0,
             last_recv: Instant::now(),
+            batch: PubBatch::default(),
+            durable: Vec::new(),
+            hold_from: 0,
         }
     }
 
@@ -178,21 +234,43 @@ impl Conn {
                 self.rbuf.reserve(self.read_size);
             }
             let free = self.rbuf.capacity() - self.rbuf.len();
+            // Held acknowledgements: stop taking more work once they take too much memory.
+            let room = self.durable.is_empty() || self.out.len() < HOLD_MAX;
+            let pending = (!self.durable.is_empty()).then(|| self.durable.clone());
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
-                r = self.io.read_buf(&mut self.rbuf) => {
+                r = async { wait_durable(pending.as_deref().expect("guarded")).await },
+                    if pending.is_some() => {
+                    if !self.durable_done(r) {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                    self.flush().await?;
+                }
+                r = self.io.read_buf(&mut self.rbuf), if room => {
                     let n = r?;
                     if n == 0 {
+                        // Answer what was already published before leaving.
+                        self.settle().await;
+                        self.flush().await?;
                         return Ok(());
                     }
                     if n == free {
                         // More is probably waiting: read more at a time.
-                        self.read_size = (self.read_size * 2).min(READ_MAX);
+                        let max = if self.info.is_producer.load(Ordering::Relaxed) {
+                            READ_MAX_PRODUCER
+                        } else {
+                            READ_MAX
+                        };
+                        self.read_size = (self.read_size * 2).min(max);
                     }
                     self.last_recv = Instant::now();
                     self.info.last_recv_ns.store(now_ns(), Ordering::Relaxed);
                     let mut flow = self.process_input().await;
+                    if !matches!(flow, Flow::Continue) && !self.settle().await {
+                        flow = Flow::Close;
+                    }
                     self.flush().await?;
                     if let Flow::Upgrade = flow {
                         // Boxed, as the auth queries below: rare and large futures (a TLS
@@ -201,6 +279,9 @@ impl Conn {
                         Box::pin(self.apply_upgrade()).await?;
                         // Anything pipelined behind IDENTIFY is processed in the new mode.
                         flow = self.process_input().await;
+                        if !matches!(flow, Flow::Continue) && !self.settle().await {
+                            flow = Flow::Close;
+                        }
                         self.flush().await?;
                     }
                     if let Flow::Close = flow {
@@ -209,7 +290,7 @@ impl Conn {
                 }
                 _ = self.info.wake.notified() => {}
                 _ = async { channel.as_deref().map(Channel::ready).expect("guarded").await },
-                    if credit > 0 && channel.is_some() => {
+                    if credit > 0 && channel.is_some() && room => {
                     delivered = true;
                 }
                 _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => {
@@ -275,8 +356,10 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes the output buffer out, unless it is held for durability (then it does nothing:
+    /// the buffer is written when the pending syncs resolve).
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
+        if self.out.is_empty() || !self.durable.is_empty() {
             return Ok(());
         }
         // A client that stops reading must not pin this task forever.
@@ -331,18 +414,46 @@ impl Conn {
         Ok(())
     }
 
-    /// Decodes and executes every complete command in the read buffer.
+    /// Decodes and executes every complete command in the read buffer, collecting consecutive
+    /// PUBs/MPUBs to one topic into one append (see the module doc). Every response is in the
+    /// output buffer, in the commands' order, when it returns; the batch is empty.
     async fn process_input(&mut self) -> Flow {
         loop {
             let cmd = match v2::decode_command(&mut self.rbuf, &self.limits) {
                 Ok(Some(cmd)) => cmd,
-                Ok(None) => return Flow::Continue,
+                Ok(None) => {
+                    return match self.commit_batch().await {
+                        Ok(()) => Flow::Continue,
+                        Err(e) => {
+                            self.send_error(&e);
+                            Flow::Close
+                        }
+                    };
+                }
                 Err(e) => {
-                    self.send_error(&e);
+                    if let Err(failed) = self.commit_batch().await {
+                        self.send_error(&failed);
+                    } else {
+                        self.send_error(&e);
+                    }
                     return Flow::Close;
                 }
             };
-            if let Err(e) = self.exec(cmd).await {
+            let result = match cmd {
+                Command::Pub { topic, body } => {
+                    self.stage(PublishKind::Pub, topic, std::iter::once(body))
+                        .await
+                }
+                Command::Mpub { topic, bodies } => {
+                    self.stage(PublishKind::Mpub, topic, bodies).await
+                }
+                other => match self.commit_batch().await {
+                    Ok(()) => self.exec(other).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                // An error in `stage` committed the batch before it: its OKs come first.
                 self.send_error(&e);
                 if e.is_fatal() {
                     return Flow::Close;
@@ -352,6 +463,127 @@ impl Conn {
                 return Flow::Upgrade;
             }
         }
+    }
+
+    /// Adds a PUB/MPUB to the batch after its TLS and auth checks. When the command cannot
+    /// join (its checks fail, or it goes to another topic), the batch is committed first, so
+    /// that whatever this command gets comes after the batch's OKs.
+    async fn stage(
+        &mut self,
+        kind: PublishKind,
+        topic: String,
+        bodies: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), ProtocolError> {
+        if let Err(e) = self.check_tls(kind.name()) {
+            self.commit_batch().await?;
+            return Err(e);
+        }
+        // May ask the auth server (renewal) before the batch is appended: that only delays it.
+        if let Err(e) = self.check_auth(kind.name(), &topic, "").await {
+            self.commit_batch().await?;
+            return Err(e);
+        }
+        if !self.batch.cmds.is_empty() && self.batch.topic != topic {
+            self.commit_batch().await?;
+        }
+        if self.batch.cmds.is_empty() {
+            self.batch.topic = topic;
+        }
+        self.batch.cmds.push(kind);
+        self.batch.bodies.extend(bodies);
+        Ok(())
+    }
+
+    /// Appends the batch (all or none) and queues one `OK` per command; in power-safe mode the
+    /// output buffer is then held until the records are durable. On failure the batch is
+    /// dropped and the error is its first command's.
+    async fn commit_batch(&mut self) -> Result<(), ProtocolError> {
+        if self.batch.cmds.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let refs: Vec<&[u8]> = batch.bodies.iter().map(|b| &b[..]).collect();
+        let (topic, range) = self
+            .broker
+            .append(batch.cmds[0], &batch.topic, &refs, Duration::ZERO)
+            .await?;
+        self.published(&topic, range.end, refs.len(), batch.cmds.len());
+        // Keep the (empty) vectors' capacity for the next batch.
+        let PubBatch {
+            mut cmds,
+            mut bodies,
+            ..
+        } = batch;
+        cmds.clear();
+        bodies.clear();
+        self.batch.cmds = cmds;
+        self.batch.bodies = bodies;
+        Ok(())
+    }
+
+    /// Accounts for `messages` appended to `topic` below `end` by `commands` commands, queues
+    /// their `OK`s and, unless they are durable already, holds the output buffer for them.
+    fn published(&mut self, topic: &Arc<Topic>, end: u64, messages: usize, commands: usize) {
+        self.info
+            .pub_count
+            .fetch_add(messages as u64, Ordering::Relaxed);
+        self.info.is_producer.store(true, Ordering::Relaxed);
+        let mark = self.out.len();
+        for _ in 0..commands {
+            self.respond(v2::OK);
+        }
+        if is_durable(topic, end) {
+            self.broker.note_write(&Ok::<(), &str>(()));
+            return;
+        }
+        if self.durable.is_empty() {
+            self.hold_from = mark;
+        }
+        match self.durable.iter_mut().find(|(t, _)| Arc::ptr_eq(t, topic)) {
+            Some((_, e)) => *e = (*e).max(end),
+            None => self.durable.push((topic.clone(), end)),
+        }
+    }
+
+    /// Handles the outcome of waiting for the pending durability: releases the output buffer,
+    /// or, if a sync failed, replaces everything since the hold began with `E_PUB_FAILED`.
+    /// Returns false when the connection must close.
+    fn durable_done(&mut self, result: Result<(), (String, crate::topic::PublishError)>) -> bool {
+        self.durable.clear();
+        match result {
+            Ok(()) => {
+                self.broker.note_write(&Ok::<(), &str>(()));
+                true
+            }
+            Err((topic, e)) => {
+                self.broker.note_write(&Err::<(), _>(&e));
+                self.out.truncate(self.hold_from);
+                let err = publish_failed(PublishKind::Pub, &topic, &e);
+                self.send_error(&err);
+                false
+            }
+        }
+    }
+
+    /// Waits until every held acknowledgement may go out (see [`Conn::durable_done`]).
+    async fn settle(&mut self) -> bool {
+        if self.durable.is_empty() {
+            return true;
+        }
+        let pending = self.durable.clone();
+        let r = wait_durable(&pending).await;
+        self.durable_done(r)
+    }
+
+    /// With `--tls-required`, only IDENTIFY may come before the upgrade.
+    fn check_tls(&self, cmd: &str) -> Result<(), ProtocolError> {
+        if self.broker.config.tls_required_tcp() && !self.is_tls && cmd != "IDENTIFY" {
+            return Err(ProtocolError::new(
+                ErrorCode::Invalid,
+                format!("cannot {cmd} in current state (TLS required)"),
+            ));
+        }
+        Ok(())
     }
 
     fn send_error(&mut self, e: &ProtocolError) {
@@ -368,15 +600,7 @@ impl Conn {
     }
 
     async fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
-        if self.broker.config.tls_required_tcp()
-            && !self.is_tls
-            && !matches!(cmd, Command::Identify(_))
-        {
-            return Err(ProtocolError::new(
-                ErrorCode::Invalid,
-                format!("cannot {} in current state (TLS required)", cmd.name()),
-            ));
-        }
+        self.check_tls(cmd.name())?;
         match cmd {
             Command::Identify(body) => self.identify(&body),
             Command::Auth(secret) => self.authenticate(&secret).await,
@@ -683,6 +907,8 @@ impl Conn {
         Ok(())
     }
 
+    /// Publishes one command on its own (DPUB; PUB and MPUB are batched by `process_input`
+    /// and reach `exec` only if called directly): appended at once, acknowledged like a batch.
     async fn publish(
         &mut self,
         kind: PublishKind,
@@ -690,12 +916,8 @@ impl Conn {
         bodies: &[&[u8]],
         defer: Duration,
     ) -> Result<(), ProtocolError> {
-        self.broker.publish(kind, topic_name, bodies, defer).await?;
-        self.info
-            .pub_count
-            .fetch_add(bodies.len() as u64, Ordering::Relaxed);
-        self.info.is_producer.store(true, Ordering::Relaxed);
-        self.respond(v2::OK);
+        let (topic, range) = self.broker.append(kind, topic_name, bodies, defer).await?;
+        self.published(&topic, range.end, bodies.len(), 1);
         Ok(())
     }
 
@@ -744,6 +966,28 @@ impl Conn {
         }
         self.broker.remove_client(self.info.id);
     }
+}
+
+/// True when the records of `topic` below `end` are durable already (always, unless the broker
+/// runs power-safe): `wait_durable` resolves at once then, so it is polled once without waiting.
+fn is_durable(topic: &Topic, end: u64) -> bool {
+    let mut fut = std::pin::pin!(topic.wait_durable(end));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // A failed sync reads as "not durable": the held path reports it.
+    matches!(fut.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(())))
+}
+
+/// Resolves when every `(topic, end)` is durable, or with the first topic whose sync failed.
+async fn wait_durable(
+    pending: &[(Arc<Topic>, u64)],
+) -> Result<(), (String, crate::topic::PublishError)> {
+    for (topic, end) in pending {
+        topic
+            .wait_durable(*end)
+            .await
+            .map_err(|e| (topic.name().to_owned(), e))?;
+    }
+    Ok(())
 }
 
 fn new_interval(period: Duration) -> Interval {

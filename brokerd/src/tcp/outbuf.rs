@@ -55,6 +55,30 @@ impl OutBuf {
         }
     }
 
+    /// Drops everything put after the first `len` bytes still waiting (nothing if fewer wait).
+    /// Used to take back acknowledgements that were held for durability and must not be sent.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        self.seal();
+        let mut excess = self.len - len;
+        while excess > 0 {
+            let Some(back) = self.sealed.back_mut() else {
+                break;
+            };
+            if back.len() <= excess {
+                excess -= back.len();
+                self.sealed.pop_back();
+            } else {
+                let keep = back.len() - excess;
+                back.truncate(keep);
+                excess = 0;
+            }
+        }
+        self.len = len;
+    }
+
     /// Frees the buffers' memory if nothing is pending (an idle connection keeps none).
     pub fn shed(&mut self) {
         if self.is_empty() {
@@ -119,5 +143,22 @@ mod tests {
         assert_eq!(&sink[..4], b"head");
         assert_eq!(&sink[4..10_004], &big[..]);
         assert_eq!(&sink[10_004..], b"tail");
+    }
+
+    #[tokio::test]
+    async fn truncate_drops_the_end_only() {
+        let mut out = OutBuf::default();
+        out.put_with(|b| b.extend_from_slice(b"keep"));
+        let mark = out.len();
+        out.put_bytes(Bytes::from(vec![1u8; 5000]));
+        out.put_with(|b| b.extend_from_slice(b"drop"));
+        out.truncate(mark + 2);
+        assert_eq!(out.len(), mark + 2);
+        out.put_with(|b| b.extend_from_slice(b"!"));
+        let mut sink = Vec::new();
+        out.flush(&mut sink).await.unwrap();
+        assert_eq!(sink, b"keep\x01\x01!");
+        out.truncate(0);
+        assert!(out.is_empty());
     }
 }
