@@ -81,13 +81,18 @@ async fn channel_empty_answered_survives_an_immediate_sigkill() {
     assert_eq!(ch["in_flight_count"], 0, "{ch}");
     assert_eq!(ch["deferred_count"], 0, "{ch}");
     // Nothing from before the empty is delivered: the first message is one published now.
-    mpub(&p, "t", vec![b"after".to_vec()]).await;
+    assert_first_delivery_is_new(&p).await;
+    p.kill9();
+}
+
+/// Publishes a marker to `t` and checks it is the first message channel `c` delivers.
+async fn assert_first_delivery_is_new(p: &BrokerProcess) {
+    mpub(p, "t", vec![b"after".to_vec()]).await;
     let mut c = TestConn::connect(p.tcp).await;
     c.identify(serde_json::json!({})).await;
     c.sub("t", "c").await;
     c.rdy(10).await;
     assert!(until_marker(&mut c, b"after").await.is_empty());
-    p.kill9();
 }
 
 /// The topic's channel ops made durable in its journal so far, from `/metrics`.
@@ -188,11 +193,6 @@ async fn topic_empty_answered_survives_an_immediate_sigkill() {
     let t = find_topic(&s, "t").unwrap_or_else(|| panic!("no topic t in {s}"));
     assert_eq!(t["depth"], 0, "{t}");
     // A first channel starts after the emptied backlog.
-    mpub(&p, "t", vec![b"after".to_vec()]).await;
-    let mut c = TestConn::connect(p.tcp).await;
-    c.identify(serde_json::json!({})).await;
-    c.sub("t", "c").await;
-    c.rdy(10).await;
-    assert!(until_marker(&mut c, b"after").await.is_empty());
+    assert_first_delivery_is_new(&p).await;
     p.kill9();
 }
