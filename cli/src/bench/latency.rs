@@ -41,11 +41,16 @@ use crate::args::parse_positive_duration;
 /// Smallest `--size`: the body carries the message's sequence number.
 pub const MIN_SIZE: u32 = 8;
 
+/// Most PUBs in one write (when the publisher is behind its schedule).
+const MAX_WRITE: u64 = 1024;
+
 /// How often blocked reads give up, so that threads notice a stop.
 const POLL: Duration = Duration::from_millis(20);
 
-/// How long, after the last PUB, to wait for its `OK`.
-const ACK_GRACE: Duration = Duration::from_secs(10);
+/// How long after `--runfor` the publisher may go on catching up with its schedule and
+/// waiting for `OK`s (a broker that cannot keep up with `--rate`): then the run ends, and what
+/// was not sent or not acknowledged by then is reported as such.
+const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// How long, after the last `OK`, to wait for messages still to be delivered.
 const DELIVERY_GRACE: Duration = Duration::from_secs(5);
@@ -192,6 +197,10 @@ pub struct LatencyReport {
     pub scheduled: u64,
     /// Messages sent and acknowledged with `OK`.
     pub published: u64,
+    /// Scheduled messages not sent by the end (`--runfor` + 10 s): the broker fell behind.
+    pub unsent: u64,
+    /// Messages sent but not acknowledged by the end.
+    pub unacked: u64,
     /// Distinct messages of this run delivered to the consumer.
     pub received: u64,
     /// Deliveries of a message already received (requeued or timed out), finished, not counted.
@@ -216,6 +225,16 @@ impl LatencyReport {
                 out.push_str(&format!("{:>10}", human_ns(v)));
             }
             out.push('\n');
+        }
+        if self.unsent > 0 || self.unacked > 0 {
+            out.push_str(&format!(
+                "  the broker fell behind: {} of {} scheduled messages not sent and {} not \
+                 acknowledged within --runfor + {}s\n",
+                thousands(self.unsent),
+                thousands(self.scheduled),
+                thousands(self.unacked),
+                CATCH_UP.as_secs()
+            ));
         }
         if self.redelivered > 0 || self.stale > 0 {
             out.push_str(&format!(
@@ -251,6 +270,8 @@ impl LatencyReport {
             "elapsed_s": elapsed.as_secs_f64(),
             "scheduled": self.scheduled,
             "published": self.published,
+            "unsent": self.unsent,
+            "unacked": self.unacked,
             "received": self.received,
             "redelivered": self.redelivered,
             "stale": self.stale,
@@ -329,6 +350,7 @@ impl BlockingConn {
         };
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(POLL)).map_err(io)?;
+        stream.set_write_timeout(Some(POLL)).map_err(io)?;
         let mut wbuf = BytesMut::with_capacity(64 * 1024);
         wbuf.extend_from_slice(&MAGIC);
         Ok(BlockingConn {
@@ -348,12 +370,46 @@ impl BlockingConn {
     }
 
     fn flush(&mut self, during: &'static str) -> Result<(), BenchError> {
-        if !self.wbuf.is_empty() {
-            let res = self.stream.write_all(&self.wbuf);
-            self.wbuf.clear();
-            res.map_err(|e| self.io_err(during, e))?;
+        if self.flush_until(during, None, &|| false)? {
+            Ok(())
+        } else {
+            Err(self.io_err(
+                during,
+                std::io::Error::new(ErrorKind::TimedOut, "write timed out"),
+            ))
         }
-        Ok(())
+    }
+
+    /// Writes everything queued; gives up (`Ok(false)`) once `until` has passed or `stop()`
+    /// says so while the broker is not reading.
+    fn flush_until(
+        &mut self,
+        during: &'static str,
+        until: Option<Instant>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, BenchError> {
+        let until = until.unwrap_or_else(|| Instant::now() + CONNECT_TIMEOUT);
+        let mut done = 0;
+        while done < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[done..]) {
+                Ok(0) => {
+                    return Err(BenchError::Closed {
+                        addr: self.addr.clone(),
+                        during,
+                    });
+                }
+                Ok(n) => done += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if Instant::now() > until || stop() {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_err(during, e)),
+            }
+        }
+        self.wbuf.clear();
+        Ok(true)
     }
 
     /// Reads what is there; `false` if nothing came within [`POLL`].
@@ -444,6 +500,8 @@ struct Run<'a> {
     args: &'a LatencyArgs,
     shutdown: &'a CancellationToken,
     start: Instant,
+    /// `start + --runfor + CATCH_UP`: nothing is sent, and no `OK` waited for, after it.
+    hard_end: Instant,
     /// `start` on the wall clock, in ns since the epoch (the broker's timestamps).
     start_wall_ns: i64,
     scheduled: u64,
@@ -512,6 +570,7 @@ fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Repo
         args,
         shutdown,
         start,
+        hard_end: start + args.runfor + CATCH_UP,
         start_wall_ns,
         scheduled: message_count(args.runfor, args.rate),
         sent: AtomicU64::new(0),
@@ -548,7 +607,7 @@ fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Repo
         )
     });
     // The first real error, in the order things happen.
-    let send_lateness = paced?;
+    let (send_lateness, written) = paced?;
     let ack_latency = acked?;
     let consumed = consumed?;
     let elapsed = consumed
@@ -562,6 +621,8 @@ fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Repo
         size: args.size,
         scheduled: run.scheduled,
         published,
+        unsent: run.scheduled - written,
+        unacked: written.saturating_sub(published),
         received: consumed.received,
         redelivered: consumed.redelivered,
         stale: consumed.stale,
@@ -596,7 +657,12 @@ fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Repo
             args.channel,
             args.rdy
         ),
-        expected: Some(published),
+        // Ctrl-C ends a run early: then only what was published is expected.
+        expected: Some(if shutdown.is_cancelled() {
+            published
+        } else {
+            run.scheduled
+        }),
         connections: Vec::new(),
         latency: Some(latency),
     })
@@ -604,7 +670,8 @@ fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Repo
 
 /// The pacer: writes PUB `k` at `start + k/rate`, all that are due in one write. Returns how
 /// late each PUB was written.
-fn pace(run: &Run<'_>, mut conn: BlockingConn) -> Result<Histogram<u64>, BenchError> {
+/// Returns how late each PUB was written, and how many PUBs were written whole.
+fn pace(run: &Run<'_>, mut conn: BlockingConn) -> Result<(Histogram<u64>, u64), BenchError> {
     const DURING: &str = "publishing (PUB)";
     let mut lateness = new_histogram();
     let filler: Vec<u8> = (0..run.args.size - MIN_SIZE)
@@ -612,16 +679,18 @@ fn pace(run: &Run<'_>, mut conn: BlockingConn) -> Result<Histogram<u64>, BenchEr
         .collect();
     let mut body = BytesMut::with_capacity(run.args.size as usize);
     let mut k = 0u64;
-    while k < run.scheduled && !run.shutdown.is_cancelled() && !run.failed.load(Ordering::Relaxed) {
+    let stop = || run.shutdown.is_cancelled() || run.failed.load(Ordering::Relaxed);
+    while k < run.scheduled && !stop() && Instant::now() < run.hard_end {
         let due = run.start + Duration::from_nanos(scheduled_ns(k, run.args.rate));
         let now = Instant::now();
         if now < due {
             std::thread::sleep(due - now);
             continue;
         }
-        // Everything due by now, in one write.
+        // Everything due by now (up to MAX_WRITE messages), in one write.
         let first = k;
         while k < run.scheduled
+            && k - first < MAX_WRITE
             && run.start + Duration::from_nanos(scheduled_ns(k, run.args.rate)) <= now
         {
             body.clear();
@@ -639,14 +708,18 @@ fn pace(run: &Run<'_>, mut conn: BlockingConn) -> Result<Histogram<u64>, BenchEr
         }
         // `sent` before the write: the ack thread may see an OK as soon as the bytes leave.
         run.sent.store(k, Ordering::Release);
-        conn.flush(DURING)?;
+        if !conn.flush_until(DURING, Some(run.hard_end), &stop)? {
+            // The broker stopped reading: the last write may be partial, and will not be
+            // answered; the ack thread stops at `hard_end`.
+            return Ok((lateness, first));
+        }
         let written = Instant::now();
         for j in first..k {
             let due = run.start + Duration::from_nanos(scheduled_ns(j, run.args.rate));
             lateness.saturating_record(nanos(written.saturating_duration_since(due)).max(1));
         }
     }
-    Ok(lateness)
+    Ok((lateness, k))
 }
 
 /// Reads the `OK`s of the publishing connection: the `k`-th answers PUB `k`.
@@ -654,23 +727,10 @@ fn read_acks(run: &Run<'_>, mut conn: BlockingConn) -> Result<Histogram<u64>, Be
     const DURING: &str = "publishing (PUB)";
     let mut latency = new_histogram();
     let mut acked = 0u64;
-    let mut grace_until: Option<Instant> = None;
     loop {
         let sent = run.sent.load(Ordering::Acquire);
-        if run.sending_done.load(Ordering::Acquire) {
-            if acked == sent {
-                return Ok(latency);
-            }
-            let until = *grace_until.get_or_insert_with(|| Instant::now() + ACK_GRACE);
-            if Instant::now() > until {
-                return Err(BenchError::AckTimeout {
-                    addr: conn.addr.clone(),
-                    outstanding: usize::try_from(sent - acked).unwrap_or(usize::MAX),
-                    grace: ACK_GRACE,
-                });
-            }
-        }
-        if run.failed.load(Ordering::Relaxed) {
+        let all_acked = run.sending_done.load(Ordering::Acquire) && acked == sent;
+        if all_acked || Instant::now() > run.hard_end || run.failed.load(Ordering::Relaxed) {
             return Ok(latency);
         }
         if !conn.read_more(DURING)? {
@@ -850,6 +910,8 @@ mod tests {
             size: 200,
             scheduled: 1000,
             published: 1000,
+            unsent: 0,
+            unacked: 0,
             received: 1000,
             redelivered: 0,
             stale: 0,
