@@ -13,6 +13,18 @@
 //!
 //! Both render the Prometheus `histogram` type (cumulative `_bucket{le=...}`, `_sum` in seconds,
 //! `_count`) through [`Histogram::render`].
+//!
+//! Why not `hdrhistogram` here (it is used for `/stats`' end-to-end percentiles in
+//! [`crate::latency`] and by `ferry bench latency`): its `record` takes `&mut self`, so
+//! [`AtomicHistogram`]'s callers (every publishing connection of a topic at once) would need a
+//! mutex around it or a per-thread recorder (which changes the callers). Measured on the 2-core
+//! dev VM (5 M records per thread, release build): atomic buckets 15 ns a record on one thread
+//! and 22-47 ns on two, `Mutex<hdrhistogram>` 18-28 ns on one and 44-90 ns on two; and a lock
+//! holder that is preempted stalls every publisher, which atomics never do. For the plain
+//! [`Histogram`] (already under a lock) hdrhistogram costs 5.5 ns a record against 3.4 ns for
+//! the bucket search, and 32 KB (2 digits, 1 µs to 1 day) to 221 KB (3 digits, 1 ns to 60 s)
+//! per histogram against 184 bytes, per channel; and Prometheus wants these fixed `le` bounds
+//! anyway, which hdrhistogram's buckets only approximate. So the buckets stay.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -134,7 +134,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(bench) => {
             let report = ferry_cli::bench::run(&bench.command, shutdown).await?;
-            print!("{}", report.render(bench.command.verbose()));
+            if bench.command.json() {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render(bench.command.verbose()));
+            }
             if let Some(shortfall) = report.shortfall() {
                 anyhow::bail!(shortfall);
             }

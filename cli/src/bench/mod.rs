@@ -14,6 +14,7 @@
 //!
 //! - [`writer`]: publishing with pipelined MPUBs;
 //! - [`reader`]: consuming and finishing;
+//! - [`latency`]: fixed-rate publishing with a consumer, latency percentiles;
 //! - [`report`]: the summary line;
 //! - [`error`][]: [`BenchError`].
 
@@ -27,11 +28,13 @@ use crate::args::{default_connections, parse_positive_duration};
 
 mod conn;
 pub mod error;
+pub mod latency;
 pub mod reader;
 pub mod report;
 pub mod writer;
 
 pub use error::BenchError;
+pub use latency::LatencyArgs;
 pub use reader::ReaderArgs;
 pub use report::{ConnectionReport, Report, Role};
 pub use writer::WriterArgs;
@@ -83,7 +86,8 @@ error, an error frame from the broker, or (reader) fewer than --expect messages.
     long_about = "Load generator for any broker that speaks NSQ's TCP protocol (Ferry's brokerd \
                   or nsqd): `writer` publishes MPUB batches, `reader` consumes and FINs, each \
                   over several connections, and prints messages/s and MB/s. Modelled on nsq's \
-                  bench_writer and bench_reader.",
+                  bench_writer and bench_reader. `latency` publishes at a fixed --rate while \
+                  consuming, and prints latency percentiles.",
     after_help = "See `ferry bench --help` for how to compare Ferry with another broker.",
     after_long_help = COMPARE_HELP
 )]
@@ -93,13 +97,16 @@ pub struct BenchArgs {
     pub command: BenchCommand,
 }
 
-/// The two benchmark tools.
+/// The benchmark tools.
 #[derive(Debug, Clone, Subcommand)]
 pub enum BenchCommand {
     /// Publish MPUB batches as fast as the broker acknowledges them.
     Writer(WriterArgs),
     /// Subscribe, receive and FIN messages as fast as the broker delivers them.
     Reader(ReaderArgs),
+    /// Publish at a fixed --rate while consuming the same topic; report publish-ack and
+    /// delivery latency percentiles (measured from each message's scheduled send time).
+    Latency(LatencyArgs),
 }
 
 impl BenchCommand {
@@ -108,7 +115,13 @@ impl BenchCommand {
         match self {
             BenchCommand::Writer(args) => args.common.verbose,
             BenchCommand::Reader(args) => args.common.verbose,
+            BenchCommand::Latency(_) => false,
         }
+    }
+
+    /// Whether the report is wanted as JSON (`--json`).
+    pub fn json(&self) -> bool {
+        matches!(self, BenchCommand::Latency(args) if args.json)
     }
 }
 
@@ -156,6 +169,7 @@ pub async fn run(
     match command {
         BenchCommand::Writer(args) => writer::run(args, shutdown).await,
         BenchCommand::Reader(args) => reader::run(args, shutdown).await,
+        BenchCommand::Latency(args) => latency::run(args, shutdown).await,
     }
 }
 
@@ -293,9 +307,34 @@ mod tests {
             "ferry bench reader --rdy 0",
             "ferry bench reader --expect 0",
             "ferry bench reader --batch-size 2",
+            "ferry bench latency",
+            "ferry bench latency --rate 0",
+            "ferry bench latency --rate 10 --size 0",
+            "ferry bench latency --rate 10 --size 7",
+            "ferry bench latency --rate 10 --rdy 0",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn latency_defaults_and_flags() {
+        let BenchCommand::Latency(args) = parse("ferry bench latency --rate 10000").unwrap() else {
+            panic!("not latency");
+        };
+        assert_eq!(args.tcp_address, "127.0.0.1:4150");
+        assert_eq!((args.rate, args.size, args.rdy), (10_000, 200, 2500));
+        assert_eq!(args.runfor, Duration::from_secs(10));
+        assert!(!args.json);
+        let line = "ferry bench latency --rate 5 --size 8 --max-in-flight 10 --runfor 2s --json \
+                    --topic t --channel c";
+        let command = parse(line).unwrap();
+        assert!(command.json() && !command.verbose());
+        let BenchCommand::Latency(args) = command else {
+            panic!("not latency");
+        };
+        assert_eq!((args.rate, args.size, args.rdy), (5, 8, 10));
+        assert_eq!((args.topic.as_str(), args.channel.as_str()), ("t", "c"));
     }
 
     #[test]

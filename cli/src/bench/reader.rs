@@ -133,6 +133,7 @@ pub async fn run(args: &ReaderArgs, shutdown: CancellationToken) -> Result<Repor
         detail: detail(args, size_range(min_size, max_size, msgs), msgs),
         expected: args.expect,
         connections,
+        latency: None,
     })
 }
 

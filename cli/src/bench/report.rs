@@ -10,6 +10,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use super::latency::LatencyReport;
+
 /// Which tool produced a [`Report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -17,6 +19,8 @@ pub enum Role {
     Writer,
     /// `ferry bench reader`.
     Reader,
+    /// `ferry bench latency`.
+    Latency,
 }
 
 impl fmt::Display for Role {
@@ -24,6 +28,7 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Role::Writer => "writer",
             Role::Reader => "reader",
+            Role::Latency => "latency",
         })
     }
 }
@@ -59,6 +64,8 @@ pub struct Report {
     pub expected: Option<u64>,
     /// One entry per connection, in connection order.
     pub connections: Vec<ConnectionReport>,
+    /// Latency mode: the percentiles.
+    pub latency: Option<LatencyReport>,
 }
 
 impl Report {
@@ -106,13 +113,43 @@ impl Report {
         }
         out.push_str(&self.to_string());
         out.push('\n');
+        if let Some(latency) = &self.latency {
+            out.push_str(&latency.table());
+        }
         out
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        let value = match &self.latency {
+            Some(latency) => latency.to_json(self.elapsed),
+            None => serde_json::json!({
+                "mode": self.role.to_string(),
+                "msgs": self.msgs,
+                "bytes": self.bytes,
+                "elapsed_s": self.elapsed.as_secs_f64(),
+                "msgs_per_s": self.msgs_per_sec(),
+                "mb_per_s": self.mb_per_sec(),
+            }),
+        };
+        value.to_string()
     }
 }
 
 impl fmt::Display for Report {
     /// The one-line summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(latency) = &self.latency {
+            return write!(
+                f,
+                "{}: {} published, {} received in {:.2}s ({})",
+                self.role,
+                thousands(latency.published),
+                thousands(self.msgs),
+                self.elapsed.as_secs_f64(),
+                self.detail
+            );
+        }
         write!(
             f,
             "{}: {} msgs in {:.2}s = {} msgs/s, {:.1} MB/s ({})",
@@ -165,6 +202,7 @@ mod tests {
             elapsed: Duration::from_secs(10),
             detail: "200-byte messages, MPUB batches of 200, 2 connections".to_owned(),
             expected: None,
+            latency: None,
             connections: vec![
                 ConnectionReport {
                     msgs: 1_956_200,

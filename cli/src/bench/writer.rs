@@ -100,6 +100,7 @@ pub async fn run(args: &WriterArgs, shutdown: CancellationToken) -> Result<Repor
         detail: detail(args),
         expected: None,
         connections,
+        latency: None,
     })
 }
 
