@@ -22,12 +22,15 @@
 //!
 //! Durable acknowledgements (`--sync-every=1`): an append does not wait for the sync that makes
 //! it durable. Its `OK`s go into the output buffer and the connection remembers, per topic, the
-//! highest sequence end that must be durable ([`Conn::durable`]); while any is pending, the
-//! output buffer is *held*: nothing is written (message frames, heartbeats and other responses
-//! included, so nothing overtakes an earlier publish's `OK`), while the connection keeps
-//! reading, appending and queueing answers, so the next sync covers all of it (group commit).
-//! A `select!` branch waits for every pending topic's `wait_durable`; when it resolves the whole
-//! buffer is written in order. Reading (and taking messages for a consumer) pauses while a held
+//! highest sequence end that must be durable; while any is pending, the output buffer is
+//! *held*: nothing is written (message frames, heartbeats and other responses included, so
+//! nothing overtakes an earlier publish's `OK`), while the connection keeps reading, appending
+//! and queueing answers, so the next sync covers all of it (group commit). Holds come in two
+//! stages: [`Conn::waiting`] is what a `select!` branch is waiting for, frozen with the output
+//! length it covers ([`Conn::waiting_upto`]); publishes made meanwhile go to [`Conn::next`].
+//! When the wait resolves, exactly the covered prefix is written and `next` becomes the new
+//! wait, so a steady stream of publishes never moves the goal of a wait already under way (each
+//! answer waits for at most two syncs). Reading (and taking messages for a consumer) pauses while a held
 //! buffer exceeds [`HOLD_MAX`]. Before a TLS/compression upgrade or a close the connection
 //! waits for durability first. A failed sync is fatal for the connection: everything put in the
 //! buffer since the hold began is dropped, `E_PUB_FAILED` is sent instead and the connection
@@ -151,9 +154,14 @@ pub(crate) struct Conn {
     last_recv: Instant,
     /// Publishes decoded but not yet appended (empty between calls of `process_input`).
     batch: PubBatch,
-    /// Per topic, the sequence end that must be durable before the output buffer may be
-    /// written (power-safe mode). Non-empty means the output buffer is held.
-    durable: Vec<(Arc<Topic>, u64)>,
+    /// Per topic, the sequence end the current durability wait is for (power-safe mode).
+    /// Non-empty means the output buffer's first [`Conn::waiting_upto`] bytes are held.
+    waiting: Vec<(Arc<Topic>, u64)>,
+    /// Output bytes the current wait covers (every `OK` in them is for a record in `waiting`).
+    waiting_upto: usize,
+    /// Per topic, the sequence ends of publishes answered since the current wait began: the
+    /// next wait. Non-empty means everything after `waiting_upto` is held too.
+    next: Vec<(Arc<Topic>, u64)>,
     /// Length of the output buffer when the current hold began: what came before it was due
     /// regardless of durability, what came after is dropped if a sync fails.
     hold_from: usize,
@@ -198,7 +206,9 @@ impl Conn {
             rdy: 0,
             last_recv: Instant::now(),
             batch: PubBatch::default(),
-            durable: Vec::new(),
+            waiting: Vec::new(),
+            waiting_upto: 0,
+            next: Vec::new(),
             hold_from: 0,
         }
     }
@@ -235,17 +245,24 @@ impl Conn {
             }
             let free = self.rbuf.capacity() - self.rbuf.len();
             // Held acknowledgements: stop taking more work once they take too much memory.
-            let room = self.durable.is_empty() || self.out.len() < HOLD_MAX;
-            let pending = (!self.durable.is_empty()).then(|| self.durable.clone());
+            let room = !self.is_held() || self.out.len() < HOLD_MAX;
+            if self.waiting.is_empty() && !self.next.is_empty() {
+                self.waiting = std::mem::take(&mut self.next);
+                self.waiting_upto = self.out.len();
+            }
+            let pending = (!self.waiting.is_empty()).then(|| self.waiting.clone());
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
                 r = async { wait_durable(pending.as_deref().expect("guarded")).await },
                     if pending.is_some() => {
+                    let covered = self.waiting_upto;
+                    self.waiting.clear();
                     if !self.durable_done(r) {
                         self.flush().await?;
                         return Ok(());
                     }
+                    self.write_prefix(covered).await?;
                     self.flush().await?;
                 }
                 r = self.io.read_buf(&mut self.rbuf), if room => {
@@ -359,7 +376,20 @@ impl Conn {
     /// Writes the output buffer out, unless it is held for durability (then it does nothing:
     /// the buffer is written when the pending syncs resolve).
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() || !self.durable.is_empty() {
+        if self.out.is_empty() || self.is_held() {
+            return Ok(());
+        }
+        self.write_prefix(self.out.len()).await
+    }
+
+    /// True while some answer in the output buffer waits for durability.
+    fn is_held(&self) -> bool {
+        !self.waiting.is_empty() || !self.next.is_empty()
+    }
+
+    /// Writes the first `n` bytes of the output buffer (those a resolved wait covered, or all).
+    async fn write_prefix(&mut self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
             return Ok(());
         }
         // A client that stops reading must not pin this task forever.
@@ -367,7 +397,7 @@ impl Conn {
             .heartbeat
             .unwrap_or(DEFAULT_HEARTBEAT)
             .max(Duration::from_secs(1));
-        match tokio::time::timeout(limit, self.out.flush(&mut self.io)).await {
+        match tokio::time::timeout(limit, self.out.flush_prefix(&mut self.io, n)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -536,27 +566,27 @@ impl Conn {
             self.broker.note_write(&Ok::<(), &str>(()));
             return;
         }
-        if self.durable.is_empty() {
+        if !self.is_held() {
             self.hold_from = mark;
         }
-        match self.durable.iter_mut().find(|(t, _)| Arc::ptr_eq(t, topic)) {
-            Some((_, e)) => *e = (*e).max(end),
-            None => self.durable.push((topic.clone(), end)),
-        }
+        add_target(&mut self.next, topic, end);
     }
 
     /// Handles the outcome of waiting for the pending durability: releases the output buffer,
     /// or, if a sync failed, replaces everything since the hold began with `E_PUB_FAILED`.
     /// Returns false when the connection must close.
     fn durable_done(&mut self, result: Result<(), (String, crate::topic::PublishError)>) -> bool {
-        self.durable.clear();
         match result {
             Ok(()) => {
+                // What is left was all put after the hold began.
+                self.hold_from = 0;
                 self.broker.note_write(&Ok::<(), &str>(()));
                 true
             }
             Err((topic, e)) => {
                 self.broker.note_write(&Err::<(), _>(&e));
+                self.waiting.clear();
+                self.next.clear();
                 self.out.truncate(self.hold_from);
                 let err = publish_failed(PublishKind::Pub, &topic, &e);
                 self.send_error(&err);
@@ -567,10 +597,13 @@ impl Conn {
 
     /// Waits until every held acknowledgement may go out (see [`Conn::durable_done`]).
     async fn settle(&mut self) -> bool {
-        if self.durable.is_empty() {
+        if !self.is_held() {
             return true;
         }
-        let pending = self.durable.clone();
+        let mut pending = std::mem::take(&mut self.waiting);
+        for (topic, end) in std::mem::take(&mut self.next) {
+            add_target(&mut pending, &topic, end);
+        }
         let r = wait_durable(&pending).await;
         self.durable_done(r)
     }
@@ -975,6 +1008,14 @@ fn is_durable(topic: &Topic, end: u64) -> bool {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     // A failed sync reads as "not durable": the held path reports it.
     matches!(fut.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(())))
+}
+
+/// Adds "the records of `topic` below `end` must be durable" to `targets` (one entry per topic).
+fn add_target(targets: &mut Vec<(Arc<Topic>, u64)>, topic: &Arc<Topic>, end: u64) {
+    match targets.iter_mut().find(|(t, _)| Arc::ptr_eq(t, topic)) {
+        Some((_, e)) => *e = (*e).max(end),
+        None => targets.push((topic.clone(), end)),
+    }
 }
 
 /// Resolves when every `(topic, end)` is durable, or with the first topic whose sync failed.

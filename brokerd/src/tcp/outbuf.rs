@@ -87,19 +87,30 @@ impl OutBuf {
         }
     }
 
-    /// Writes everything out.
-    pub async fn flush<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+    /// Writes the first `n` bytes out (all if fewer wait); the rest stays.
+    pub async fn flush_prefix<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        n: usize,
+    ) -> std::io::Result<()> {
         self.seal();
-        while !self.sealed.is_empty() {
+        let mut left = n.min(self.len);
+        while left > 0 {
             let n = {
+                let mut budget = left;
                 let slices: Vec<IoSlice<'_>> = self
                     .sealed
                     .iter()
                     .take(MAX_IOVECS)
-                    .map(|b| IoSlice::new(b))
+                    .map_while(|b| {
+                        let take = b.len().min(budget);
+                        budget -= take;
+                        (take > 0).then(|| IoSlice::new(&b[..take]))
+                    })
                     .collect();
                 w.write_vectored(&slices).await?
             };
+            left -= n;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -138,11 +149,27 @@ mod tests {
         out.put_bytes(Bytes::from_static(b"tail"));
         assert_eq!(out.len(), 4 + 10_000 + 4);
         let mut sink = Vec::new();
-        out.flush(&mut sink).await.unwrap();
+        out.flush_prefix(&mut sink, usize::MAX).await.unwrap();
         assert!(out.is_empty());
         assert_eq!(&sink[..4], b"head");
         assert_eq!(&sink[4..10_004], &big[..]);
         assert_eq!(&sink[10_004..], b"tail");
+    }
+
+    #[tokio::test]
+    async fn flush_prefix_writes_exactly_the_prefix() {
+        let mut out = OutBuf::default();
+        out.put_with(|b| b.extend_from_slice(b"ab"));
+        out.put_bytes(Bytes::from(vec![9u8; 5000]));
+        out.put_with(|b| b.extend_from_slice(b"cd"));
+        let mut sink = Vec::new();
+        out.flush_prefix(&mut sink, 3).await.unwrap();
+        assert_eq!(sink, b"ab\x09");
+        assert_eq!(out.len(), 4999 + 2);
+        out.flush_prefix(&mut sink, usize::MAX).await.unwrap();
+        assert_eq!(sink.len(), 5004);
+        assert_eq!(&sink[5002..], b"cd");
+        assert!(out.is_empty());
     }
 
     #[tokio::test]
@@ -156,7 +183,7 @@ mod tests {
         assert_eq!(out.len(), mark + 2);
         out.put_with(|b| b.extend_from_slice(b"!"));
         let mut sink = Vec::new();
-        out.flush(&mut sink).await.unwrap();
+        out.flush_prefix(&mut sink, usize::MAX).await.unwrap();
         assert_eq!(sink, b"keep\x01\x01!");
         out.truncate(0);
         assert!(out.is_empty());
