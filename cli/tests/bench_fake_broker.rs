@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ferry_cli::bench::{
-    self, BenchCommand, BenchError, CommonArgs, ReaderArgs, Report, WriterArgs,
+    self, BenchCommand, BenchError, BrokerArg, CommonArgs, ReaderArgs, Report, WriterArgs,
 };
 use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
 use ferry_proto::v2::{
@@ -165,7 +165,9 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
 
 fn common(addr: &str, connections: u32, runfor: Duration) -> CommonArgs {
     CommonArgs {
-        tcp_address: addr.to_owned(),
+        broker: BrokerArg {
+            tcp_address: addr.to_owned(),
+        },
         topic: "sub_bench".into(),
         connections,
         runfor,

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{CONNECT_TIMEOUT, describe_response};
 use super::reader::check_identify_response;
 use super::report::{Report, Role, thousands};
-use super::{BenchError, identify_body, parse_channel, parse_topic};
+use super::{BenchError, BrokerArg, identify_body, parse_channel, parse_topic};
 use crate::args::parse_positive_duration;
 
 /// Smallest `--size`: the body carries the message's sequence number.
@@ -64,14 +64,9 @@ const MAX_NS: u64 = 3_600_000_000_000;
 /// Flags of `ferry bench latency`.
 #[derive(Debug, Clone, Args)]
 pub struct LatencyArgs {
-    /// Broker TCP address (NSQ protocol V2), host:port.
-    #[arg(
-        long,
-        visible_alias = "nsqd-tcp-address",
-        default_value = "127.0.0.1:4150",
-        value_name = "ADDR"
-    )]
-    pub tcp_address: String,
+    /// The broker's address.
+    #[command(flatten)]
+    pub broker: BrokerArg,
 
     /// Topic to publish to and consume from.
     #[arg(long, default_value = "sub_bench_latency", value_parser = parse_topic)]
@@ -530,7 +525,7 @@ impl Run<'_> {
 
 fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Report, BenchError> {
     // Setup: the consumer subscribes and is ready before the first message is due.
-    let mut consumer = BlockingConn::connect(&args.tcp_address)?;
+    let mut consumer = BlockingConn::connect(&args.broker.tcp_address)?;
     let identify = Command::Identify(identify_body(Role::Latency, 0, true));
     let reply = consumer.request(&identify, "identifying")?;
     check_identify_response(&consumer.addr, &reply, args.rdy)?;
@@ -545,7 +540,7 @@ fn run_blocking(args: &LatencyArgs, shutdown: &CancellationToken) -> Result<Repo
     Command::Rdy(args.rdy).encode(&mut consumer.wbuf);
     consumer.flush("subscribing")?;
 
-    let mut publisher = BlockingConn::connect(&args.tcp_address)?;
+    let mut publisher = BlockingConn::connect(&args.broker.tcp_address)?;
     let identify = Command::Identify(identify_body(Role::Latency, 1, false));
     let reply = publisher.request(&identify, "identifying")?;
     if reply != OK && !reply.starts_with(b"{") {

@@ -125,9 +125,9 @@ impl BenchCommand {
     }
 }
 
-/// Flags common to the writer and the reader.
+/// The broker every bench tool talks to.
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
+pub struct BrokerArg {
     /// Broker TCP address (NSQ protocol V2), host:port.
     #[arg(
         long,
@@ -136,6 +136,14 @@ pub struct CommonArgs {
         value_name = "ADDR"
     )]
     pub tcp_address: String,
+}
+
+/// Flags common to the writer and the reader.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The broker's address.
+    #[command(flatten)]
+    pub broker: BrokerArg,
 
     /// Topic to publish to or consume from.
     #[arg(long, default_value = "sub_bench", value_parser = parse_topic)]
@@ -250,7 +258,7 @@ mod tests {
         let BenchCommand::Writer(args) = parse("ferry bench writer").unwrap() else {
             panic!("not the writer");
         };
-        assert_eq!(args.common.tcp_address, "127.0.0.1:4150");
+        assert_eq!(args.common.broker.tcp_address, "127.0.0.1:4150");
         assert_eq!(args.common.topic, "sub_bench");
         assert_eq!(args.common.runfor, Duration::from_secs(10));
         assert_eq!(args.common.connections, default_connections());
@@ -265,7 +273,7 @@ mod tests {
         let BenchCommand::Writer(args) = parse(line).unwrap() else {
             panic!("not the writer");
         };
-        assert_eq!(args.common.tcp_address, "10.0.0.1:4150");
+        assert_eq!(args.common.broker.tcp_address, "10.0.0.1:4150");
         assert_eq!(args.common.topic, "t");
         assert_eq!(args.common.connections, 3);
         assert_eq!(args.common.runfor, Duration::from_millis(500));
@@ -286,7 +294,7 @@ mod tests {
         let BenchCommand::Reader(args) = parse(line).unwrap() else {
             panic!("not the reader");
         };
-        assert_eq!(args.common.tcp_address, "h:1");
+        assert_eq!(args.common.broker.tcp_address, "h:1");
         assert_eq!(args.channel, "c#ephemeral");
         assert_eq!(args.common.connections, 2);
         assert_eq!(args.common.runfor, Duration::from_secs(120));
@@ -322,7 +330,7 @@ mod tests {
         let BenchCommand::Latency(args) = parse("ferry bench latency --rate 10000").unwrap() else {
             panic!("not latency");
         };
-        assert_eq!(args.tcp_address, "127.0.0.1:4150");
+        assert_eq!(args.broker.tcp_address, "127.0.0.1:4150");
         assert_eq!((args.rate, args.size, args.rdy), (10_000, 200, 2500));
         assert_eq!(args.runfor, Duration::from_secs(10));
         assert!(!args.json);

@@ -68,7 +68,7 @@ pub struct ReaderArgs {
 pub async fn run(args: &ReaderArgs, shutdown: CancellationToken) -> Result<Report, BenchError> {
     let mut setup = JoinSet::new();
     for index in 0..args.common.connections as usize {
-        let addr = args.common.tcp_address.clone();
+        let addr = args.common.broker.tcp_address.clone();
         let subscribe = Command::Sub {
             topic: args.common.topic.clone(),
             channel: args.channel.clone(),

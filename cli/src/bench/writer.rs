@@ -54,7 +54,7 @@ pub async fn run(args: &WriterArgs, shutdown: CancellationToken) -> Result<Repor
 
     let mut setup = JoinSet::new();
     for index in 0..args.common.connections as usize {
-        let addr = args.common.tcp_address.clone();
+        let addr = args.common.broker.tcp_address.clone();
         setup.spawn(async move {
             let mut conn = Conn::connect(&addr, READ_CHUNK).await?;
             let identify = Command::Identify(identify_body(Role::Writer, index, false));
@@ -231,6 +231,7 @@ mod tests {
     use ferry_proto::v2::{DecodeLimits, decode_command};
 
     use super::*;
+    use crate::bench::BrokerArg;
 
     #[test]
     fn mpub_decodes_back_to_the_batch() {
@@ -264,7 +265,9 @@ mod tests {
     fn summary_detail() {
         let mut args = WriterArgs {
             common: CommonArgs {
-                tcp_address: "127.0.0.1:4150".into(),
+                broker: BrokerArg {
+                    tcp_address: "127.0.0.1:4150".into(),
+                },
                 topic: "t".into(),
                 connections: 2,
                 runfor: Duration::from_secs(1),
