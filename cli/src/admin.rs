@@ -3,7 +3,10 @@
 
 use clap::Args;
 
-use crate::nodes::{self, NodeArgs, base_url, q};
+use reqwest::Method;
+
+use crate::api::{self, Answer};
+use crate::nodes::{self, NodeArgs};
 
 /// The four admin actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,79 +79,38 @@ pub fn parse_channel(s: &str) -> Result<String, String> {
     }
 }
 
-/// What happened on one broker.
-#[derive(Debug)]
-pub struct Outcome {
-    /// Broker HTTP address.
-    pub broker: String,
-    /// `Err` with the broker's answer.
-    pub result: Result<(), String>,
-}
-
 /// Applies `action` on every broker holding the topic. Also tells the lookupds about deletions,
 /// so the topic or channel disappears from discovery.
-pub async fn run(action: Action, args: &AdminArgs) -> anyhow::Result<Vec<Outcome>> {
-    let client = nodes::http_client()?;
-    let node_args = args.nodes.or_local();
-    let brokers = nodes::brokers_for_topic(&client, &node_args, &args.topic).await?;
+pub async fn run(action: Action, args: &AdminArgs) -> anyhow::Result<Vec<Answer>> {
+    let mut params = vec![("topic", args.topic.clone())];
     let path = match &args.channel {
-        None => format!("/topic/{}?topic={}", action.verb(), q(&args.topic)),
-        Some(c) => format!(
-            "/channel/{}?topic={}&channel={}",
-            action.verb(),
-            q(&args.topic),
-            q(c)
-        ),
+        None => format!("/topic/{}", action.verb()),
+        Some(c) => {
+            params.push(("channel", c.clone()));
+            format!("/channel/{}", action.verb())
+        }
     };
-    let mut out = Vec::with_capacity(brokers.len());
-    for broker in brokers {
-        let result = post(&client, &broker, &path).await;
-        out.push(Outcome { broker, result });
-    }
+    let answers =
+        api::on_topic_brokers(&args.nodes, &args.topic, Method::POST, &path, &params).await?;
     if action == Action::Delete {
-        for lookupd in &node_args.lookupd_http_addresses {
+        let client = nodes::http_client()?;
+        for lookupd in &args.nodes.lookupd_http_addresses {
             // lookupd forgets it too (brokers also unregister themselves on delete).
-            let _ = post(&client, lookupd, &path).await;
+            let _ = api::call(&client, Method::POST, lookupd, &path, &params).await;
         }
     }
-    Ok(out)
-}
-
-async fn post(client: &reqwest::Client, addr: &str, path: &str) -> Result<(), String> {
-    let url = format!("{}{path}", base_url(addr));
-    match client.post(&url).send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => {
-            let status = r.status();
-            let body = r.text().await.unwrap_or_default();
-            let code = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or(body);
-            Err(format!("{code} (HTTP {})", status.as_u16()))
-        }
-        Err(e) => Err(format!("unreachable: {}", nodes::describe(&e))),
-    }
+    Ok(answers)
 }
 
 /// One line per broker, e.g. `127.0.0.1:4151: paused topic "t"`.
-pub fn render(action: Action, args: &AdminArgs, outcomes: &[Outcome]) -> String {
+pub fn render(action: Action, args: &AdminArgs, answers: &[Answer]) -> String {
     let what = match &args.channel {
         None => format!("topic {:?}", args.topic),
         Some(c) => format!("channel {:?} of topic {:?}", c, args.topic),
     };
-    let mut s = String::new();
-    for o in outcomes {
-        match &o.result {
-            Ok(()) => s.push_str(&format!("{}: {} {what}\n", o.broker, action.done())),
-            Err(e) => s.push_str(&format!(
-                "{}: could not {} {what}: {e}\n",
-                o.broker,
-                action.verb()
-            )),
-        }
-    }
-    s
+    api::render_lines(answers, &format!("{} {what}", action.verb()), |_| {
+        format!("{} {what}", action.done())
+    })
 }
 
 #[cfg(test)]
@@ -168,22 +130,23 @@ mod tests {
         let args = AdminArgs {
             topic: "t".into(),
             channel: None,
-            nodes: NodeArgs {
-                broker_http_addresses: vec![],
-                lookupd_http_addresses: vec![],
-            },
+            nodes: NodeArgs::default(),
         };
         let text = render(
             Action::Pause,
             &args,
             &[
-                Outcome {
+                Answer {
                     broker: "a:1".into(),
-                    result: Ok(()),
+                    result: Ok(serde_json::Value::Null),
                 },
-                Outcome {
+                Answer {
                     broker: "b:2".into(),
-                    result: Err("TOPIC_NOT_FOUND (HTTP 404)".into()),
+                    result: Err(api::BrokerError::Refused {
+                        status: 404,
+                        code: "TOPIC_NOT_FOUND".into(),
+                        reason: None,
+                    }),
                 },
             ],
         );

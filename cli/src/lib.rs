@@ -6,6 +6,9 @@
 //! - [`args`]: argument parsers shared by every subcommand (Go-style durations, defaults);
 //! - [`bench`](mod@bench): `ferry bench writer|reader`, a load generator for any NSQ-protocol broker;
 //! - [`admin`]: `ferry pause|unpause|empty|delete`, applied on every broker holding a topic;
+//! - [`rewind`], [`peek`], [`config`](mod@config), [`redrive`]: replay, inspection, retention
+//!   and dead-letter settings of a topic's channels, on every broker holding the topic;
+//! - [`api`]: one request to each of those brokers, answers and errors as people read them;
 //! - [`stat`]: `ferry stat`, a live table of a topic's or channel's numbers across brokers;
 //! - [`nodes`]: finding those brokers (lookupd `/lookup`, or given addresses);
 //! - [`tail`]: `ferry tail`, print a topic's messages (a ferry-client consumer), taking
@@ -21,13 +24,18 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod api;
 pub mod args;
 pub mod bench;
+pub mod config;
 pub mod consumer_opt;
 pub mod dev;
 pub mod import;
 pub mod nodes;
+pub mod peek;
 pub mod publish;
+pub mod redrive;
+pub mod rewind;
 pub mod security;
 pub mod stat;
 pub mod tail;

@@ -5,10 +5,15 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use ferry_cli::admin::{self, Action, AdminArgs};
+use ferry_cli::api;
 use ferry_cli::bench::BenchArgs;
+use ferry_cli::config::{self, ConfigArgs};
 use ferry_cli::dev::{self, DevArgs};
 use ferry_cli::import::{self, ImportArgs};
+use ferry_cli::peek::{self, PeekArgs};
 use ferry_cli::publish::{self, PubArgs};
+use ferry_cli::redrive::{self, RedriveArgs};
+use ferry_cli::rewind::{self, RewindArgs};
 use ferry_cli::stat::{self, StatArgs};
 use ferry_cli::tail::{self, TailArgs};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +44,18 @@ enum Command {
     Empty(AdminArgs),
     /// Delete a topic or channel, with its messages, on every broker that holds it.
     Delete(AdminArgs),
+    /// Move a channel back to a point of its topic's retained log (earliest, a time, -1h) on
+    /// every broker that holds the topic, so the messages from there on are delivered again.
+    Rewind(RewindArgs),
+    /// Show the next messages a channel would deliver, its in-flight and its deferred ones on
+    /// every broker that holds the topic (changes nothing).
+    Peek(PeekArgs),
+    /// Show, or change with the setting flags, a topic's retention and a channel's max age,
+    /// max attempts and dead-letter topic on every broker that holds the topic.
+    Config(ConfigArgs),
+    /// Publish the messages of a dead-letter topic's channel to another topic (the one they
+    /// came from) on every broker that holds the dead-letter topic.
+    Redrive(RedriveArgs),
     /// Live table of a topic's or channel's depth, in-flight, deferred, requeued, timed-out
     /// counts and message rate, summed across brokers (like nsq_stat).
     Stat(StatArgs),
@@ -98,6 +115,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unpause(a) => admin_command(Action::Unpause, &a).await,
         Command::Empty(a) => admin_command(Action::Empty, &a).await,
         Command::Delete(a) => admin_command(Action::Delete, &a).await,
+        Command::Rewind(a) => {
+            let answers = rewind::run(&a).await?;
+            print!("{}", rewind::render(&a, &answers));
+            api::all_succeeded(&answers)
+        }
+        Command::Peek(a) => {
+            let answers = peek::run(&a).await?;
+            if a.json {
+                println!("{:#}", api::to_json(&answers));
+            } else {
+                print!(
+                    "{}",
+                    peek::render(&a, &answers, std::time::SystemTime::now())
+                );
+            }
+            api::all_succeeded(&answers)
+        }
+        Command::Config(a) => {
+            let report = config::run(&a).await?;
+            print!("{}", config::render(&a, &report));
+            api::all_succeeded(report.answers())
+        }
+        Command::Redrive(a) => {
+            let answers = redrive::run(&a).await?;
+            print!("{}", redrive::render(&a, &answers));
+            api::all_succeeded(&answers)
+        }
         Command::Stat(a) => stat::run(&a, shutdown).await,
         Command::Tail(a) => {
             let mut out = std::io::BufWriter::new(std::io::stdout());
@@ -148,13 +192,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn admin_command(action: Action, args: &AdminArgs) -> anyhow::Result<()> {
-    let outcomes = admin::run(action, args).await?;
-    print!("{}", admin::render(action, args, &outcomes));
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    if failed > 0 {
-        anyhow::bail!("failed on {failed} of {} brokers", outcomes.len());
-    }
-    Ok(())
+    let answers = admin::run(action, args).await?;
+    print!("{}", admin::render(action, args, &answers));
+    api::all_succeeded(&answers)
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {

@@ -14,7 +14,7 @@ pub const LOCAL_BROKER: &str = "127.0.0.1:4151";
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to find brokers.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct NodeArgs {
     /// A broker's HTTP address (host:port); repeat for several.
     #[arg(
