@@ -1,0 +1,481 @@
+//! `ferry rewind|peek|config|redrive` (issue #17's broker API) run as processes against real
+//! brokers and a lookupd on loopback, with ferry-client consumers to see what gets delivered.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use ferry_client::{Consumer, Message, Messages};
+
+/// A number of a channel in a broker's `/stats` (0 when the channel is not there).
+async fn channel_stat(broker: &Broker, topic: &str, channel: &str, key: &str) -> u64 {
+    let stats = broker.stats().await;
+    stats["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["topic_name"] == topic)
+        .flat_map(|t| t["channels"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["channel_name"] == channel)
+        .and_then(|c| c[key].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until `topic`/`channel` on `broker` has `depth` ready messages and none in flight.
+async fn wait_depth(broker: &Broker, topic: &str, channel: &str, depth: u64) {
+    eventually(&format!("{topic}/{channel} at depth {depth}"), || async {
+        let ready = channel_stat(broker, topic, channel, "depth").await;
+        let in_flight = channel_stat(broker, topic, channel, "in_flight_count").await;
+        (ready == depth && in_flight == 0).then_some(())
+    })
+    .await;
+}
+
+/// A consumer of `topic`/`channel` on `broker`, and its messages.
+async fn consumer(broker: &Broker, topic: &str, channel: &str) -> (Consumer, Messages) {
+    let config = ferry_client::Config::new().max_in_flight(100);
+    let (consumer, messages) = Consumer::stream(topic, channel, config).unwrap();
+    consumer
+        .connect_to_broker(broker.tcp.clone())
+        .await
+        .unwrap();
+    (consumer, messages)
+}
+
+/// The next `n` messages, each within [`DEADLINE`].
+async fn receive(messages: &mut Messages, n: usize) -> Vec<Message> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let msg = tokio::time::timeout(DEADLINE, messages.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {} of {n} messages", out.len()))
+            .expect("the stream ended");
+        out.push(msg);
+    }
+    out
+}
+
+fn bodies(msgs: &[Message]) -> BTreeSet<String> {
+    msgs.iter()
+        .map(|m| String::from_utf8_lossy(m.body()).into_owned())
+        .collect()
+}
+
+/// A JSON answer of a successful GET.
+async fn get_json(url: &str) -> serde_json::Value {
+    let r = reqwest::get(url).await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Runs `ferry` with `list` followed by `--broker-http-address broker`.
+async fn ferry_on(broker: &Broker, list: &[&str]) -> std::process::Output {
+    let mut a = args(list);
+    a.extend(args(&["--broker-http-address", &broker.http]));
+    ferry(a).await
+}
+
+/// Asserts a successful run and returns its stdout.
+fn success(out: &std::process::Output) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_to_earliest_delivers_everything_again() {
+    const N: usize = 20;
+    let b = broker().await;
+    b.post("/channel/create?topic=t&channel=c", "").await;
+    let published: Vec<String> = (0..N).map(|i| format!("m-{i}")).collect();
+    b.post("/mpub?topic=t", &published.join("\n")).await;
+    let want: BTreeSet<String> = published.iter().cloned().collect();
+
+    let (c, mut msgs) = consumer(&b, "t", "c").await;
+    let got = receive(&mut msgs, N).await;
+    assert_eq!(bodies(&got), want);
+    for m in got {
+        m.finish().await.unwrap();
+    }
+    wait_depth(&b, "t", "c", 0).await;
+    c.stop().await;
+
+    let out = ferry_on(
+        &b,
+        &[
+            "rewind",
+            "--topic",
+            "t",
+            "--channel",
+            "c",
+            "--to",
+            "earliest",
+        ],
+    )
+    .await;
+    let stdout = success(&out);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("owes {N} messages from ")),
+        "{stdout}"
+    );
+    let (c, mut msgs) = consumer(&b, "t", "c").await;
+    let again = receive(&mut msgs, N).await;
+    assert_eq!(bodies(&again), want);
+    for m in again {
+        m.finish().await.unwrap();
+    }
+    wait_depth(&b, "t", "c", 0).await;
+    c.stop().await;
+
+    // A time with a UTC offset (a `+` in the query) long before the first message: clamped to
+    // the oldest one. A negative duration: everything of the last hour.
+    for to in ["2000-01-01T00:00:00+01:00", "-1h"] {
+        let out = ferry_on(
+            &b,
+            &["rewind", "--topic", "t", "--channel", "c", "--to", to],
+        )
+        .await;
+        let stdout = success(&out);
+        assert!(
+            stdout.contains(&format!("owes {N} messages")),
+            "{to}: {stdout}"
+        );
+        if to.starts_with("2000") {
+            assert!(stdout.contains("the oldest retained"), "{stdout}");
+        }
+    }
+
+    // Obviously bad values never reach the broker; one clear line and a non-zero exit.
+    for (to, why) in [
+        ("yesterday", "invalid time"),
+        ("1h", "must be negative"),
+        ("1764900000", "Unix seconds"),
+    ] {
+        let out = ferry_on(
+            &b,
+            &["rewind", "--topic", "t", "--channel", "c", "--to", to],
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{to}: {stdout}");
+        assert!(stderr.starts_with("error: invalid value"), "{to}: {stderr}");
+        assert!(stderr.contains(why), "{to}: {stderr}");
+    }
+    // A channel the broker does not have: its answer, and a non-zero exit.
+    let out = ferry_on(
+        &b,
+        &[
+            "rewind",
+            "--topic",
+            "t",
+            "--channel",
+            "nope",
+            "--to",
+            "earliest",
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("could not rewind"), "{stdout}");
+    assert!(stdout.contains("CHANNEL_NOT_FOUND (HTTP 404)"), "{stdout}");
+    assert_eq!(stderr.trim(), "ferry: error: failed on 1 of 1 brokers");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peek_shows_bodies_and_json() {
+    let b = broker().await;
+    b.post("/channel/create?topic=t&channel=c", "").await;
+    b.post("/mpub?topic=t", "first\nsecond\nthird").await;
+
+    let out = ferry_on(&b, &["peek", "--topic", "t", "--channel", "c", "-n", "5"]).await;
+    let stdout = success(&out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].contains("3 ready, 0 in flight, 0 deferred"),
+        "{stdout}"
+    );
+    for (line, body) in lines[1..].iter().zip(["first", "second", "third"]) {
+        assert!(
+            line.ends_with(&format!("attempts 1  ready  {body:?}")),
+            "{line}"
+        );
+    }
+
+    let out = ferry_on(
+        &b,
+        &[
+            "peek",
+            "--topic",
+            "t",
+            "--channel",
+            "c",
+            "-n",
+            "2",
+            "--json",
+        ],
+    )
+    .await;
+    let stdout = success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v[0]["broker"], b.http.as_str());
+    let answer = &v[0]["answer"];
+    assert_eq!(answer["depth"], 3);
+    let got: Vec<&str> = answer["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["first", "second"]);
+    // Peeking changed nothing.
+    assert_eq!(channel_stat(&b, "t", "c", "depth").await, 3);
+
+    let out = ferry_on(&b, &["peek", "--topic", "t", "--channel", "nope"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("could not peek channel \"nope\" of topic \"t\": CHANNEL_NOT_FOUND"),
+        "{stdout}"
+    );
+    assert_eq!(stderr.trim(), "ferry: error: failed on 1 of 1 brokers");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_sets_and_shows_settings_on_every_broker_of_a_lookupd() {
+    let l = lookupd().await;
+    let (a, b) = (
+        broker_registered_with(&l.tcp).await,
+        broker_registered_with(&l.tcp).await,
+    );
+    for br in [&a, &b] {
+        br.post("/channel/create?topic=t&channel=c", "").await;
+    }
+    let client = reqwest::Client::new();
+    eventually("lookupd lists both brokers for t", || async {
+        let v: serde_json::Value = client
+            .get(format!("http://{}/lookup?topic=t", l.http))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["producers"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let on_cluster = |list: &[&str]| {
+        let mut a = args(list);
+        a.extend(args(&["--lookupd-http-address", &l.http]));
+        ferry(a)
+    };
+
+    let out = on_cluster(&[
+        "config",
+        "--topic",
+        "t",
+        "--retention",
+        "24h",
+        "--retention-bytes",
+        "10GB",
+    ])
+    .await;
+    let stdout = success(&out);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let out = on_cluster(&[
+        "config",
+        "--topic",
+        "t",
+        "--channel",
+        "c",
+        "--max-attempts",
+        "5",
+        "--max-age",
+        "10m",
+    ])
+    .await;
+    let stdout = success(&out);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+
+    // Shown by the CLI, on both brokers...
+    let out = on_cluster(&["config", "--topic", "t", "--channel", "c"]).await;
+    let stdout = success(&out);
+    for br in [&a, &b] {
+        let topic_line = format!("{}: topic \"t\": retention 24h, size limit 10GB", br.http);
+        assert!(
+            stdout.lines().any(|l| l == topic_line),
+            "{topic_line}\n{stdout}"
+        );
+        let channel_line = format!(
+            "{}: channel \"c\" of topic \"t\": max age 10m, max attempts 5",
+            br.http
+        );
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&channel_line)),
+            "{channel_line}\n{stdout}"
+        );
+    }
+    // ... and as each broker answers.
+    for br in [&a, &b] {
+        let t = get_json(&format!("http://{}/topic/config?topic=t", br.http)).await;
+        assert_eq!(t["retention_ms"], 86_400_000, "{t}");
+        assert_eq!(t["retention_bytes"], 10_000_000_000u64, "{t}");
+        let c = get_json(&format!(
+            "http://{}/channel/config?topic=t&channel=c",
+            br.http
+        ))
+        .await;
+        assert_eq!(c["max_attempts"], 5, "{c}");
+        assert_eq!(c["max_age_ms"], 600_000, "{c}");
+    }
+
+    // Channel settings need a channel; bad sizes are refused before any request.
+    for (case, why) in [
+        (
+            vec!["config", "--topic", "t", "--max-attempts", "5"],
+            "--channel",
+        ),
+        (
+            vec!["config", "--topic", "t", "--retention-bytes", "10XB"],
+            "unknown unit",
+        ),
+        (
+            vec!["config", "--topic", "t", "--retention", "10"],
+            "missing unit",
+        ),
+    ] {
+        let out = on_cluster(&case).await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{case:?}: {stdout}");
+        assert!(stderr.starts_with("error:"), "{case:?}: {stderr}");
+        assert!(stderr.contains(why), "{case:?}: {stderr}");
+    }
+    a.stop().await;
+    b.stop().await;
+    l.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_moves_dead_letters_back() {
+    const N: usize = 3;
+    let b = broker().await;
+    b.post("/channel/create?topic=t&channel=c", "").await;
+    b.post("/channel/create?topic=t.dead&channel=c", "").await;
+    let out = ferry_on(
+        &b,
+        &[
+            "config",
+            "--topic",
+            "t",
+            "--channel",
+            "c",
+            "--max-attempts",
+            "1",
+            "--dead-letter-topic",
+            "t.dead",
+        ],
+    )
+    .await;
+    let stdout = success(&out);
+    assert!(
+        stdout.contains("max attempts 1, then to topic \"t.dead\""),
+        "{stdout}"
+    );
+    let published: Vec<String> = (0..N).map(|i| format!("d-{i}")).collect();
+    b.post("/mpub?topic=t", &published.join("\n")).await;
+    let want: BTreeSet<String> = published.iter().cloned().collect();
+
+    // One delivery each, requeued: with max_attempts = 1 they become dead letters.
+    let (c, mut msgs) = consumer(&b, "t", "c").await;
+    let got = receive(&mut msgs, N).await;
+    assert_eq!(bodies(&got), want);
+    for m in got {
+        m.requeue_without_backoff(Some(Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    wait_depth(&b, "t.dead", "c", N as u64).await;
+    c.stop().await;
+    wait_depth(&b, "t", "c", 0).await;
+
+    let out = ferry_on(&b, &["peek", "--topic", "t.dead", "--channel", "c"]).await;
+    let stdout = success(&out);
+    assert_eq!(
+        stdout
+            .matches("dead letter from channel \"c\" of topic \"t\"")
+            .count(),
+        N,
+        "{stdout}"
+    );
+
+    let out = ferry_on(
+        &b,
+        &[
+            "redrive",
+            "--topic",
+            "t.dead",
+            "--channel",
+            "c",
+            "--to-topic",
+            "t",
+        ],
+    )
+    .await;
+    let stdout = success(&out);
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "{}: moved {N} messages from channel \"c\" of topic \"t.dead\" to topic \"t\"",
+            b.http
+        )
+    );
+    wait_depth(&b, "t.dead", "c", 0).await;
+    wait_depth(&b, "t", "c", N as u64).await;
+    let (c, mut msgs) = consumer(&b, "t", "c").await;
+    let back = receive(&mut msgs, N).await;
+    assert_eq!(bodies(&back), want);
+    for m in back {
+        m.finish().await.unwrap();
+    }
+    wait_depth(&b, "t", "c", 0).await;
+    c.stop().await;
+
+    // Nothing left: 0 moved. A bad target topic name is refused before any request.
+    let out = ferry_on(
+        &b,
+        &[
+            "redrive",
+            "--topic",
+            "t.dead",
+            "--channel",
+            "c",
+            "--to-topic",
+            "t",
+        ],
+    )
+    .await;
+    assert!(success(&out).contains("moved 0 messages"));
+    let out = ferry_on(
+        &b,
+        &[
+            "redrive",
+            "--topic",
+            "t.dead",
+            "--channel",
+            "c",
+            "--to-topic",
+            "bad name",
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("invalid topic name"), "{stderr}");
+    b.stop().await;
+}
