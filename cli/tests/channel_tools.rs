@@ -236,6 +236,47 @@ async fn peek_shows_bodies_and_json() {
     // Peeking changed nothing.
     assert_eq!(channel_stat(&b, "t", "c", "depth").await, 3);
 
+    // One message deferred for a minute (requeued with a delay), one in flight (held).
+    let config = ferry_client::Config::new().max_in_flight(1);
+    let (c, mut msgs) = Consumer::stream("t", "c", config).unwrap();
+    c.connect_to_broker(b.tcp.clone()).await.unwrap();
+    let first = receive(&mut msgs, 1).await.remove(0);
+    first
+        .requeue_without_backoff(Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let held = receive(&mut msgs, 1).await;
+    eventually("one message in flight and one deferred", || async {
+        let in_flight = channel_stat(&b, "t", "c", "in_flight_count").await;
+        let deferred = channel_stat(&b, "t", "c", "deferred_count").await;
+        (in_flight == 1 && deferred == 1).then_some(())
+    })
+    .await;
+    let out = ferry_on(&b, &["peek", "--topic", "t", "--channel", "c"]).await;
+    let stdout = success(&out);
+    assert!(
+        stdout.contains("1 ready, 1 in flight, 1 deferred"),
+        "{stdout}"
+    );
+    let line = |body: &str| {
+        stdout
+            .lines()
+            .find(|l| l.ends_with(&format!("{body:?}")))
+            .unwrap_or_else(|| panic!("{body}: {stdout}"))
+            .to_owned()
+    };
+    assert!(line("third").contains("attempts 1  ready"), "{stdout}");
+    assert!(
+        line("second").contains("attempts 1  in flight, deadline in "),
+        "{stdout}"
+    );
+    assert!(
+        line("first").contains("attempts 1  deferred, due in "),
+        "{stdout}"
+    );
+    drop(held);
+    c.stop().await;
+
     let out = ferry_on(&b, &["peek", "--topic", "t", "--channel", "nope"]).await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
