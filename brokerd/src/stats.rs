@@ -196,7 +196,7 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
         }
         let depth = topic.depth();
         let retention = topic.retention();
-        let oldest = topic.oldest().ok().flatten();
+        let oldest = topic.oldest_info();
         topics.push(TopicStats {
             topic_name: topic.name().to_owned(),
             channels,
@@ -208,10 +208,8 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
             e2e_processing_latency: topic.e2e_latency(),
             retention_ms: retention.time.as_millis() as u64,
             retention_bytes: retention.bytes,
-            oldest_timestamp_ms: oldest
-                .as_ref()
-                .map_or(0, |r| r.timestamp_ns.div_euclid(1_000_000)),
-            oldest_sequence: oldest.map_or(topic.log().next_seq(), |r| r.seq),
+            oldest_timestamp_ms: oldest.map_or(0, |(_, ts)| ts.div_euclid(1_000_000)),
+            oldest_sequence: oldest.map_or(topic.log().next_seq(), |(seq, _)| seq),
         });
     }
     let producers = if filter.include_clients {

@@ -144,6 +144,9 @@ pub struct Topic {
     dead_letters: DeadLetterTx,
     /// Where this topic's dead letters came from (when it is a dead-letter topic).
     origins: Origins,
+    /// The oldest retained record's `(seq, timestamp)` once read (`/stats` asks often; reading
+    /// it maps a segment); valid while the log's first seq is not past it.
+    oldest_cache: Mutex<Option<(u64, i64)>>,
     deleted: AtomicBool,
     /// Serialises metadata writes (they share one temp file name) and journal appends.
     persist: Mutex<Persist>,
@@ -284,6 +287,7 @@ impl Topic {
             settings: Mutex::new(meta.settings.clone()),
             dead_letters,
             origins,
+            oldest_cache: Mutex::new(None),
             deleted: AtomicBool::new(false),
             persist: Mutex::new(persist),
             sync_now: Notify::new(),
@@ -769,6 +773,27 @@ impl Topic {
     /// The oldest retained message.
     pub fn oldest(&self) -> Result<Option<ferry_store::Record>, StoreError> {
         self.log.reader(self.log.first_seq()).next(&self.log)
+    }
+
+    /// The oldest retained message's `(seq, publish time)`, remembered until the log's first
+    /// seq moves past it (an empty log is looked at again each time).
+    pub fn oldest_info(&self) -> Option<(u64, i64)> {
+        let first = self.log.first_seq();
+        let mut cache = self
+            .oldest_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((seq, ts)) = *cache
+            && seq >= first
+        {
+            return Some((seq, ts));
+        }
+        *cache = self
+            .oldest()
+            .ok()
+            .flatten()
+            .map(|r| (r.seq, r.timestamp_ns));
+        *cache
     }
 
     /// The seq a point of the topic's history names, and whether the point was older than the
