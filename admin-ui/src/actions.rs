@@ -165,12 +165,17 @@ pub struct Report {
     pub action: Action,
     /// Its target.
     pub target: Target,
-    /// Its parameters, as passed to the brokers.
+    /// Its parameters, as passed to the brokers (a JSON object).
+    #[serde(serialize_with = "params_object")]
     pub params: Vec<Param>,
     /// True when every node did it (and there was at least one).
     pub ok: bool,
     /// One per node asked.
     pub outcomes: Vec<Outcome>,
+}
+
+fn params_object<S: serde::Serializer>(params: &[Param], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(params.iter().map(|(k, v)| (k, v)))
 }
 
 impl Report {
@@ -300,7 +305,7 @@ fn describe(action: Action, target: &Target, body: &[u8]) -> (String, Option<Val
     (detail, serde_json::from_slice(body).ok())
 }
 
-/// "from 000000000000007b (#123) of 2026-12-05 10:00:00 UTC: 1,000 owed".
+/// "from 000000000000007b of 2026-12-05 10:00:00 UTC: 1,000 owed".
 fn rewound(r: &nsq::Rewind) -> String {
     let owed = Num(r.owed);
     let Some(ts) = r.first_timestamp_ms else {
@@ -312,9 +317,8 @@ fn rewound(r: &nsq::Rewind) -> String {
         ""
     };
     format!(
-        "from {} (#{}) of {}{clamped}: {owed} owed",
+        "from {} of {}{clamped}: {owed} owed",
         r.first_id,
-        r.first_sequence,
         settings::time_ms(ts)
     )
 }
@@ -419,7 +423,7 @@ mod tests {
         let (detail, answer) = describe(Action::Rewind, &ch, body);
         assert_eq!(
             detail,
-            "from 000000000000007b (#123) of 2025-12-05 02:00:00 UTC \
+            "from 000000000000007b of 2025-12-05 02:00:00 UTC \
              (the oldest retained: older ones are gone): 1,000 owed"
         );
         assert_eq!(answer.unwrap()["owed"], 1000);

@@ -343,7 +343,12 @@ async fn dashboard_in_a_real_browser() {
     .await;
     let alpha = broker.channel_stats("browser", "alpha").await.unwrap();
     assert_eq!(alpha["depth"], 1100, "{alpha}");
+    c.execute("document.getElementById('peek').scrollIntoView();", vec![])
+        .await
+        .unwrap();
     screenshot(&c, "admin-ui-peek.png").await;
+    // Back to the top: the sticky header would cover a button scrolled to the top edge.
+    c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
 
     // Rewind with the time picker, filled in local time as an operator would: an hour ago,
     // before every message, so all 1,120 are owed again. The page sends it as UTC.

@@ -153,6 +153,7 @@ async fn rewind_redelivers_a_consumed_channel() {
     )
     .await;
     assert_eq!(outcomes(&report).len(), 2, "{report}");
+    assert_eq!(report["params"], json!({ "to": to }));
     for o in outcomes(&report) {
         assert_eq!(o["answer"]["owed"], 10, "{o}");
         assert!(o["answer"]["first_timestamp_ms"].as_u64().is_some(), "{o}");
