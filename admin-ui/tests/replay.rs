@@ -24,6 +24,13 @@ fn outcomes(report: &Value) -> &Vec<Value> {
 
 const HTMX: (&str, &str) = ("HX-Request", "true");
 
+/// Posts a form as the page does (htmx) and expects every node to have done it: the HTML.
+async fn submit(admin: &TestAdmin, path: &str, form: &[(&str, &str)]) -> String {
+    let (status, html) = admin.post_form(path, form, &[HTMX]).await;
+    assert_eq!(status, 200, "{html}");
+    html
+}
+
 #[tokio::test]
 async fn settings_forms_change_every_broker() {
     let c = cluster("conf", 1).await;
@@ -67,11 +74,7 @@ async fn settings_forms_change_every_broker() {
         ("max_attempts", "5"),
         ("dead_letter_topic", "conf.dead"),
     ];
-    let (status, html) = c
-        .admin
-        .post_form("/api/topics/conf/ch1", &form, &[HTMX])
-        .await;
-    assert_eq!(status, 200, "{html}");
+    let html = submit(&c.admin, "/api/topics/conf/ch1", &form).await;
     assert!(
         html.contains("now max age 10m, max attempts 5, dead letters to conf.dead"),
         "{html}"
@@ -178,11 +181,7 @@ async fn rewind_redelivers_a_consumed_channel() {
     })
     .await;
     let form = [("action", "rewind"), ("to", "earliest")];
-    let (status, html) = c
-        .admin
-        .post_form("/api/topics/replay/ch1", &form, &[HTMX])
-        .await;
-    assert_eq!(status, 200, "{html}");
+    let html = submit(&c.admin, "/api/topics/replay/ch1", &form).await;
     assert!(
         html.contains("rewind channel replay/ch1 (to=earliest): 2 of 2 nodes OK"),
         "{html}"
@@ -191,11 +190,7 @@ async fn rewind_redelivers_a_consumed_channel() {
     let ch = c.b1.channel_stats("replay", "ch1").await.unwrap();
     assert_eq!(ch["depth"], 10, "{ch}");
     let form = [("action", "rewind"), ("to", "-1h")];
-    let (status, html) = c
-        .admin
-        .post_form("/api/topics/replay/ch1", &form, &[HTMX])
-        .await;
-    assert_eq!(status, 200, "{html}");
+    let html = submit(&c.admin, "/api/topics/replay/ch1", &form).await;
     assert!(html.contains("(to=-1h): 2 of 2 nodes OK"), "{html}");
 
     // A bad time is the brokers' to judge; a missing one admin-ui's.
