@@ -1,8 +1,9 @@
 //! Topic retention and channel delivery settings (Ferry #17) as the pages show them, and the
 //! formats they are shown in.
 //!
-//! A setting lives on each broker separately; a topic or channel held by several brokers is
-//! shown with the value they agree on, or as mixed ([`Agreed`]). Values print in the forms
+//! A setting lives on each broker separately; a topic or channel held by several brokers keeps
+//! each distinct value ([`Distinct`]) and shows, field by field, the value they agree on, or
+//! "mixed". Values print in the forms
 //! brokerd accepts back (`24h`, `1h30m`, `10GB`, `512MiB`), so a form can be prefilled with
 //! them; `0` means off and prints as "off".
 
@@ -13,38 +14,56 @@ use serde::Serialize;
 
 use crate::nsq::{ChannelStats, TopicStats};
 
-/// One setting over the brokers that answered: the value they all have, or `mixed`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Agreed<T> {
-    /// The first broker's value (None before any broker is added).
-    pub value: Option<T>,
-    /// Some broker has another value.
-    pub mixed: bool,
+/// One setting over the brokers that answered: each distinct value once, in the order met
+/// (serialized as a list; one value when they agree).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Distinct<T>(pub Vec<T>);
+
+impl<T> Default for Distinct<T> {
+    fn default() -> Self {
+        Distinct(Vec::new())
+    }
 }
 
-impl<T: PartialEq> Agreed<T> {
+impl<T: PartialEq> Distinct<T> {
     /// Adds one broker's value.
     pub fn add(&mut self, value: T) {
-        match &self.value {
-            None => self.value = Some(value),
-            Some(v) if *v != value => self.mixed = true,
-            Some(_) => {}
+        if !self.0.contains(&value) {
+            self.0.push(value);
         }
     }
 }
 
-impl<T> Agreed<T> {
-    /// `show(value)`, "mixed" when brokers disagree, "–" when no broker answered.
+impl<T: fmt::Display> fmt::Display for Distinct<T> {
+    /// The values, separated by " / ".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" / ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<T> Distinct<T> {
+    /// One field, `show(value)`: what every value shows, else "mixed"; "–" with no value.
     fn show(&self, show: fn(&T) -> String) -> String {
-        match &self.value {
-            _ if self.mixed => "mixed".into(),
-            Some(v) => show(v),
-            None => "–".into(),
+        let mut shown = self.0.iter().map(show);
+        let Some(first) = shown.next() else {
+            return "–".into();
+        };
+        if shown.all(|s| s == first) {
+            first
+        } else {
+            "mixed".into()
         }
     }
 }
 
-impl Agreed<Retention> {
+impl Distinct<Retention> {
     /// See [`Retention::time`].
     pub fn time(&self) -> String {
         self.show(Retention::time)
@@ -56,7 +75,7 @@ impl Agreed<Retention> {
     }
 }
 
-impl Agreed<ChannelSettings> {
+impl Distinct<ChannelSettings> {
     /// See [`ChannelSettings::max_age`].
     pub fn max_age(&self) -> String {
         self.show(ChannelSettings::max_age)
@@ -74,10 +93,11 @@ impl Agreed<ChannelSettings> {
 
     /// The dead-letter topic every broker has, if any (for a link to it).
     pub fn dead_letter_link(&self) -> Option<&str> {
-        match &self.value {
-            Some(s) if !self.mixed => s.dead_letter_topic.as_deref(),
-            _ => None,
-        }
+        let first = self.0.first()?.dead_letter_topic.as_deref()?;
+        self.0
+            .iter()
+            .all(|s| s.dead_letter_topic.as_deref() == Some(first))
+            .then_some(first)
     }
 }
 
@@ -287,12 +307,26 @@ mod tests {
     }
 
     #[test]
-    fn agreement_over_brokers() {
-        let mut a = Agreed::default();
-        a.add(1);
-        a.add(1);
-        assert_eq!((a.value, a.mixed), (Some(1), false));
-        a.add(2);
-        assert!(a.mixed);
+    fn agreement_over_brokers_is_per_field() {
+        let mut d = Distinct::default();
+        assert_eq!(d.max_age(), "–");
+        let s = |max_attempts, topic: Option<&str>| ChannelSettings {
+            max_age_ms: 600_000,
+            max_attempts,
+            dead_letter_topic: topic.map(str::to_owned),
+        };
+        d.add(s(5, Some("t.dead")));
+        d.add(s(5, Some("t.dead")));
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.dead_letter_link(), Some("t.dead"));
+        d.add(s(3, Some("t.dead")));
+        assert_eq!(
+            (d.max_age(), d.max_attempts()),
+            ("10m".into(), "mixed".into())
+        );
+        assert_eq!(d.dead_letter_link(), Some("t.dead"));
+        d.add(s(3, None));
+        assert_eq!(d.dead_letter_link(), None);
+        assert_eq!(d.dead_letter_topic(), "mixed");
     }
 }
