@@ -370,6 +370,11 @@ impl Broker {
         let Some(topic) = self.topics_write().remove(name) else {
             return false;
         };
+        let channels: Vec<String> = topic
+            .channels()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
         topic.destroy();
         if !topic.is_ephemeral()
             && let Err(e) = fsync_dir(&self.topics_dir)
@@ -377,6 +382,13 @@ impl Broker {
             warn!(topic = name, error = %e, "cannot fsync the topics directory after a delete");
         }
         info!(topic = name, "topic deleted");
+        // As nsqd: its channels leave every lookupd, then the topic.
+        for channel in channels {
+            self.emit(RegistryEvent::Unregister {
+                topic: name.to_owned(),
+                channel: Some(channel),
+            });
+        }
         self.emit(RegistryEvent::Unregister {
             topic: name.to_owned(),
             channel: None,
