@@ -212,3 +212,53 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
     consumer.stop().await;
     broker.stop().await;
 }
+
+/// A consumer started before any broker has its topic asks lookupd every second (not every
+/// `lookupd_poll_interval`, 60 s here) and connects within about a second of the topic appearing;
+/// once it found a broker it goes back to the configured interval.
+#[tokio::test]
+async fn an_unknown_topic_is_polled_fast_until_a_broker_has_it() {
+    let broker = start().await;
+    let (lookupd, lookupd_addr) = FakeLookupd::start().await;
+    let seen = Seen::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(
+        "later",
+        "c",
+        client_config()
+            .max_in_flight(10)
+            .lookupd_poll_interval(Duration::from_secs(60)),
+        handler_fn(move |msg| {
+            let s = s.clone();
+            async move {
+                s.push(&msg);
+                Ok::<_, Error>(())
+            }
+        }),
+    )
+    .unwrap();
+    consumer
+        .connect_to_lookupd(lookupd_addr.to_string())
+        .await
+        .unwrap();
+    assert_eq!(lookupd.query_count(), 1);
+    // The topic appears on a broker: the consumer finds it at its next (1 s) poll.
+    let producer = Producer::connect(broker.addr(), client_config())
+        .await
+        .unwrap();
+    producer.publish("later", "first").await.unwrap();
+    lookupd.set(&[&broker]);
+    let appeared = tokio::time::Instant::now();
+    wait_until("the first message", || seen.len() == 1).await;
+    assert!(
+        appeared.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        appeared.elapsed()
+    );
+    // Found: back to the 60 s interval, so no more queries for now.
+    let polls = lookupd.query_count();
+    producer.publish("later", "second").await.unwrap();
+    wait_until("the second message", || seen.len() == 2).await;
+    assert!(lookupd.query_count() <= polls + 1);
+    consumer.stop().await;
+}
