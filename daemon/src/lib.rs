@@ -27,13 +27,15 @@ pub enum LogFormat {
 
 /// Logs to stderr at `level` (an EnvFilter expression, or one of NSQ's level names: `debug`,
 /// `info`, `warn`, `error`, `fatal`, any case; `info` if it does not parse), as text or as one
-/// JSON object per line carrying the current span's fields.
+/// JSON object per line carrying the current span's fields. Text is coloured only when stderr
+/// is a terminal.
 pub fn init_logging(level: &str, format: LogFormat) {
     let level = nsq_log_level(level);
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -43,6 +45,13 @@ pub fn init_logging(level: &str, format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// Colour codes only for a terminal, never into a file or a pipe; `NO_COLOR` (any value)
+/// turns them off there too.
+fn colour_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// NSQ's log level names in tracing's terms (`fatal` is `error`; names are case-insensitive).
