@@ -7,6 +7,8 @@
 //!   (Go-style `-flag=value`, NSQ-only flags accepted with a warning, the command line winning);
 //! - [`parse_duration`]: Go-style durations or plain milliseconds, as NSQ's flags take them.
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::time::Duration;
 

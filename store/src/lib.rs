@@ -45,6 +45,7 @@ mod log;
 mod map;
 mod memory;
 mod meta;
+pub mod os;
 mod reader;
 mod record;
 mod recovery;

@@ -7,6 +7,8 @@
 //! everything written so far); bytes read are decoded as soon as they are complete (for snappy,
 //! whole chunks: a chunk header says its length).
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read as _, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
