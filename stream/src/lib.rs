@@ -17,6 +17,11 @@ use bytes::{Buf, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// A connection's byte stream, whatever it is made of (plain TCP, TLS, compression, in any
+/// combination): what broker and client connections read and write through a `Box<dyn Stream>`.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Which compression a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
