@@ -11,8 +11,8 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::{Seen, TestBroker, client_config, start, wait_until};
-use ferry_client::{Consumer, Error, Producer, handler_fn};
+use common::{TestBroker, client_config, start, wait_until};
+use ferry_client::Producer;
 use serde_json::{Value, json};
 
 /// A lookupd stand-in: `GET /lookup?topic=` answers with whatever producers the test sets.
@@ -70,23 +70,13 @@ async fn brokers_registering_later_are_discovered_and_vanished_ones_dropped() {
     let (lookupd, lookupd_addr) = FakeLookupd::start().await;
     lookupd.set(&[&first]);
 
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
+    let (consumer, seen) = common::recording_consumer(
         "found#ephemeral",
         "c",
         client_config()
             .max_in_flight(10)
             .lookupd_poll_interval(Duration::from_millis(50)),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
+    );
     consumer
         .connect_to_lookupd(lookupd_addr.to_string())
         .await
@@ -133,21 +123,8 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
     let mut broker = start().await;
     let addr = broker.addr();
 
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
-        "durable",
-        "c",
-        client_config().max_in_flight(50),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
+    let (consumer, seen) =
+        common::recording_consumer("durable", "c", client_config().max_in_flight(50));
     consumer.connect_to_broker(addr.clone()).await.unwrap();
 
     // Publish continuously; remember what the broker acknowledged.
@@ -220,23 +197,13 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
 async fn an_unknown_topic_is_polled_fast_until_a_broker_has_it() {
     let broker = start().await;
     let (lookupd, lookupd_addr) = FakeLookupd::start().await;
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
+    let (consumer, seen) = common::recording_consumer(
         "later",
         "c",
         client_config()
             .max_in_flight(10)
             .lookupd_poll_interval(Duration::from_secs(60)),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
+    );
     consumer
         .connect_to_lookupd(lookupd_addr.to_string())
         .await
