@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need, when missing: a local Python venv (.venv) with the packages of
 # tests/python/requirements.txt from PyPI (pynsq, python-snappy, grpcio, ...), re-installed when that
-# file changes; and headless Chromium with chromedriver (Debian's packages) for admin-ui's
-# browser tests.
+# file changes; headless Chromium with chromedriver (Debian's packages) for admin-ui's
+# browser tests; and Prometheus with promtool (Debian's package) for the checks of
+# deploy/prometheus/ and the test that runs a real Prometheus against brokerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 req=tests/python/requirements.txt
@@ -24,3 +25,8 @@ if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/lib/chromium/chromiu
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 fi
 chromedriver --version
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  # Only the binaries are used: the tests start their own server on a free port.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+promtool --version | head -1

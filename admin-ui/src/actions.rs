@@ -3,6 +3,13 @@
 //! registration does not linger); create goes to the lookupds (or, with none configured, to
 //! the configured brokers). Each node's outcome is reported, so a partial failure is visible.
 //!
+//! Ferry's brokers (#17) have three more, sent to every broker holding the topic (config) or
+//! the channel (config, rewind) with their parameters passed through as given (brokerd
+//! checks them and says why it refuses one): `config` sets a topic's retention or a
+//! channel's max age, max attempts and dead-letter topic; `rewind` makes a channel deliver
+//! again everything from a time on. Their outcome describes the broker's answer (the settings
+//! now in force; where the rewind starts and how many messages the channel owes).
+//!
 //! The brokers "holding" a topic are those whose fresh `/stats` list it, plus those a lookupd
 //! lists for it in `/lookup` (a broker that is down still shows up as a failed outcome).
 
@@ -13,9 +20,13 @@ use std::time::Duration;
 use ferry_proto::names::{is_valid_channel_name, is_valid_topic_name};
 use futures_util::future::join_all;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::cluster::Cluster;
+use crate::nsq;
+use crate::settings::{self, ChannelSettings, Retention};
 use crate::upstream::query;
+use crate::views::Num;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,10 +42,14 @@ pub enum Action {
     Delete,
     /// Register the topic (and channel) with the lookupds.
     Create,
+    /// Change a topic's retention or a channel's delivery settings.
+    Config,
+    /// Make a channel deliver again everything from a time on.
+    Rewind,
 }
 
 impl Action {
-    /// Parses "pause", "unpause", "empty", "delete", "create".
+    /// Parses "pause", "unpause", "empty", "delete", "create", "config", "rewind".
     pub fn parse(s: &str) -> Option<Action> {
         Some(match s {
             "pause" => Action::Pause,
@@ -42,6 +57,8 @@ impl Action {
             "empty" => Action::Empty,
             "delete" => Action::Delete,
             "create" => Action::Create,
+            "config" => Action::Config,
+            "rewind" => Action::Rewind,
             _ => return None,
         })
     }
@@ -54,6 +71,8 @@ impl Action {
             Action::Empty => "empty",
             Action::Delete => "delete",
             Action::Create => "create",
+            Action::Config => "config",
+            Action::Rewind => "rewind",
         }
     }
 }
@@ -95,12 +114,19 @@ impl Target {
         }
     }
 
-    fn path(&self, action: Action) -> String {
-        let q = match &self.channel {
-            Some(c) => query(&[("topic", &self.topic), ("channel", c)]),
-            None => query(&[("topic", &self.topic)]),
-        };
-        format!("/{}/{}{q}", self.kind(), action.as_str())
+    /// brokerd's `/{topic|channel}/{name}?topic=..&channel=..&params..`.
+    pub(crate) fn endpoint(&self, name: &str, params: &[(&str, &str)]) -> String {
+        let mut pairs = vec![("topic", self.topic.as_str())];
+        if let Some(c) = &self.channel {
+            pairs.push(("channel", c));
+        }
+        pairs.extend_from_slice(params);
+        format!("/{}/{name}{}", self.kind(), query(&pairs))
+    }
+
+    fn path(&self, action: Action, params: &[Param]) -> String {
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.endpoint(action.as_str(), &params)
     }
 }
 
@@ -113,6 +139,9 @@ impl fmt::Display for Target {
     }
 }
 
+/// A parameter passed to the brokers with an action (`("retention", "24h")`).
+pub type Param = (&'static str, String);
+
 /// One node's answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -122,8 +151,11 @@ pub struct Outcome {
     pub node: String,
     /// Whether it did it.
     pub ok: bool,
-    /// "OK", or what went wrong.
+    /// "OK", what its answer says (config, rewind), or what went wrong.
     pub detail: String,
+    /// The broker's JSON answer (config, rewind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Value>,
 }
 
 /// Everything an action did.
@@ -133,30 +165,47 @@ pub struct Report {
     pub action: Action,
     /// Its target.
     pub target: Target,
+    /// Its parameters, as passed to the brokers (a JSON object).
+    #[serde(serialize_with = "params_object")]
+    pub params: Vec<Param>,
     /// True when every node did it (and there was at least one).
     pub ok: bool,
     /// One per node asked.
     pub outcomes: Vec<Outcome>,
 }
 
+fn params_object<S: serde::Serializer>(params: &[Param], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(params.iter().map(|(k, v)| (k, v)))
+}
+
 impl Report {
-    /// "pause channel t/c: 2 of 2 nodes OK".
+    /// "pause channel t/c: 2 of 2 nodes OK", "rewind channel t/c (to=-1h): 2 of 2 nodes OK".
     pub fn summary(&self) -> String {
         let done = self.outcomes.iter().filter(|o| o.ok).count();
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let what = if params.is_empty() {
+            format!("{} {}", self.action, self.target)
+        } else {
+            format!("{} {} ({})", self.action, self.target, params.join(", "))
+        };
         if self.outcomes.is_empty() {
-            return format!("{} {}: no node holds it", self.action, self.target);
+            return format!("{what}: no node holds it");
         }
-        format!(
-            "{} {}: {done} of {} nodes OK",
-            self.action,
-            self.target,
-            self.outcomes.len()
-        )
+        format!("{what}: {done} of {} nodes OK", self.outcomes.len())
     }
 }
 
-/// Applies `action` to `target` across the cluster.
-pub async fn apply(cluster: &Cluster, action: Action, target: &Target) -> Report {
+/// Applies `action` with `params` to `target` across the cluster.
+pub async fn apply(
+    cluster: &Cluster,
+    action: Action,
+    target: &Target,
+    params: Vec<Param>,
+) -> Report {
     let mut calls: Vec<(&'static str, String)> = Vec::new();
     let lookupds = cluster.lookupd_addrs();
     match action {
@@ -176,6 +225,7 @@ pub async fn apply(cluster: &Cluster, action: Action, target: &Target) -> Report
             }
         }
     }
+    let sent = params.as_slice();
     let outcomes = join_all(calls.into_iter().map(|(role, node)| async move {
         let result = if action == Action::Create && target.channel.is_some() {
             // A channel's topic must exist first.
@@ -185,28 +235,36 @@ pub async fn apply(cluster: &Cluster, action: Action, target: &Target) -> Report
             };
             match cluster
                 .upstream()
-                .post(&node, &topic.path(Action::Create))
+                .post(&node, &topic.path(Action::Create, &[]))
                 .await
             {
-                Ok(_) => cluster.upstream().post(&node, &target.path(action)).await,
+                Ok(_) => {
+                    let path = target.path(action, sent);
+                    cluster.upstream().post(&node, &path).await
+                }
                 Err(e) => Err(e),
             }
         } else {
-            cluster.upstream().post(&node, &target.path(action)).await
+            let path = target.path(action, sent);
+            cluster.upstream().post(&node, &path).await
         };
-        let (ok, detail) = match result {
-            Ok(_) => (true, "OK".to_owned()),
+        let (ok, detail, answer) = match result {
+            Ok(body) => {
+                let (detail, answer) = describe(action, target, &body);
+                (true, detail, answer)
+            }
             // A lookupd that never had the channel has nothing to delete: that is done.
             Err(e) if role == "lookupd" && action == Action::Delete && e.status() == Some(404) => {
-                (true, "OK (was not registered)".to_owned())
+                (true, "OK (was not registered)".to_owned(), None)
             }
-            Err(e) => (false, e.to_string()),
+            Err(e) => (false, e.to_string(), None),
         };
         Outcome {
             role,
             node,
             ok,
             detail,
+            answer,
         }
     }))
     .await;
@@ -215,12 +273,58 @@ pub async fn apply(cluster: &Cluster, action: Action, target: &Target) -> Report
         action,
         target: target.clone(),
         ok: !outcomes.is_empty() && outcomes.iter().all(|o| o.ok),
+        params,
         outcomes,
     }
 }
 
+/// What a broker's answer to `action` says, and the answer itself when it is JSON.
+fn describe(action: Action, target: &Target, body: &[u8]) -> (String, Option<Value>) {
+    let detail = match action {
+        Action::Rewind => nsq::parse::<nsq::Rewind>(body).map(|r| rewound(&r)),
+        Action::Config if target.channel.is_some() => {
+            nsq::parse::<nsq::ChannelConfig>(body).map(|c| {
+                let now = ChannelSettings {
+                    max_age_ms: c.max_age_ms,
+                    max_attempts: c.max_attempts,
+                    dead_letter_topic: c.dead_letter_topic,
+                };
+                format!("now {now}")
+            })
+        }
+        Action::Config => nsq::parse::<nsq::TopicConfig>(body).map(|c| {
+            let now = Retention {
+                ms: c.retention_ms,
+                bytes: c.retention_bytes,
+            };
+            format!("now retention {now}")
+        }),
+        _ => return ("OK".to_owned(), None),
+    };
+    let detail = detail.unwrap_or_else(|e| format!("OK (unreadable answer: {e})"));
+    (detail, serde_json::from_slice(body).ok())
+}
+
+/// "from 000000000000007b of 2026-12-05 10:00:00 UTC: 1,000 owed".
+fn rewound(r: &nsq::Rewind) -> String {
+    let owed = Num(r.owed);
+    let Some(ts) = r.first_timestamp_ms else {
+        return format!("no retained message at or after that time: {owed} owed");
+    };
+    let clamped = if r.clamped {
+        " (the oldest retained: older ones are gone)"
+    } else {
+        ""
+    };
+    format!(
+        "from {} of {}{clamped}: {owed} owed",
+        r.first_id,
+        settings::time_ms(ts)
+    )
+}
+
 /// HTTP addresses of the brokers holding `target`: from fresh stats and from every lookupd.
-async fn holders(cluster: &Cluster, target: &Target) -> BTreeSet<String> {
+pub(crate) async fn holders(cluster: &Cluster, target: &Target) -> BTreeSet<String> {
     let snapshot = cluster.snapshot(Duration::ZERO).await;
     let mut out = BTreeSet::new();
     for b in &snapshot.brokers {
@@ -273,14 +377,21 @@ mod tests {
             channel: Some("c".into()),
         };
         assert_eq!(
-            t.path(Action::Pause),
+            t.path(Action::Pause, &[]),
             "/channel/pause?topic=t%23ephemeral&channel=c"
+        );
+        assert_eq!(
+            t.path(
+                Action::Rewind,
+                &[("to", "2026-12-05T10:00:00+02:00".into())]
+            ),
+            "/channel/rewind?topic=t%23ephemeral&channel=c&to=2026-12-05T10%3A00%3A00%2B02%3A00"
         );
         let t = Target {
             topic: "t".into(),
             channel: None,
         };
-        assert_eq!(t.path(Action::Delete), "/topic/delete?topic=t");
+        assert_eq!(t.path(Action::Delete, &[]), "/topic/delete?topic=t");
     }
 
     #[test]
@@ -297,5 +408,45 @@ mod tests {
         assert!(bad_channel.validate().unwrap_err().contains("channel"));
         assert_eq!(Action::parse("pause"), Some(Action::Pause));
         assert_eq!(Action::parse("drop"), None);
+        assert_eq!(Action::parse("rewind"), Some(Action::Rewind));
+    }
+
+    #[test]
+    fn answers_are_described() {
+        let ch = Target {
+            topic: "t".into(),
+            channel: Some("c".into()),
+        };
+        let body =
+            br#"{"topic":"t","channel":"c","first_sequence":123,"first_id":"000000000000007b",
+            "first_timestamp_ms":1764900000000,"owed":1000,"clamped":true}"#;
+        let (detail, answer) = describe(Action::Rewind, &ch, body);
+        assert_eq!(
+            detail,
+            "from 000000000000007b of 2025-12-05 02:00:00 UTC \
+             (the oldest retained: older ones are gone): 1,000 owed"
+        );
+        assert_eq!(answer.unwrap()["owed"], 1000);
+        let none = br#"{"first_sequence":0,"first_timestamp_ms":null,"owed":0,"clamped":false}"#;
+        assert!(
+            describe(Action::Rewind, &ch, none)
+                .0
+                .starts_with("no retained message")
+        );
+        let cfg = br#"{"max_age":"10m","max_age_ms":600000,"max_attempts":5,"dead_letter_topic":"t.dead"}"#;
+        assert_eq!(
+            describe(Action::Config, &ch, cfg).0,
+            "now max age 10m, max attempts 5, dead letters to t.dead"
+        );
+        let topic = Target {
+            topic: "t".into(),
+            channel: None,
+        };
+        let cfg = br#"{"retention":"24h","retention_ms":86400000,"retention_bytes":0}"#;
+        assert_eq!(
+            describe(Action::Config, &topic, cfg).0,
+            "now retention time 24h, size off"
+        );
+        assert_eq!(describe(Action::Pause, &topic, b"").0, "OK");
     }
 }

@@ -2,7 +2,9 @@
 //! `ferry dev` all start it the same way. It shows what nsqadmin shows (topics, channels,
 //! clients, nodes, lookupd registrations, with pause/unpause/empty/delete/create actions) and
 //! what nsqadmin does not: pages that update live and charts of each topic's and channel's
-//! rate and depth over the last hour, from samples kept in memory.
+//! rate and depth over the last hour, from samples kept in memory; and, with Ferry's brokers,
+//! topic retention, channel max age / max attempts / dead-letter topic, rewinding a channel to
+//! a time, and peeking at the messages a channel would deliver next.
 //!
 //! ```text
 //! lookupds ── /nodes /topics /lookup ──┐
@@ -18,7 +20,10 @@
 //! - [`cluster`]: discovery and the cached [`cluster::Snapshot`].
 //! - [`history`]: the sampled series for charts, and the sampler task.
 //! - [`views`], [`lookup`]: what each page shows, as plain data.
-//! - [`actions`]: pause/unpause/empty/delete/create across brokers and lookupds.
+//! - [`actions`]: pause/unpause/empty/delete/create, retention and channel settings, and
+//!   rewind, across brokers and lookupds.
+//! - [`peek`]: the next messages of a channel, from every broker holding it.
+//! - [`settings`]: retention and channel settings as the pages show them.
 //! - [`http`]: routes, templates, server-sent events, static files.
 //!
 //! ```no_run
@@ -31,6 +36,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod actions;
 pub mod cluster;
 pub mod config;
@@ -38,6 +45,8 @@ pub mod history;
 pub mod http;
 pub mod lookup;
 pub mod nsq;
+pub mod peek;
+pub mod settings;
 pub mod upstream;
 pub mod views;
 

@@ -1,5 +1,7 @@
 //! `admin-ui`: parses flags and runs the dashboard until SIGINT or SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use ferry_admin_ui::config::Config;
 
 fn main() -> anyhow::Result<()> {

@@ -93,6 +93,12 @@ pub struct TopicStats {
     pub paused: bool,
     /// Latency.
     pub e2e_processing_latency: Latency,
+    /// Messages older than this are deleted (ms; 0 = off; Ferry #17).
+    pub retention_ms: u64,
+    /// The log is cut to this many bytes (0 = off; Ferry #17).
+    pub retention_bytes: u64,
+    /// Timestamp of the oldest retained message (Unix ms; 0 = empty log or unknown).
+    pub oldest_timestamp_ms: u64,
 }
 
 /// One channel of one broker.
@@ -123,6 +129,16 @@ pub struct ChannelStats {
     pub paused: bool,
     /// Latency.
     pub e2e_processing_latency: Latency,
+    /// Messages dropped for being older than `max_age_ms` (Ferry #17).
+    pub expired_count: u64,
+    /// Messages moved to the dead-letter topic after `max_attempts` (Ferry #17).
+    pub dead_lettered_count: u64,
+    /// Oldest a message may be when delivered (ms; 0 = off).
+    pub max_age_ms: u64,
+    /// Deliveries before a message is dead-lettered (0 = unlimited).
+    pub max_attempts: u64,
+    /// Where dead letters go (None when `max_attempts` is 0, or on brokers without #17).
+    pub dead_letter_topic: Option<String>,
 }
 
 /// One client connection.
@@ -260,6 +276,112 @@ pub struct Lookup {
     pub producers: Vec<Producer>,
 }
 
+/// brokerd `/topic/config` (GET, or POST's answer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicConfig {
+    /// Retention as brokerd prints it ("24h"; "0" = off).
+    pub retention: String,
+    /// Retention in ms (0 = off).
+    pub retention_ms: u64,
+    /// Size retention in bytes (0 = off).
+    pub retention_bytes: u64,
+}
+
+/// brokerd `/channel/config` (GET, or POST's answer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelConfig {
+    /// Max age as brokerd prints it ("10m").
+    pub max_age: String,
+    /// Max age in ms (0 = off).
+    pub max_age_ms: u64,
+    /// Deliveries before dead-lettering (0 = unlimited).
+    pub max_attempts: u64,
+    /// Where dead letters go.
+    pub dead_letter_topic: Option<String>,
+}
+
+/// brokerd `/channel/rewind`'s answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rewind {
+    /// Sequence of the first message the channel owes again.
+    pub first_sequence: u64,
+    /// Its message ID.
+    pub first_id: String,
+    /// Its timestamp (Unix ms); None when no retained message is at or after the time asked.
+    pub first_timestamp_ms: Option<u64>,
+    /// Messages the channel now owes (depth + in flight + deferred).
+    pub owed: u64,
+    /// The time asked was older than the oldest retained message.
+    pub clamped: bool,
+}
+
+/// brokerd `/channel/peek`: what a channel would deliver next, and what it holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Peek {
+    /// Waiting messages.
+    pub depth: u64,
+    /// In flight.
+    pub in_flight_count: u64,
+    /// Deferred.
+    pub deferred_count: u64,
+    /// The next messages it would deliver, in order.
+    pub messages: Vec<PeekMessage>,
+    /// Messages in flight.
+    pub in_flight: Vec<PeekMessage>,
+    /// Deferred messages.
+    pub deferred: Vec<PeekMessage>,
+}
+
+/// One message of a [`Peek`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeekMessage {
+    /// 16 hex digits.
+    pub id: String,
+    /// Sequence in the topic log.
+    pub sequence: u64,
+    /// Published (Unix ms).
+    pub timestamp_ms: u64,
+    /// Deliveries so far.
+    pub attempts: u64,
+    /// "ready", "in_flight" or "deferred".
+    pub state: String,
+    /// The body as text, or base64 (see `body_encoding`); cut at brokerd's `--max-peek-bytes`.
+    pub body: String,
+    /// "utf8" or "base64".
+    pub body_encoding: String,
+    /// Size of the whole body.
+    pub body_bytes: u64,
+    /// `body` is only the start of it.
+    pub truncated: bool,
+    /// When an in-flight message times out (Unix ms).
+    pub deadline_ms: Option<u64>,
+    /// When a deferred message becomes ready (Unix ms).
+    pub due_ms: Option<u64>,
+    /// Where a dead letter came from.
+    pub origin: Option<Origin>,
+}
+
+/// Where a dead letter was dead-lettered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Origin {
+    /// Topic.
+    pub topic: String,
+    /// Channel.
+    pub channel: String,
+    /// Deliveries it had there.
+    pub attempts: u64,
+    /// Its ID there.
+    pub id: String,
+    /// Its timestamp there (Unix ms).
+    pub timestamp_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +420,45 @@ mod tests {
         };
         assert_eq!(p.http_address(), "[::1]:4151");
         assert_eq!(join_host_port("h", 1), "h:1");
+    }
+
+    #[test]
+    fn retention_and_dead_letter_fields_are_read_and_default_to_off() {
+        let body = br#"{"topics":[{"topic_name":"t","retention_ms":86400000,
+            "retention_bytes":10000000000,"oldest_timestamp_ms":1764900000000,"oldest_sequence":9,
+            "channels":[{"channel_name":"c","expired_count":3,"dead_lettered_count":2,
+              "max_age_ms":600000,"max_attempts":5,"dead_letter_topic":"t.dead"},
+              {"channel_name":"old","dead_letter_topic":null}]}]}"#;
+        let s: Stats = parse(body).unwrap();
+        let t = &s.topics[0];
+        assert_eq!(
+            (t.retention_ms, t.retention_bytes, t.oldest_timestamp_ms),
+            (86_400_000, 10_000_000_000, 1_764_900_000_000)
+        );
+        let c = &t.channels[0];
+        assert_eq!((c.expired_count, c.dead_lettered_count), (3, 2));
+        assert_eq!((c.max_age_ms, c.max_attempts), (600_000, 5));
+        assert_eq!(c.dead_letter_topic.as_deref(), Some("t.dead"));
+        let old = &t.channels[1];
+        assert_eq!((old.expired_count, old.max_attempts), (0, 0));
+        assert_eq!(old.dead_letter_topic, None);
+    }
+
+    #[test]
+    fn peek_and_rewind_answers_parse() {
+        let body = br#"{"topic":"T","channel":"C","depth":5,"in_flight_count":1,"deferred_count":0,
+            "messages":[{"id":"000000000000007b","sequence":123,"timestamp_ms":1764900000000,
+              "attempts":2,"state":"ready","body":"aGk=","body_encoding":"base64","body_bytes":2,
+              "truncated":false,"origin":{"topic":"T","channel":"C","attempts":5,"id":"x","timestamp_ms":1}}],
+            "in_flight":[{"id":"a","state":"in_flight","deadline_ms":7}],"deferred":null}"#;
+        let p: Peek = parse(body).unwrap();
+        assert_eq!(p.messages[0].sequence, 123);
+        assert_eq!(p.messages[0].origin.as_ref().unwrap().attempts, 5);
+        assert_eq!(p.in_flight[0].deadline_ms, Some(7));
+        assert!(p.deferred.is_empty());
+        let r: Rewind =
+            parse(br#"{"first_sequence":1,"first_timestamp_ms":null,"owed":0}"#).unwrap();
+        assert_eq!((r.first_timestamp_ms, r.owed, r.clamped), (None, 0, false));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::cluster::Snapshot;
 use crate::history::{History, SeriesKey};
 use crate::nsq::{ChannelStats, ClientStats, Latency, TopicStats};
+use crate::settings::{self, ChannelSettings, Distinct, Retention};
 
 /// A count that prints as `1,234,567`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -113,6 +114,12 @@ pub struct TopicBrokerRow {
     pub channels: usize,
     /// Paused here.
     pub paused: bool,
+    /// Retention here (the Total row: every broker's).
+    pub retention: Distinct<Retention>,
+    /// Oldest retained message (Unix ms; 0 = none or unknown; Total: the oldest of all).
+    pub oldest_timestamp_ms: u64,
+    /// The same as "2026-12-05 10:00:00 UTC (3h 5m ago)", or "–".
+    pub oldest: String,
 }
 
 /// One channel, summed over brokers (topic page) or on one broker (channel page).
@@ -134,6 +141,12 @@ pub struct ChannelRow {
     pub requeued: Num,
     /// Timed out.
     pub timed_out: Num,
+    /// Dropped for being older than the channel's max age.
+    pub expired: Num,
+    /// Moved to the dead-letter topic.
+    pub dead_lettered: Num,
+    /// Max age, max attempts and dead-letter topic: each distinct one over the brokers.
+    pub settings: Distinct<ChannelSettings>,
     /// Messages.
     pub messages: Num,
     /// Connected clients.
@@ -322,6 +335,12 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         total.backend_depth += t.backend_depth;
         total.messages += t.message_count;
         total.paused |= t.paused;
+        total.retention.add(Retention::of(t));
+        if t.oldest_timestamp_ms > 0
+            && (total.oldest_timestamp_ms == 0 || t.oldest_timestamp_ms < total.oldest_timestamp_ms)
+        {
+            total.oldest_timestamp_ms = t.oldest_timestamp_ms;
+        }
         brokers.push(row);
         merge_latency(&mut e2e, &t.e2e_processing_latency);
         for ch in &t.channels {
@@ -335,6 +354,7 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         }
     }
     total.channels = channels.len();
+    total.oldest = oldest(total.oldest_timestamp_ms);
     for row in channels.values_mut() {
         row.rate = Rate(history.rate(&SeriesKey::channel(name, &row.name)));
     }
@@ -361,7 +381,15 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
             t.paused,
         )
     });
+    let mut retention = Distinct::default();
+    if let Some(t) = t {
+        retention.add(Retention::of(t));
+    }
+    let oldest_timestamp_ms = t.map_or(0, |t| t.oldest_timestamp_ms);
     TopicBrokerRow {
+        retention,
+        oldest_timestamp_ms,
+        oldest: oldest(oldest_timestamp_ms),
         node: node.to_owned(),
         depth: Num(depth),
         memory_depth: Num(depth.saturating_sub(backend)),
@@ -380,6 +408,9 @@ fn add_channel(row: &mut ChannelRow, ch: &ChannelStats) {
     row.deferred += ch.deferred_count;
     row.requeued += ch.requeue_count;
     row.timed_out += ch.timeout_count;
+    row.expired += ch.expired_count;
+    row.dead_lettered += ch.dead_lettered_count;
+    row.settings.add(ChannelSettings::of(ch));
     row.messages += ch.message_count;
     // nsqd's client_count; fall back to the rows for documents that omit it.
     row.connections += ch.client_count.max(ch.clients.len() as u64);
@@ -545,6 +576,14 @@ pub fn nodes(snapshot: &Snapshot) -> NodesView {
     }
 }
 
+/// The oldest retained message's time and age, or "–".
+fn oldest(ms: u64) -> String {
+    if ms == 0 {
+        return "–".into();
+    }
+    format!("{} ({})", settings::time_ms(ms), settings::relative_ms(ms))
+}
+
 fn find_topic<'a>(topics: &'a [TopicStats], name: &str) -> Option<&'a TopicStats> {
     topics.iter().find(|t| t.topic_name == name)
 }
@@ -611,6 +650,72 @@ fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two brokers holding topic `t` with channel `c`, their retention and settings differing.
+    fn two_brokers() -> Snapshot {
+        use crate::cluster::BrokerSnap;
+        use crate::nsq::Stats;
+        let broker = |addr: &str, oldest: u64, retention_ms: u64, max_attempts: u64| {
+            let channel = ChannelStats {
+                channel_name: "c".into(),
+                expired_count: 2,
+                dead_lettered_count: 1,
+                max_age_ms: 600_000,
+                max_attempts,
+                ..ChannelStats::default()
+            };
+            let topic = TopicStats {
+                topic_name: "t".into(),
+                channels: vec![channel],
+                retention_ms,
+                oldest_timestamp_ms: oldest,
+                ..TopicStats::default()
+            };
+            BrokerSnap {
+                addr: addr.into(),
+                producer: None,
+                info: None,
+                stats: Ok(Stats {
+                    topics: vec![topic],
+                    ..Stats::default()
+                }),
+            }
+        };
+        Snapshot {
+            taken: SystemTime::now(),
+            lookupds: Vec::new(),
+            brokers: vec![
+                broker("a:4151", 0, 3_600_000, 5),
+                broker("b:4151", 1_764_900_000_000, 3_600_000, 3),
+            ],
+        }
+    }
+
+    #[test]
+    fn settings_and_counts_over_brokers() {
+        let history = History::new(2, 10, std::time::Duration::from_secs(60));
+        let snap = two_brokers();
+        let t = topic(&snap, &history, "t");
+        assert_eq!(t.total.retention.time(), "1h", "both brokers agree");
+        assert_eq!(t.total.retention.size(), "off");
+        assert_eq!(
+            t.total.oldest_timestamp_ms, 1_764_900_000_000,
+            "an empty log is not oldest"
+        );
+        assert!(
+            t.total.oldest.starts_with("2025-12-05 02:00:00 UTC ("),
+            "{}",
+            t.total.oldest
+        );
+        assert_eq!(t.brokers[0].oldest, "–");
+        let c = &t.channels[0];
+        assert_eq!((c.expired, c.dead_lettered), (Num(4), Num(2)));
+        assert_eq!(c.settings.max_age(), "10m", "both brokers agree");
+        assert_eq!(c.settings.max_attempts(), "mixed");
+        let ch = channel(&snap, &history, "t", "c");
+        assert_eq!(ch.brokers[1].settings.max_attempts(), "3");
+        assert_eq!(ch.total.expired, Num(4));
+    }
 
     #[test]
     fn numbers_print_with_separators() {

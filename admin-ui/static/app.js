@@ -89,6 +89,16 @@
     }
   });
 
+  // A datetime-local value has no time zone: send brokers the instant the operator means,
+  // as RFC 3339 in UTC (`to`), computed with the browser's zone rules for that date.
+  document.addEventListener("htmx:configRequest", function (evt) {
+    var p = evt.detail.parameters;
+    if (!p || !p.at) return;
+    var at = new Date(p.at);
+    if (!isNaN(at.getTime())) p.to = at.toISOString();
+    delete p.at;
+  });
+
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", initCharts);
   } else {

@@ -332,6 +332,55 @@ async fn dashboard_in_a_real_browser() {
     .await;
     wait_text(&c, "#state", "active").await;
 
+    // Peek: the next message the channel would deliver (the consumer finished 20), in the
+    // panel; peeking changes nothing.
+    click(&c, "#btn-peek").await;
+    wait_text(
+        &c,
+        "#peek-result tr[data-state='ready'] .peek-body",
+        "message 20",
+    )
+    .await;
+    let alpha = broker.channel_stats("browser", "alpha").await.unwrap();
+    assert_eq!(alpha["depth"], 1100, "{alpha}");
+    c.execute("document.getElementById('peek').scrollIntoView();", vec![])
+        .await
+        .unwrap();
+    screenshot(&c, "admin-ui-peek.png").await;
+    // Back to the top: the sticky header would cover a button scrolled to the top edge.
+    c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+
+    // Rewind with the time picker, filled in local time as an operator would: an hour ago,
+    // before every message, so all 1,120 are owed again. The page sends it as UTC.
+    c.execute(
+        "var d = new Date(Date.now() - 3600e3); \
+         d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); \
+         document.getElementById('rewind-at').value = d.toISOString().slice(0, 19);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let question = click_and_confirm(&c, "#btn-rewind", true).await;
+    assert!(
+        question.contains("Rewind channel browser/alpha"),
+        "{question}"
+    );
+    wait_js(
+        &c,
+        "the rewind's result",
+        "(function () { var s = document.querySelector('#action-result strong'); \
+           var t = s ? s.textContent : ''; \
+           return t.indexOf('rewind channel browser/alpha (to=') === 0 \
+             && /Z\\): 1 of 1 nodes OK$/.test(t); })()",
+    )
+    .await;
+    eventually("the channel owes every message again", || async {
+        let ch = broker.channel_stats("browser", "alpha").await?;
+        (ch["depth"] == 1120).then_some(())
+    })
+    .await;
+    wait_text(&c, "#brokers-table td[data-field='depth']", "1,120").await;
+
     // Nodes and lookup pages render the broker.
     c.goto(&admin.url("/nodes")).await.unwrap();
     wait_text(

@@ -7,50 +7,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// Two brokers registered with one lookupd, one topic on both with two channels.
-struct Cluster {
-    lookupd: TestLookupd,
-    b1: TestBroker,
-    b2: TestBroker,
-    admin: TestAdmin,
-}
-
-async fn cluster(topic: &str, per_broker: usize) -> Cluster {
-    let lookupd = start_lookupd().await;
-    let b1 = start_broker(Some(lookupd.tcp)).await;
-    let b2 = start_broker(Some(lookupd.tcp)).await;
-    for b in [&b1, &b2] {
-        b.create(topic, Some("ch1")).await;
-        b.create(topic, Some("ch2")).await;
-        b.publish(topic, per_broker).await;
-    }
-    let l = lookupd.http.to_string();
-    let admin = start_admin(|c| c.lookupd_http_addresses.push(l)).await;
-    // Both brokers registered (lookupd) and visible in the dashboard.
-    let path = format!("/api/topics/{topic}");
-    eventually("both brokers in the topic view", || async {
-        let (status, body) = admin.get(&path).await;
-        let v: Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && v["brokers"].as_array()?.len() == 2).then_some(())
-    })
-    .await;
-    Cluster {
-        lookupd,
-        b1,
-        b2,
-        admin,
-    }
-}
-
-impl Cluster {
-    async fn stop(self) {
-        self.admin.stop().await;
-        self.b1.stop().await;
-        self.b2.stop().await;
-        self.lookupd.stop().await;
-    }
-}
-
 fn channel<'a>(topic_view: &'a Value, name: &str) -> &'a Value {
     topic_view["channels"]
         .as_array()

@@ -65,6 +65,9 @@ pub struct Broker {
     /// Client of the HTTP requests this broker makes (auth servers, lookupd `/channels`),
     /// with `--http-client-connect-timeout` and `--http-client-request-timeout`.
     http_client: reqwest::Client,
+    /// To the dead-letter task, and its end until `Server::run` starts it.
+    dead_letters: crate::dead_letter::DeadLetterTx,
+    dead_letter_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::dead_letter::Job>>>,
     _lock: File,
 }
 
@@ -108,7 +111,10 @@ impl Broker {
             .build()
             .context("cannot build the HTTP client")?;
         let limits = crate::limits::ConnLimits::new(config.max_connections);
+        let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
         let broker = Arc::new(Broker {
+            dead_letters,
+            dead_letter_rx: Mutex::new(Some(dead_letter_rx)),
             http_client,
             config,
             topics_dir,
@@ -193,11 +199,23 @@ impl Broker {
                 dir_lock: false,
             },
             mem_queue_size: self.config.mem_queue_size,
+            defaults: crate::settings::Defaults::from_config(&self.config),
+            dead_letters: self.dead_letters.clone(),
             e2e: E2eConfig::new(
                 &self.config.e2e_processing_latency_percentiles,
                 self.config.e2e_processing_latency_window_time,
             ),
         }
+    }
+
+    /// The dead-letter task's end of its queue (taken once, when the task starts).
+    pub(crate) fn take_dead_letter_rx(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::dead_letter::Job>> {
+        self.dead_letter_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn open_topic(&self, name: &str) -> Result<Arc<Topic>, StoreError> {
@@ -352,6 +370,11 @@ impl Broker {
         let Some(topic) = self.topics_write().remove(name) else {
             return false;
         };
+        let channels: Vec<String> = topic
+            .channels()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
         topic.destroy();
         if !topic.is_ephemeral()
             && let Err(e) = fsync_dir(&self.topics_dir)
@@ -359,6 +382,13 @@ impl Broker {
             warn!(topic = name, error = %e, "cannot fsync the topics directory after a delete");
         }
         info!(topic = name, "topic deleted");
+        // As nsqd: its channels leave every lookupd, then the topic.
+        for channel in channels {
+            self.emit(RegistryEvent::Unregister {
+                topic: name.to_owned(),
+                channel: Some(channel),
+            });
+        }
         self.emit(RegistryEvent::Unregister {
             topic: name.to_owned(),
             channel: None,
@@ -394,6 +424,13 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// A client id for the broker's own use (a redrive's consumer), never listed as a client.
+    pub(crate) fn internal_client(&self) -> Arc<ClientInfo> {
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Arc::new(ClientInfo::new(id, local, now_secs()))
     }
 
     /// Registers a new client connection.
@@ -556,6 +593,7 @@ fn stage_topic(
                     name: name.clone(),
                     paused: false,
                     state: ChannelState::new(start).snapshot(),
+                    ..ChannelMeta::default()
                 })
                 .collect(),
             ..TopicMeta::default()

@@ -27,15 +27,17 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use ferry_store::{ChannelError, ChannelSnapshot, ChannelState, Delivery, TopicLog};
+use ferry_store::{ChannelError, ChannelSnapshot, ChannelState, Delivery, Peek, TopicLog};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::ClientInfo;
 use crate::clock::now_ns;
+use crate::dead_letter::{self, DeadLetterTx};
 use crate::histogram::Histogram;
 use crate::latency::{E2eConfig, E2eWindow};
+use crate::settings::{ChannelLimits, ChannelSettings, Defaults};
 use crate::stats::Latency;
 
 /// Why FIN/REQ/TOUCH failed, in NSQ's words.
@@ -88,6 +90,12 @@ pub struct Channel {
     waiting: Arc<Waiting>,
     /// The topic's "sync has channel work" flag (journal ops to write, segments to delete).
     dirty: Arc<AtomicBool>,
+    /// The broker's defaults of the channel settings.
+    defaults: Defaults,
+    /// The channel's own settings (persisted) and what is in effect.
+    settings: Mutex<(ChannelSettings, ChannelLimits)>,
+    /// To the broker's dead-letter task.
+    dead_letters: DeadLetterTx,
     rearm: Notify,
     /// This channel (for the timer task it starts).
     me: Weak<Channel>,
@@ -129,7 +137,15 @@ impl Channel {
             waiting,
             dirty,
             tracker,
+            defaults,
+            dead_letters,
         } = topic;
+        let limits = ChannelLimits::effective(topic_name, &ChannelSettings::default(), &defaults);
+        let mut queue = queue;
+        queue.set_limits(
+            limits.max_age.as_nanos().min(i64::MAX as u128) as i64,
+            limits.max_attempts,
+        );
         Channel {
             name: name.to_owned(),
             topic_name: topic_name.to_owned(),
@@ -150,6 +166,9 @@ impl Channel {
             ready: Arc::default(),
             waiting,
             dirty,
+            defaults,
+            settings: Mutex::new((ChannelSettings::default(), limits)),
+            dead_letters,
             rearm: Notify::new(),
             me: Weak::new(),
             tracker,
@@ -181,6 +200,38 @@ impl Channel {
     /// Channel name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its topic's name.
+    pub fn topic_name(&self) -> &str {
+        &self.topic_name
+    }
+
+    /// The channel's own settings (what is persisted; unset ones follow the broker).
+    pub fn settings(&self) -> ChannelSettings {
+        self.settings_lock().0.clone()
+    }
+
+    /// The settings in effect (own settings over the broker's defaults).
+    pub fn limits(&self) -> ChannelLimits {
+        self.settings_lock().1.clone()
+    }
+
+    fn settings_lock(&self) -> MutexGuard<'_, (ChannelSettings, ChannelLimits)> {
+        self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the channel's own settings; they apply from the next delivery, REQ or timeout.
+    /// The caller persists them.
+    pub(crate) fn set_settings(&self, settings: ChannelSettings) {
+        let limits = ChannelLimits::effective(&self.topic_name, &settings, &self.defaults);
+        let (max_age, max_attempts) = (
+            limits.max_age.as_nanos().min(i64::MAX as u128) as i64,
+            limits.max_attempts,
+        );
+        *self.settings_lock() = (settings, limits);
+        self.lock().queue.set_limits(max_age, max_attempts);
+        self.notify_ready();
     }
 
     /// True for `#ephemeral` channels.
@@ -332,8 +383,10 @@ impl Channel {
             self.last_delivery_ns.store(now, Ordering::Relaxed);
         }
         self.rearm_if_earlier(inner);
+        // Expired requeued messages are journaled as done.
+        let journaled = inner.queue.has_journal_ops();
         drop(guard);
-        if !out.is_empty() || first > 0 {
+        if !out.is_empty() || first > 0 || journaled {
             self.changed();
         }
         Ok(out)
@@ -374,6 +427,7 @@ impl Channel {
             client.in_flight.fetch_sub(1, Ordering::AcqRel);
             client.requeue_count.fetch_add(1, Ordering::Relaxed);
             self.requeue_count.fetch_add(1, Ordering::Relaxed);
+            self.ship_dead_letters(&mut inner);
             if delay.is_zero() {
                 drop(inner);
                 self.notify_ready();
@@ -427,6 +481,7 @@ impl Channel {
             inner.clients.remove(&client.id);
             let n = inner.queue.requeue_owner(client.id);
             client.in_flight.store(0, Ordering::Release);
+            self.ship_dead_letters(&mut inner);
             (inner.clients.len(), n)
         };
         if requeued > 0 {
@@ -486,24 +541,115 @@ impl Channel {
     pub fn counts(&self) -> ChannelCounts {
         let mut inner = self.lock();
         self.absorb_deferred(&mut inner);
+        self.expire_head(&mut inner);
         ChannelCounts {
             depth: inner.queue.depth(&self.log),
             in_flight: inner.queue.in_flight_count() as u64,
             deferred: inner.queue.deferred_count() as u64,
             clients: inner.clients.values().cloned().collect(),
+            expired: inner.queue.expired_count(),
+            dead_lettered: inner.queue.dead_lettered_count(),
         }
+    }
+
+    /// Drops the messages at the head that are past `max_age` (as delivery would), so that
+    /// depth counts only deliverable messages.
+    fn expire_head(&self, inner: &mut MutexGuard<'_, Inner>) {
+        match inner.queue.expire_head(&self.log, now_ns()) {
+            Ok(0) => {}
+            Ok(_) => self.changed(),
+            Err(e) => tracing::warn!(channel = %self.name, error = %e, "cannot read the log"),
+        }
+    }
+
+    /// Hands the messages the queue dead-lettered to the broker's dead-letter task (under the
+    /// channel's lock, right after the change that made them).
+    fn ship_dead_letters(&self, inner: &mut Inner) {
+        let letters = inner.queue.take_dead_letters();
+        if letters.is_empty() {
+            return;
+        }
+        let target = self.settings_lock().1.dead_letter_topic.clone();
+        let me = self.me.upgrade();
+        for letter in letters {
+            let seq = letter.record.seq;
+            let sent = match (&target, &me) {
+                (Some(target), Some(me)) => self
+                    .dead_letters
+                    .send(dead_letter::Job {
+                        channel: me.clone(),
+                        target: target.clone(),
+                        letter,
+                    })
+                    .is_ok(),
+                _ => false,
+            };
+            if !sent {
+                let retry = now_ns() + dead_letter::RETRY_AFTER.as_nanos() as i64;
+                inner.queue.dead_letter_failed(seq, retry);
+                self.rearm_if_earlier(inner);
+            }
+        }
+    }
+
+    /// The dead letter `seq` is in the dead-letter topic: the channel drops it.
+    pub(crate) fn dead_letter_done(&self, seq: u64) {
+        let done = self.lock().queue.dead_letter_done(seq);
+        if done {
+            self.changed();
+        }
+    }
+
+    /// The dead letter `seq` could not be published: deferred until `retry_at_ns`.
+    pub(crate) fn dead_letter_failed(&self, seq: u64, retry_at_ns: i64) {
+        let mut inner = self.lock();
+        inner.queue.dead_letter_failed(seq, retry_at_ns);
+        self.rearm_if_earlier(&mut inner);
+        drop(inner);
+        self.changed();
+    }
+
+    /// Moves the cursor to `to` (see `ChannelState::rewind`): the clients whose in-flight
+    /// messages at or after it were dropped get their credit back. The caller persists the
+    /// channel (a compaction). Returns the messages the channel now owes.
+    pub(crate) fn rewind(&self, to: u64) -> u64 {
+        let mut inner = self.lock();
+        let rewound = inner.queue.rewind(to);
+        for (_, owner) in &rewound.dropped_in_flight {
+            if let Some(c) = inner.clients.get(owner) {
+                c.in_flight.fetch_sub(1, Ordering::AcqRel);
+                c.wake.notify_one();
+            }
+        }
+        self.absorb_deferred(&mut inner);
+        let owed = inner.queue.depth(&self.log)
+            + inner.queue.in_flight_count() as u64
+            + inner.queue.deferred_count() as u64;
+        drop(inner);
+        self.changed();
+        self.notify_ready();
+        owed
+    }
+
+    /// What the channel holds, changing nothing: up to `n` messages it would deliver next, in
+    /// flight and deferred.
+    pub fn peek(&self, n: usize) -> Result<Peek, ferry_store::StoreError> {
+        self.lock().queue.peek(&self.log, now_ns(), n)
     }
 
     /// What `/metrics` reads, in one lock acquisition.
     pub fn metrics(&self) -> ChannelMetrics {
         let mut inner = self.lock();
         self.absorb_deferred(&mut inner);
+        self.expire_head(&mut inner);
         ChannelMetrics {
             depth: inner.queue.depth(&self.log),
             in_flight: inner.queue.in_flight_count() as u64,
             deferred: inner.queue.deferred_count() as u64,
             clients: inner.clients.len() as u64,
             finished: inner.finished,
+            expired: inner.queue.expired_count(),
+            dead_lettered: inner.queue.dead_lettered_count(),
             delivered_bytes: inner.delivered_bytes,
             delivery_latency: inner.delivery_latency.clone(),
         }
@@ -571,6 +717,7 @@ impl Channel {
             }
             self.timeout_count
                 .fetch_add(expired.len() as u64, Ordering::Relaxed);
+            self.ship_dead_letters(&mut inner);
             if !expired.is_empty() {
                 self.changed();
             }
@@ -596,6 +743,10 @@ pub(crate) struct TopicLink {
     pub dirty: Arc<AtomicBool>,
     /// The broker's task tracker (timer tasks).
     pub tracker: TaskTracker,
+    /// The broker's defaults of the channel settings.
+    pub defaults: Defaults,
+    /// To the broker's dead-letter task.
+    pub dead_letters: DeadLetterTx,
 }
 
 /// How a waiting consumer is woken: the channel's `Notify`, and whether it is in its topic's
@@ -656,6 +807,10 @@ pub struct ChannelMetrics {
     pub clients: u64,
     /// FINs since start.
     pub finished: u64,
+    /// Messages dropped for their age since start.
+    pub expired: u64,
+    /// Messages sent to the dead-letter topic since start.
+    pub dead_lettered: u64,
     /// Body bytes of first deliveries since start.
     pub delivered_bytes: u64,
     /// Publish to first delivery.
@@ -673,4 +828,8 @@ pub struct ChannelCounts {
     pub deferred: u64,
     /// Subscribed clients.
     pub clients: Vec<Arc<ClientInfo>>,
+    /// Messages dropped for their age since start.
+    pub expired: u64,
+    /// Messages sent to the dead-letter topic since start.
+    pub dead_lettered: u64,
 }

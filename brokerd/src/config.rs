@@ -83,6 +83,26 @@ pub struct Config {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub max_req_timeout: Duration,
 
+    /// How long a topic keeps messages every channel has finished with, so channels can be
+    /// rewound to them (0 = deleted once consumed, as nsqd). Per topic: `POST /topic/config`.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// Most bytes of finished-with messages a topic keeps (0 = no byte bound; with
+    /// `--retention` too, whichever is reached first deletes). Units: KB, MB, GB, KiB, ...
+    #[arg(long, default_value = "0", value_parser = ferry_daemon::parse_byte_size)]
+    pub retention_bytes: u64,
+
+    /// Deliveries after which a REQ or timeout sends a message to the channel's dead-letter
+    /// topic (`<topic>.dead`) instead (0 = unlimited, as nsqd). Per channel:
+    /// `POST /channel/config`. Not applied to channels of topics named `*.dead`.
+    #[arg(long, default_value_t = 0)]
+    pub max_attempts: u16,
+
+    /// Longest message body `/channel/peek` shows, in bytes (longer ones are cut).
+    #[arg(long, default_value_t = 4096)]
+    pub max_peek_bytes: usize,
+
     /// Largest heartbeat interval a client may ask for.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub max_heartbeat_interval: Duration,

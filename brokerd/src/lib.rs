@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod broker;
 pub mod channel;
@@ -34,6 +36,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod creation;
+pub mod dead_letter;
 pub mod grpc;
 pub mod histogram;
 pub mod http;
@@ -44,6 +47,7 @@ mod memory;
 pub mod nsqd_import;
 mod prom;
 mod rlimit;
+pub mod settings;
 pub mod stats;
 mod tcp;
 pub mod tls;
@@ -168,6 +172,7 @@ impl Server {
         let tcp_task = tokio::spawn(tcp::serve(tcp, broker.clone(), stop.clone(), tls.clone()));
         let grpc_task = tokio::spawn(grpc::serve(grpc, broker.clone(), stop.clone()));
         lookup::start(&broker);
+        dead_letter::start(&broker);
         let app = http::router(broker.clone());
         let https_task = match (https, tls) {
             (Some(listener), Some(acceptor)) => {

@@ -1,5 +1,7 @@
 //! `brokerd`: parses flags and runs the broker until SIGINT or SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use ferry_brokerd::config::Config;
 
 fn main() -> anyhow::Result<()> {

@@ -38,13 +38,6 @@ pub(crate) fn connection_closed() {
     });
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
-    // SAFETY: malloc_trim has no preconditions; it only releases free memory of malloc's heaps.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    ferry_store::os::release_free_heap();
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}

@@ -80,6 +80,16 @@ const COUNTERS: &[(&str, Option<Unit>, &str)] = &[
         "Messages finished (FIN) on the channel.",
     ),
     (
+        "ferry_channel_messages_expired_total",
+        Some(Unit::Count),
+        "Messages of the channel dropped, never delivered, for being older than its max_age.",
+    ),
+    (
+        "ferry_channel_messages_dead_lettered_total",
+        Some(Unit::Count),
+        "Messages of the channel sent to its dead-letter topic after max_attempts deliveries.",
+    ),
+    (
         "ferry_channel_requeued_total",
         Some(Unit::Count),
         "Explicit requeues (REQ) on the channel.",
@@ -338,6 +348,12 @@ pub fn render(broker: &Broker) -> String {
             );
             scrape.counter("ferry_channel_message_bytes_total", l, m.delivered_bytes);
             scrape.counter("ferry_channel_finished_total", l, m.finished);
+            scrape.counter("ferry_channel_messages_expired_total", l, m.expired);
+            scrape.counter(
+                "ferry_channel_messages_dead_lettered_total",
+                l,
+                m.dead_lettered,
+            );
             scrape.counter(
                 "ferry_channel_requeued_total",
                 l,

@@ -99,6 +99,14 @@ pub struct TopicStats {
     pub paused: bool,
     /// Latency summary.
     pub e2e_processing_latency: Latency,
+    /// Finished-with messages are kept this long (ms; 0: deleted once consumed).
+    pub retention_ms: u64,
+    /// At most this many bytes of them (0: no byte bound).
+    pub retention_bytes: u64,
+    /// Publish time of the oldest retained message (ms since the Unix epoch; 0: none).
+    pub oldest_timestamp_ms: i64,
+    /// Sequence (message ID) of the oldest retained message (the next one's when none).
+    pub oldest_sequence: u64,
 }
 
 /// One channel.
@@ -128,6 +136,16 @@ pub struct ChannelStats {
     pub paused: bool,
     /// Latency summary.
     pub e2e_processing_latency: Latency,
+    /// Messages dropped for being older than `max_age` since start.
+    pub expired_count: u64,
+    /// Messages sent to the dead-letter topic since start.
+    pub dead_lettered_count: u64,
+    /// Messages older than this (ms) are dropped, not delivered (0: no limit).
+    pub max_age_ms: u64,
+    /// Deliveries after which a REQ or timeout dead-letters a message (0: unlimited).
+    pub max_attempts: u16,
+    /// Where dead letters go (`null` when `max_attempts` is 0).
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Collects stats.
@@ -144,6 +162,7 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
                 continue;
             }
             let counts = ch.counts();
+            let limits = ch.limits();
             let clients = if filter.include_clients {
                 let mut v: Vec<_> = counts.clients.iter().map(|c| c.stats()).collect();
                 v.sort_by(|a, b| a.remote_address.cmp(&b.remote_address));
@@ -168,9 +187,16 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
                 clients,
                 paused: ch.is_paused(),
                 e2e_processing_latency: ch.e2e_latency(),
+                expired_count: counts.expired,
+                dead_lettered_count: counts.dead_lettered,
+                max_age_ms: limits.max_age.as_millis() as u64,
+                max_attempts: limits.max_attempts,
+                dead_letter_topic: limits.dead_letter_topic,
             });
         }
         let depth = topic.depth();
+        let retention = topic.retention();
+        let oldest = topic.oldest_info();
         topics.push(TopicStats {
             topic_name: topic.name().to_owned(),
             channels,
@@ -180,6 +206,10 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
             message_bytes: topic.message_bytes.load(Relaxed),
             paused: topic.is_paused(),
             e2e_processing_latency: topic.e2e_latency(),
+            retention_ms: retention.time.as_millis() as u64,
+            retention_bytes: retention.bytes,
+            oldest_timestamp_ms: oldest.map_or(0, |(_, ts)| ts.div_euclid(1_000_000)),
+            oldest_sequence: oldest.map_or(topic.log().next_seq(), |(seq, _)| seq),
         });
     }
     let producers = if filter.include_clients {
@@ -232,6 +262,13 @@ pub fn render_text(stats: &Stats) -> String {
             t.message_count,
             t.e2e_processing_latency,
         );
+        if t.retention_ms > 0 || t.retention_bytes > 0 {
+            let _ = writeln!(
+                s,
+                "    retention: {} ms, {} bytes; oldest message: {} ms",
+                t.retention_ms, t.retention_bytes, t.oldest_timestamp_ms
+            );
+        }
         for c in &t.channels {
             let _ = writeln!(
                 s,
@@ -247,6 +284,13 @@ pub fn render_text(stats: &Stats) -> String {
                 c.message_count,
                 c.e2e_processing_latency,
             );
+            if c.expired_count > 0 || c.dead_lettered_count > 0 {
+                let _ = writeln!(
+                    s,
+                    "        expired: {} dead-lettered: {}",
+                    c.expired_count, c.dead_lettered_count
+                );
+            }
             for cl in &c.clients {
                 let _ = writeln!(
                     s,
@@ -353,6 +397,11 @@ mod tests {
                     clients: vec![],
                     paused: true,
                     e2e_processing_latency: Latency::default(),
+                    expired_count: 0,
+                    dead_lettered_count: 0,
+                    max_age_ms: 0,
+                    max_attempts: 0,
+                    dead_letter_topic: None,
                 }],
                 depth: 0,
                 backend_depth: 0,
@@ -360,6 +409,10 @@ mod tests {
                 message_bytes: 9,
                 paused: false,
                 e2e_processing_latency: Latency::default(),
+                retention_ms: 0,
+                retention_bytes: 0,
+                oldest_timestamp_ms: 0,
+                oldest_sequence: 0,
             }],
             producers: vec![],
         };

@@ -39,9 +39,11 @@ use tracing::{info, warn};
 use crate::channel::{Channel, TopicLink, Waiting};
 use crate::clock::now_ns;
 use crate::creation::{CreateError, Creations};
+use crate::dead_letter::{DeadLetterTx, Origins};
 use crate::histogram::AtomicHistogram;
 use crate::latency::E2eConfig;
 use crate::lookup::RegistryEvent;
+use crate::settings::{ChannelSettings, Defaults, Point, Retention, TopicSettings};
 use crate::stats::Latency;
 
 /// What a topic takes from the broker's configuration.
@@ -53,6 +55,10 @@ pub(crate) struct TopicOptions {
     pub mem_queue_size: usize,
     /// End-to-end latency tracking for its channels (`None`: off).
     pub e2e: Option<E2eConfig>,
+    /// The broker's defaults of topic and channel settings.
+    pub defaults: Defaults,
+    /// To the broker's dead-letter task.
+    pub dead_letters: DeadLetterTx,
 }
 
 /// Why a publish failed.
@@ -79,6 +85,19 @@ struct Durable {
     failed: u64,
     /// Why it failed.
     error: Option<String>,
+}
+
+/// What a rewind did (`Topic::rewind_channel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewind {
+    /// The first message the channel delivers again (the log's end if none).
+    pub first_seq: u64,
+    /// Its publish time (`None`: no retained message is at or after the point).
+    pub first_timestamp_ns: Option<i64>,
+    /// Messages the channel now owes (depth, in flight and deferred).
+    pub owed: u64,
+    /// The point was older than the oldest retained message.
+    pub clamped: bool,
 }
 
 /// The journal is compacted into `meta.dat` once it passes this, or 4× the last snapshot.
@@ -117,6 +136,17 @@ pub struct Topic {
     /// Channel creations in progress.
     creations: Arc<Creations>,
     backlog_start: Mutex<u64>,
+    /// The broker's defaults of the settings.
+    defaults: Defaults,
+    /// The topic's own settings (persisted in `meta.dat`).
+    settings: Mutex<TopicSettings>,
+    /// To the broker's dead-letter task (for its channels).
+    dead_letters: DeadLetterTx,
+    /// Where this topic's dead letters came from (when it is a dead-letter topic).
+    origins: Origins,
+    /// The oldest retained record's `(seq, timestamp)` once read (`/stats` asks often; reading
+    /// it maps a segment); valid while the log's first seq is not past it.
+    oldest_cache: Mutex<Option<(u64, i64)>>,
     deleted: AtomicBool,
     /// Serialises metadata writes (they share one temp file name) and journal appends.
     persist: Mutex<Persist>,
@@ -174,6 +204,8 @@ impl Topic {
             log: opts,
             mem_queue_size,
             e2e,
+            defaults,
+            dead_letters,
         } = options;
         let sync_timeout = opts.sync_timeout;
         let power_safe = opts.sync_every <= 1 && !ephemeral;
@@ -239,6 +271,7 @@ impl Topic {
         if journal_ops.valid_bytes + journal_ops.ignored_bytes > 0 {
             persist.must_compact = true;
         }
+        let origins = Origins::load(dir.as_deref(), first);
         let topic = Arc::new(Topic {
             name: name.to_owned(),
             ephemeral,
@@ -250,6 +283,11 @@ impl Topic {
             dirty: Arc::default(),
             creations: Arc::default(),
             backlog_start: Mutex::new(first.max(meta.backlog_start.min(log.next_seq()))),
+            defaults,
+            settings: Mutex::new(meta.settings.clone()),
+            dead_letters,
+            origins,
+            oldest_cache: Mutex::new(None),
             deleted: AtomicBool::new(false),
             persist: Mutex::new(persist),
             sync_now: Notify::new(),
@@ -283,6 +321,7 @@ impl Topic {
             };
             let state = ChannelState::restore(snapshot, &log);
             let ch = topic.new_channel(&cm.name, state, cm.paused);
+            ch.set_settings(cm.settings);
             topic.channels_write().insert(cm.name, ch.clone());
             ch.start();
         }
@@ -352,6 +391,8 @@ impl Topic {
                     waiting: self.waiting.clone(),
                     dirty: self.dirty.clone(),
                     tracker: self.tracker.clone(),
+                    defaults: self.defaults,
+                    dead_letters: self.dead_letters.clone(),
                 },
                 state,
                 paused,
@@ -362,8 +403,12 @@ impl Topic {
         })
     }
 
-    /// Where a new channel starts: at the topic's backlog if it is the first, else at the end.
-    fn start_for_new(&self, first: bool) -> u64 {
+    /// Where a new channel starts: at `start` when given (clamped into the retained log), else
+    /// at the topic's backlog if it is the first, else at the end.
+    fn start_for_new(&self, first: bool, start: Option<u64>) -> u64 {
+        if let Some(seq) = start {
+            return seq.clamp(self.log.first_seq(), self.log.next_seq());
+        }
         if first {
             *self
                 .backlog_start
@@ -466,6 +511,16 @@ impl Topic {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Arc<Channel>, CreateError> {
+        self.get_or_create_channel_at(name, None).await
+    }
+
+    /// [`Topic::get_or_create_channel`], a new channel starting at `start` (a seq, clamped
+    /// into the retained log) when given. An existing channel is returned as it is.
+    pub async fn get_or_create_channel_at(
+        self: &Arc<Self>,
+        name: &str,
+        start: Option<u64>,
+    ) -> Result<Arc<Channel>, CreateError> {
         if let Some(ch) = self.channel(name) {
             return Ok(ch);
         }
@@ -473,12 +528,13 @@ impl Topic {
             return Err(CreateError::Exiting);
         }
         if self.dir.is_none() || ferry_proto::names::is_ephemeral(name) {
-            return self.add_channel_now(name);
+            return self.add_channel_now(name, start);
         }
         let create = || {
             let (topic, name) = (self.clone(), name.to_owned());
             async move {
-                tokio::task::spawn_blocking(move || topic.create_durable_channel(&name)).await?
+                tokio::task::spawn_blocking(move || topic.create_durable_channel(&name, start))
+                    .await?
             }
         };
         self.creations
@@ -488,7 +544,7 @@ impl Topic {
 
     /// Adds a channel that has no file to write (ephemeral channel or topic), atomically under
     /// the map's lock.
-    fn add_channel_now(&self, name: &str) -> Result<Arc<Channel>, CreateError> {
+    fn add_channel_now(&self, name: &str, start: Option<u64>) -> Result<Arc<Channel>, CreateError> {
         let ch = {
             let mut channels = self.channels_write();
             if self.deleted.load(Ordering::Acquire) {
@@ -497,7 +553,7 @@ impl Topic {
             if let Some(ch) = channels.get(name) {
                 return Ok(ch.clone());
             }
-            let start = self.start_for_new(channels.is_empty());
+            let start = self.start_for_new(channels.is_empty(), start);
             let ch = self.new_channel(name, ChannelState::new(start), false);
             channels.insert(name.to_owned(), ch.clone());
             ch
@@ -508,9 +564,13 @@ impl Topic {
 
     /// Blocking: saves the metadata with the new channel in it, then makes the channel visible.
     /// Called by one creator at a time for `name` (see [`Creations`]).
-    fn create_durable_channel(&self, name: &str) -> Result<Arc<Channel>, CreateError> {
+    fn create_durable_channel(
+        &self,
+        name: &str,
+        start: Option<u64>,
+    ) -> Result<Arc<Channel>, CreateError> {
         if self.dir.is_none() {
-            return self.add_channel_now(name);
+            return self.add_channel_now(name, start);
         }
         // Held until the channel is in the map, so that every later metadata write has it.
         let mut persist = self.lock_persist();
@@ -519,7 +579,7 @@ impl Topic {
             if let Some(ch) = channels.get(name) {
                 return Ok(ch.clone());
             }
-            self.start_for_new(channels.is_empty())
+            self.start_for_new(channels.is_empty(), start)
         };
         let ch = self.new_channel(name, ChannelState::new(start), false);
         if self.deleted.load(Ordering::Acquire) {
@@ -654,6 +714,162 @@ impl Topic {
         Ok(true)
     }
 
+    fn settings_lock(&self) -> std::sync::MutexGuard<'_, TopicSettings> {
+        self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The topic's own settings (unset ones follow the broker's flags).
+    pub fn settings(&self) -> TopicSettings {
+        self.settings_lock().clone()
+    }
+
+    /// The retention in effect.
+    pub fn retention(&self) -> Retention {
+        Retention::effective(&self.settings_lock(), &self.defaults)
+    }
+
+    /// Sets the retention time and/or bytes (those given), durably before it returns
+    /// (blocking I/O: a compaction). An error means it changed but could not be saved.
+    pub fn set_retention(
+        &self,
+        time: Option<Duration>,
+        bytes: Option<u64>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut s = self.settings_lock();
+            if let Some(t) = time {
+                s.retention_ns = Some(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+            }
+            if let Some(b) = bytes {
+                s.retention_bytes = Some(b);
+            }
+        }
+        // A shorter retention may free segments at the next sync.
+        self.mark_dirty();
+        self.persist_meta()
+    }
+
+    /// Changes a channel's settings with `update`, durably before it returns (blocking I/O).
+    /// False if the channel does not exist.
+    pub fn set_channel_settings(
+        &self,
+        name: &str,
+        update: impl FnOnce(&mut ChannelSettings),
+    ) -> Result<bool, StoreError> {
+        let Some(ch) = self.channel(name) else {
+            return Ok(false);
+        };
+        let mut settings = ch.settings();
+        update(&mut settings);
+        ch.set_settings(settings);
+        self.persist_meta().map(|()| true)
+    }
+
+    /// Where this topic's dead letters came from.
+    pub fn origins(&self) -> &Origins {
+        &self.origins
+    }
+
+    /// The oldest retained message.
+    pub fn oldest(&self) -> Result<Option<ferry_store::Record>, StoreError> {
+        self.log.reader(self.log.first_seq()).next(&self.log)
+    }
+
+    /// The oldest retained message's `(seq, publish time)`, remembered until the log's first
+    /// seq moves past it (an empty log is looked at again each time).
+    pub fn oldest_info(&self) -> Option<(u64, i64)> {
+        let first = self.log.first_seq();
+        let mut cache = self
+            .oldest_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((seq, ts)) = *cache
+            && seq >= first
+        {
+            return Some((seq, ts));
+        }
+        *cache = self
+            .oldest()
+            .ok()
+            .flatten()
+            .map(|r| (r.seq, r.timestamp_ns));
+        *cache
+    }
+
+    /// The seq a point of the topic's history names, and whether the point was older than the
+    /// oldest retained message (then the seq is that message's).
+    pub fn resolve_point(&self, point: Point) -> Result<(u64, bool), StoreError> {
+        match point {
+            Point::Earliest => Ok((self.log.first_seq(), false)),
+            Point::Latest => Ok((self.log.next_seq(), false)),
+            Point::At(t) => {
+                let seq = self.log.seq_at_time(t)?;
+                let clamped = self.oldest()?.is_some_and(|r| r.timestamp_ns > t);
+                Ok((seq, clamped))
+            }
+        }
+    }
+
+    /// Rewinds (or forwards) a channel to `point`: it delivers again every retained message
+    /// published at or after it. Durable before it returns (blocking I/O: a compaction).
+    /// `None` if the channel does not exist.
+    pub fn rewind_channel(&self, name: &str, point: Point) -> Result<Option<Rewind>, StoreError> {
+        let Some(ch) = self.channel(name) else {
+            return Ok(None);
+        };
+        let (seq, owed, clamped) = {
+            // Held across the change and its compaction, so no journal append separates them.
+            let mut persist = self.lock_persist();
+            let (seq, clamped) = self.resolve_point(point)?;
+            let owed = ch.rewind(seq);
+            self.compact(&mut persist, None)?;
+            (seq, owed, clamped)
+        };
+        let first = self.log.reader(seq).next(&self.log)?;
+        info!(topic = %self.name, channel = name, seq, owed, "channel rewound");
+        Ok(Some(Rewind {
+            first_seq: first.as_ref().map_or(seq, |r| r.seq),
+            first_timestamp_ns: first.map(|r| r.timestamp_ns),
+            owed,
+            clamped,
+        }))
+    }
+
+    /// The seq below which finished-with segments may be deleted, given the channels' `low`
+    /// water mark and the topic's retention: walking the finished-with (sealed, wholly below
+    /// `low`) segments from the newest, a segment is kept while it is younger than the
+    /// retention time (its newest message) and within the retention bytes (counting it and
+    /// the newer ones); the first that fails either bound goes, with every older one.
+    fn retention_low(&self, low: u64) -> u64 {
+        let retention = self.retention();
+        if !retention.is_on() {
+            return low;
+        }
+        let spans = self.log.sealed_segments();
+        let done: Vec<_> = spans.iter().take_while(|s| s.end_seq <= low).collect();
+        let age = i64::try_from(retention.time.as_nanos()).unwrap_or(i64::MAX);
+        let horizon = now_ns().saturating_sub(age);
+        let mut keep_from = low;
+        let mut bytes = 0u64;
+        for span in done.iter().rev() {
+            bytes = bytes.saturating_add(span.bytes);
+            let too_big = retention.bytes > 0 && bytes > retention.bytes;
+            let too_old = !retention.time.is_zero() && {
+                // Its newest message (a gap there counts as old).
+                match self.log.read(span.end_seq.saturating_sub(1)) {
+                    Ok(Some(r)) => r.timestamp_ns < horizon,
+                    Ok(None) => true,
+                    Err(_) => false,
+                }
+            };
+            if too_big || too_old {
+                break;
+            }
+            keep_from = span.start_seq;
+        }
+        keep_from.min(low)
+    }
+
     /// Makes the next sync look at the channels (journal ops) and delete segments nobody needs.
     fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
@@ -741,10 +957,12 @@ impl Topic {
                     name: c.name().to_owned(),
                     paused: c.is_paused(),
                     state: c.snapshot_for_compaction(),
+                    settings: c.settings(),
                 })
                 .collect(),
             journal_gen: p.generation + 1,
             backlog_start,
+            settings: self.settings_lock().clone(),
         };
         // From here until the save succeeds, ops are in no journal.
         p.must_compact = true;
@@ -813,7 +1031,9 @@ impl Topic {
     fn sync_wanted(&self) -> bool {
         !self.ephemeral
             && !self.deleted.load(Ordering::Acquire)
-            && (self.log.needs_sync() || self.dirty.load(Ordering::Acquire))
+            && (self.log.needs_sync()
+                || self.dirty.load(Ordering::Acquire)
+                || (!self.retention().time.is_zero() && self.log.stats().segments > 1))
     }
 
     /// Log sync, journal append (channel ops) + fdatasync, then deletion of fully consumed
@@ -830,10 +1050,12 @@ impl Topic {
             result?;
             self.sync_latency.record(started.elapsed());
         }
-        if !self.dirty.load(Ordering::Acquire) {
+        // Retention by time frees segments as time passes, without any channel activity.
+        let retaining = self.retention().is_on() && self.log.stats().segments > 1;
+        if !self.dirty.load(Ordering::Acquire) && !retaining {
             return Ok(());
         }
-        {
+        if self.dirty.load(Ordering::Acquire) {
             let mut persist = self.lock_persist();
             if self.deleted.load(Ordering::Acquire) {
                 return Ok(());
@@ -856,7 +1078,9 @@ impl Topic {
                 channels.values().map(|c| c.low_water()).min().unwrap_or(0)
             }
         };
-        self.log.retain_from(low)?;
+        if self.log.retain_from(self.retention_low(low))? > 0 {
+            self.origins.prune(self.log.first_seq());
+        }
         Ok(())
     }
 
@@ -925,6 +1149,8 @@ mod tests {
             },
             mem_queue_size: 100,
             e2e: None,
+            defaults: Defaults::default(),
+            dead_letters: tokio::sync::mpsc::unbounded_channel().0,
         }
     }
 

@@ -224,3 +224,65 @@ async fn pynsq_reader_finds_both_brokers_through_lookupd() {
     b2.kill9();
     l.stop().await;
 }
+
+/// A deleted topic leaves lookupd with its channels, as nsqd's does: `/lookup` answers 404 and
+/// `/topics` no longer lists it within 2 s (no ghost row in the dashboard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_topic_and_channels_leave_lookupd() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let l = start_lookupd(any, any).await;
+    let flags = lookupd_flags(&[&l]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d = tempfile::tempdir().unwrap();
+    let b = spawn_brokerd(d.path(), &flags);
+    for path in [
+        "/pub?topic=greet2",
+        "/channel/create?topic=greet2&channel=a",
+    ] {
+        let (code, _) = http(b.http, "POST", path, b"hi").await;
+        assert_eq!(code, 200);
+    }
+    eventually("lookupd lists greet2 and its channel", || async {
+        let (_, v) = get_json(l.http, "/channels?topic=greet2").await;
+        (v["channels"].as_array().is_some_and(|a| a.len() == 1)).then_some(())
+    })
+    .await;
+    // A channel deleted alone leaves lookupd too.
+    let (code, _) = http(
+        b.http,
+        "POST",
+        "/channel/create?topic=greet2&channel=b",
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = http(
+        b.http,
+        "POST",
+        "/channel/delete?topic=greet2&channel=b",
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    let (code, _) = http(b.http, "POST", "/topic/delete?topic=greet2", b"").await;
+    assert_eq!(code, 200);
+    let deleted = std::time::Instant::now();
+    eventually("lookupd forgets greet2", || async {
+        let (lookup, _) = get_json(l.http, "/lookup?topic=greet2").await;
+        let (_, topics) = get_json(l.http, "/topics").await;
+        let listed = topics["topics"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t == "greet2"));
+        (lookup == 404 && !listed).then_some(())
+    })
+    .await;
+    assert!(
+        deleted.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        deleted.elapsed()
+    );
+    let (_, v) = get_json(l.http, "/channels?topic=greet2").await;
+    assert_eq!(v["channels"], serde_json::json!([]), "{v}");
+    b.sigterm();
+}

@@ -176,3 +176,28 @@ async fn second_broker_on_same_data_path_is_refused() {
     assert!(err.contains("in use"), "{err}");
     p.kill9();
 }
+
+/// Logs written to a pipe (or a file) carry no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brokerd"))
+        .args([
+            "--tcp-address=127.0.0.1:0",
+            "--http-address=127.0.0.1:0",
+            "--grpc-address=127.0.0.1:0",
+        ])
+        .arg(format!("--data-path={}", dir.path().display()))
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().expect("a log line").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    assert!(!line.contains('\u{1b}'), "colour codes in {line:?}");
+}

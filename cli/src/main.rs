@@ -1,5 +1,7 @@
 //! `ferry`: Ferry's operator tool. Parses the command line and hands over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 

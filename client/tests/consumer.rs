@@ -12,22 +12,7 @@ use ferry_client::{Consumer, Error, Producer, handler_fn};
 use tokio::sync::Notify;
 
 fn recording_consumer(topic: &str, channel: &str, max_in_flight: u64) -> (Consumer, Seen) {
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
-        topic,
-        channel,
-        client_config().max_in_flight(max_in_flight),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
-    (consumer, seen)
+    common::recording_consumer(topic, channel, client_config().max_in_flight(max_in_flight))
 }
 
 async fn publish_numbered(addr: &str, topic: &str, prefix: &str, n: usize) {

@@ -6,25 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Seen, client_config, numbered, start, wait_until};
-use ferry_client::{Consumer, Error, ErrorCode, Producer, handler_fn};
+use ferry_client::{Consumer, Error, ErrorCode, Producer};
 
 /// A consumer of `topic`/`channel` that records every body it finishes.
 async fn recorder(broker: &common::TestBroker, topic: &str, channel: &str) -> (Consumer, Seen) {
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
-        topic,
-        channel,
-        client_config().max_in_flight(100),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
+    let (consumer, seen) =
+        common::recording_consumer(topic, channel, client_config().max_in_flight(100));
     consumer.connect_to_broker(broker.addr()).await.unwrap();
     (consumer, seen)
 }

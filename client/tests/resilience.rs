@@ -11,8 +11,8 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::{Seen, TestBroker, client_config, start, wait_until};
-use ferry_client::{Consumer, Error, Producer, handler_fn};
+use common::{TestBroker, client_config, start, wait_until};
+use ferry_client::Producer;
 use serde_json::{Value, json};
 
 /// A lookupd stand-in: `GET /lookup?topic=` answers with whatever producers the test sets.
@@ -70,23 +70,13 @@ async fn brokers_registering_later_are_discovered_and_vanished_ones_dropped() {
     let (lookupd, lookupd_addr) = FakeLookupd::start().await;
     lookupd.set(&[&first]);
 
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
+    let (consumer, seen) = common::recording_consumer(
         "found#ephemeral",
         "c",
         client_config()
             .max_in_flight(10)
             .lookupd_poll_interval(Duration::from_millis(50)),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
+    );
     consumer
         .connect_to_lookupd(lookupd_addr.to_string())
         .await
@@ -133,21 +123,8 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
     let mut broker = start().await;
     let addr = broker.addr();
 
-    let seen = Seen::default();
-    let s = seen.clone();
-    let consumer = Consumer::new(
-        "durable",
-        "c",
-        client_config().max_in_flight(50),
-        handler_fn(move |msg| {
-            let s = s.clone();
-            async move {
-                s.push(&msg);
-                Ok::<_, Error>(())
-            }
-        }),
-    )
-    .unwrap();
+    let (consumer, seen) =
+        common::recording_consumer("durable", "c", client_config().max_in_flight(50));
     consumer.connect_to_broker(addr.clone()).await.unwrap();
 
     // Publish continuously; remember what the broker acknowledged.
@@ -211,4 +188,44 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
     assert!(consumer.stats().connections == 1, "reconnected");
     consumer.stop().await;
     broker.stop().await;
+}
+
+/// A consumer started before any broker has its topic asks lookupd every second (not every
+/// `lookupd_poll_interval`, 60 s here) and connects within about a second of the topic appearing;
+/// once it found a broker it goes back to the configured interval.
+#[tokio::test]
+async fn an_unknown_topic_is_polled_fast_until_a_broker_has_it() {
+    let broker = start().await;
+    let (lookupd, lookupd_addr) = FakeLookupd::start().await;
+    let (consumer, seen) = common::recording_consumer(
+        "later",
+        "c",
+        client_config()
+            .max_in_flight(10)
+            .lookupd_poll_interval(Duration::from_secs(60)),
+    );
+    consumer
+        .connect_to_lookupd(lookupd_addr.to_string())
+        .await
+        .unwrap();
+    assert_eq!(lookupd.query_count(), 1);
+    // The topic appears on a broker: the consumer finds it at its next (1 s) poll.
+    let producer = Producer::connect(broker.addr(), client_config())
+        .await
+        .unwrap();
+    producer.publish("later", "first").await.unwrap();
+    lookupd.set(&[&broker]);
+    let appeared = tokio::time::Instant::now();
+    wait_until("the first message", || seen.len() == 1).await;
+    assert!(
+        appeared.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        appeared.elapsed()
+    );
+    // Found: back to the 60 s interval, so no more queries for now.
+    let polls = lookupd.query_count();
+    producer.publish("later", "second").await.unwrap();
+    wait_until("the second message", || seen.len() == 2).await;
+    assert!(lookupd.query_count() <= polls + 1);
+    consumer.stop().await;
 }

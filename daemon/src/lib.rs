@@ -7,6 +7,8 @@
 //!   (Go-style `-flag=value`, NSQ-only flags accepted with a warning, the command line winning);
 //! - [`parse_duration`]: Go-style durations or plain milliseconds, as NSQ's flags take them.
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,13 +29,15 @@ pub enum LogFormat {
 
 /// Logs to stderr at `level` (an EnvFilter expression, or one of NSQ's level names: `debug`,
 /// `info`, `warn`, `error`, `fatal`, any case; `info` if it does not parse), as text or as one
-/// JSON object per line carrying the current span's fields.
+/// JSON object per line carrying the current span's fields. Text is coloured only when stderr
+/// is a terminal.
 pub fn init_logging(level: &str, format: LogFormat) {
     let level = nsq_log_level(level);
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -43,6 +47,13 @@ pub fn init_logging(level: &str, format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// Colour codes only for a terminal, never into a file or a pipe; `NO_COLOR` (any value)
+/// turns them off there too.
+fn colour_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// NSQ's log level names in tracing's terms (`fatal` is `error`; names are case-insensitive).
@@ -102,9 +113,57 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A byte size: a plain number of bytes, or a number with a unit: `KB`, `MB`, `GB`, `TB`
+/// (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024); `B` and a space before the
+/// unit are allowed, case is not significant (`10GB`, `512 mib`, `4096`).
+pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let mult: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    let value: f64 = num.parse().map_err(|e| {
+        format!("invalid size {s:?}: {e}; expected a number of bytes, e.g. 10GB or 512MiB")
+    })?;
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {s:?}: out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_with_decimal_and_binary_units() {
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert_eq!(parse_byte_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_byte_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_byte_size("1.5kb"), Ok(1500));
+        assert_eq!(parse_byte_size("0"), Ok(0));
+        assert!(parse_byte_size("10 parsecs").is_err());
+        assert!(parse_byte_size("").is_err());
+        assert!(parse_byte_size("-1GB").is_err());
+    }
 
     #[test]
     fn nsq_log_levels() {

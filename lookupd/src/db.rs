@@ -279,7 +279,10 @@ impl RegistrationDb {
     }
 
     /// `UNREGISTER topic [channel]`: the peer no longer holds the channel, or the topic and all
-    /// its channels. Returns the registrations it left.
+    /// its channels (it deleted them). Returns the registrations it left. A registration this
+    /// leaves with no producer goes (a topic's with its channels that have none either), so a
+    /// deleted topic or channel is not listed as a ghost; nsqlookupd keeps them unless
+    /// ephemeral. (A broker that merely disconnects keeps its registrations listed, as there.)
     pub fn unregister(
         &mut self,
         id: PeerId,
@@ -302,10 +305,26 @@ impl RegistrationDb {
                 regs
             }
         };
-        targets
+        let left: Vec<Registration> = targets
             .into_iter()
             .filter(|reg| self.remove_member(reg, id))
-            .collect()
+            .collect();
+        for reg in &left {
+            if self.registrations.get(reg).is_some_and(|m| m.is_empty()) {
+                self.registrations.remove(reg);
+            }
+        }
+        if channel.is_none() && !self.registrations.contains_key(&Registration::topic(topic)) {
+            let orphans: Vec<Registration> = self
+                .channel_registrations(topic)
+                .filter(|ch| self.registrations[*ch].is_empty())
+                .cloned()
+                .collect();
+            for orphan in orphans {
+                self.registrations.remove(&orphan);
+            }
+        }
+        left
     }
 
     // ---- administration (HTTP) ----

@@ -83,18 +83,37 @@ fn register_needs_a_known_peer() {
 }
 
 #[test]
-fn unregister_channel_keeps_topic_and_empty_registration() {
+fn unregister_channel_keeps_topic_and_drops_the_emptied_registration() {
     let now = Instant::now();
     let mut db = two_peers(now);
     db.register(1, "orders", Some("ship"));
+    db.register(1, "orders", Some("bill"));
+    db.register(2, "orders", Some("bill"));
     assert_eq!(
         db.unregister(1, "orders", Some("ship")),
         [Registration::channel("orders", "ship")]
     );
+    db.unregister(1, "orders", Some("bill"));
     db.check_invariants();
-    // nsqlookupd keeps a registration whose producers left.
-    assert_eq!(db.channels("orders"), ["ship"]);
-    assert_eq!(addresses(&db.lookup("orders", now).unwrap()), ["a"]);
+    // The channel deleted on its only broker is gone (nsqlookupd would keep it as a ghost);
+    // one another broker still holds stays.
+    assert_eq!(db.channels("orders"), ["bill"]);
+    assert_eq!(addresses(&db.lookup("orders", now).unwrap()), ["a", "b"]);
+}
+
+#[test]
+fn unregister_topic_by_its_last_broker_forgets_it() {
+    let now = Instant::now();
+    let mut db = two_peers(now);
+    db.register(1, "greet", Some("a"));
+    db.register(2, "greet", None);
+    db.unregister(1, "greet", None);
+    assert_eq!(db.topics(), ["greet"], "broker 2 still holds it");
+    db.unregister(2, "greet", None);
+    db.check_invariants();
+    assert!(db.topics().is_empty());
+    assert!(db.lookup("greet", now).is_none());
+    assert!(db.channels("greet").is_empty());
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! `lookupd`: parses flags and runs the lookup daemon until SIGINT or SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use ferry_lookupd::config::Config;
 
 fn main() -> anyhow::Result<()> {

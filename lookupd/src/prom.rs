@@ -43,6 +43,12 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "Brokers that pinged within --inactive-producer-timeout (those listed by /nodes).",
     ),
     (
+        "ferry_lookupd_producer",
+        None,
+        "1 for each active broker (as /nodes lists it); labels broadcast_address, \
+         http_address (broadcast_address:http_port) and tcp_address.",
+    ),
+    (
         "ferry_lookupd_topics",
         Some(Unit::Count),
         "Topics registered (by brokers or /topic/create).",
@@ -84,16 +90,35 @@ pub fn render(shared: &Shared) -> String {
             .register_gauge(&Key::from_parts(name, labels), &METADATA)
             .set(value);
     };
-    let (producers, active, topics, channels) = shared.with_db(|db| {
+    let (producers, nodes, topics, channels) = shared.with_db(|db| {
         let topics = db.topics();
         let channels: usize = topics.iter().map(|t| db.channels(t).len()).sum();
         (
             db.peer_count(),
-            db.nodes(Instant::now()).len(),
+            db.nodes(Instant::now()),
             topics.len(),
             channels,
         )
     });
+    let active = nodes.len();
+    for node in &nodes {
+        let p = &node.producer;
+        gauge(
+            "ferry_lookupd_producer",
+            vec![
+                Label::new("broadcast_address", p.broadcast_address.clone()),
+                Label::new(
+                    "http_address",
+                    format!("{}:{}", p.broadcast_address, p.http_port),
+                ),
+                Label::new(
+                    "tcp_address",
+                    format!("{}:{}", p.broadcast_address, p.tcp_port),
+                ),
+            ],
+            1.0,
+        );
+    }
     gauge(
         "ferry_lookupd_build_info",
         vec![Label::new("version", VERSION)],

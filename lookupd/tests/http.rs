@@ -429,6 +429,15 @@ async fn metrics_count_brokers_topics_and_channels() {
     assert_eq!(sample(&scrape, "ferry_lookupd_connections"), 2.0);
     assert_eq!(sample(&scrape, "ferry_lookupd_connections_total"), 2.0);
     assert!(sample(&scrape, "ferry_process_open_fds") >= 3.0);
+    // One series per active broker, labelled as the broker-not-in-lookupd rule joins it.
+    let mut listed: Vec<String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "ferry_lookupd_producer")
+        .map(|s| s.labels.get("http_address").unwrap_or_default().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["b1:4151", "b2:4151"]);
     assert!(
         reply
             .body

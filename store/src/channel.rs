@@ -145,6 +145,78 @@ pub struct ChannelState {
     deadlines: BinaryHeap<Reverse<(i64, u64)>>,
     /// Ops not yet written to the topic's journal (`None`: not journaled).
     journal: Option<Vec<JournalOp>>,
+    /// Messages older than this (ns since publish) are dropped instead of delivered; 0: never.
+    max_age_ns: i64,
+    /// Deliveries after which a REQ or timeout dead-letters the message; 0: unlimited.
+    max_attempts: u16,
+    /// Dead-lettered messages handed to the broker ([`ChannelState::take_dead_letters`]) and
+    /// not yet confirmed ([`ChannelState::dead_letter_done`]); still owed until then.
+    dead_pending: SeqMap<u16>,
+    /// Dead letters not yet taken by the broker.
+    dead_new: Vec<DeadLetter>,
+    /// Messages dropped for their age since the channel was opened.
+    expired: u64,
+    /// Messages dead-lettered since the channel was opened.
+    dead_lettered: u64,
+}
+
+/// A message that reached the channel's `max_attempts` and was then requeued or timed out: the
+/// broker publishes it to the dead-letter topic, then calls
+/// [`ChannelState::dead_letter_done`] (or [`ChannelState::dead_letter_failed`]).
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The record (body, original seq and timestamp).
+    pub record: Record,
+    /// Deliveries it had.
+    pub attempts: u16,
+}
+
+/// Where a message shown by [`ChannelState::peek`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekState {
+    /// Next to be delivered (requeued, due, or at the cursor).
+    Ready,
+    /// Delivered, awaiting FIN until `deadline_ns`.
+    InFlight {
+        /// When it times out.
+        deadline_ns: i64,
+    },
+    /// Waiting until `due_ns`.
+    Deferred {
+        /// When it is due.
+        due_ns: i64,
+    },
+}
+
+/// One message of a [`Peek`].
+#[derive(Debug, Clone)]
+pub struct PeekItem {
+    /// The record.
+    pub record: Record,
+    /// Deliveries so far.
+    pub attempts: u16,
+    /// Where it is.
+    pub state: PeekState,
+}
+
+/// What a channel holds, without changing it ([`ChannelState::peek`]).
+#[derive(Debug, Clone, Default)]
+pub struct Peek {
+    /// The next messages it would deliver, in order.
+    pub ready: Vec<PeekItem>,
+    /// Messages in flight, by seq.
+    pub in_flight: Vec<PeekItem>,
+    /// Deferred messages, by due time.
+    pub deferred: Vec<PeekItem>,
+}
+
+/// What [`ChannelState::rewind`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewound {
+    /// The new cursor.
+    pub cursor: u64,
+    /// In-flight messages at or after it, no longer in flight: `(seq, owner)`.
+    pub dropped_in_flight: Vec<(u64, u64)>,
 }
 
 impl ChannelState {
@@ -158,7 +230,41 @@ impl ChannelState {
             in_flight: SeqMap::default(),
             deadlines: BinaryHeap::new(),
             journal: None,
+            max_age_ns: 0,
+            max_attempts: 0,
+            dead_pending: SeqMap::default(),
+            dead_new: Vec::new(),
+            expired: 0,
+            dead_lettered: 0,
         }
+    }
+
+    /// Sets the age limit (`max_age`, ns; 0: none) and the attempts limit (`max_attempts`; 0:
+    /// unlimited). They apply from the next delivery, requeue or timeout.
+    pub fn set_limits(&mut self, max_age_ns: i64, max_attempts: u16) {
+        self.max_age_ns = max_age_ns.max(0);
+        self.max_attempts = max_attempts;
+    }
+
+    /// Messages dropped for their age since the channel was opened.
+    pub fn expired_count(&self) -> u64 {
+        self.expired
+    }
+
+    /// Messages dead-lettered since the channel was opened.
+    pub fn dead_lettered_count(&self) -> u64 {
+        self.dead_lettered
+    }
+
+    /// True if a message published at `timestamp_ns` is too old to deliver at `now_ns`.
+    fn too_old(&self, timestamp_ns: i64, now_ns: i64) -> bool {
+        self.max_age_ns > 0 && timestamp_ns < now_ns.saturating_sub(self.max_age_ns)
+    }
+
+    /// Counts an owed entry (below the cursor) dropped for its age; journaled as done.
+    fn expire_entry(&mut self, seq: u64) {
+        self.expired += 1;
+        self.record(JournalOp::Finish { seq });
     }
 
     /// Starts recording [`JournalOp`]s for the topic's journal (durable channels only: nothing
@@ -258,6 +364,17 @@ impl ChannelState {
             deliver_at_ns: d.deliver_at,
             kind: EntryKind::Deferred,
         }));
+        // Not yet in the dead-letter topic: owed again after a restart.
+        entries.extend(
+            self.dead_pending
+                .iter()
+                .map(|(&seq, &attempts)| SnapshotEntry {
+                    seq,
+                    attempts,
+                    deliver_at_ns: 0,
+                    kind: EntryKind::Requeued,
+                }),
+        );
         entries.sort_by_key(|e| e.seq);
         ChannelSnapshot {
             cursor: self.reader.position(),
@@ -288,6 +405,10 @@ impl ChannelState {
                     }
                 },
             };
+            if self.too_old(record.timestamp_ns, now_ns) {
+                self.expire_entry(entry.seq);
+                continue;
+            }
             return Ok(Some(self.dispatch(
                 record,
                 entry.attempts,
@@ -302,6 +423,9 @@ impl ChannelState {
             }
             self.deferred.pop();
             match log.read(d.seq) {
+                Ok(Some(r)) if self.too_old(r.timestamp_ns, now_ns) => {
+                    self.expire_entry(d.seq);
+                }
                 Ok(Some(r)) => {
                     return Ok(Some(self.dispatch(
                         r,
@@ -325,6 +449,12 @@ impl ChannelState {
                     seq: record.seq,
                     attempts: 0,
                 }));
+                continue;
+            }
+            if self.too_old(record.timestamp_ns, now_ns) {
+                // Passed by the cursor: nothing to journal (a replay that owes it again drops
+                // it again, since it only gets older).
+                self.expired += 1;
                 continue;
             }
             return Ok(Some(self.dispatch(record, 0, owner, now_ns, deadline_ns)));
@@ -385,16 +515,35 @@ impl ChannelState {
         let Some(f) = self.in_flight.remove(&seq) else {
             return Err(ChannelError::NotInFlight);
         };
+        let at = if deliver_at_ns <= now_ns {
+            0
+        } else {
+            deliver_at_ns
+        };
+        self.owe_again(f, at);
+        self.prune_deadlines();
+        Ok(())
+    }
+
+    /// A message leaves flight without a FIN (REQ, timeout, owner gone): owed again, due at
+    /// `deliver_at_ns` (0: now), or dead-lettered when it has had `max_attempts` deliveries.
+    fn owe_again(&mut self, f: InFlight, deliver_at_ns: i64) {
+        let seq = f.record.seq;
+        if self.max_attempts > 0 && f.attempts >= self.max_attempts {
+            // Still owed (a snapshot lists it) until the broker confirms the dead letter.
+            self.dead_pending.insert(seq, f.attempts);
+            self.dead_new.push(DeadLetter {
+                record: f.record,
+                attempts: f.attempts,
+            });
+            return;
+        }
         self.record(JournalOp::Requeue {
             seq,
             attempts: f.attempts,
-            deliver_at_ns: if deliver_at_ns <= now_ns {
-                0
-            } else {
-                deliver_at_ns
-            },
+            deliver_at_ns,
         });
-        if deliver_at_ns <= now_ns {
+        if deliver_at_ns == 0 {
             self.ready.push_back(Ready {
                 seq,
                 attempts: f.attempts,
@@ -407,8 +556,39 @@ impl ChannelState {
                 attempts: f.attempts,
             }));
         }
-        self.prune_deadlines();
-        Ok(())
+    }
+
+    /// Dead letters to publish, oldest first (each is then confirmed or failed once).
+    pub fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.dead_new)
+    }
+
+    /// The dead letter `seq` is in its dead-letter topic: it leaves the channel (journaled as
+    /// finished). False if the channel no longer owed it (emptied or rewound meanwhile).
+    pub fn dead_letter_done(&mut self, seq: u64) -> bool {
+        if self.dead_pending.remove(&seq).is_none() {
+            return false;
+        }
+        self.dead_lettered += 1;
+        self.record(JournalOp::Finish { seq });
+        true
+    }
+
+    /// The dead letter `seq` could not be published: it is deferred until `retry_at_ns` and
+    /// will be delivered again (and dead-lettered again if it is requeued).
+    pub fn dead_letter_failed(&mut self, seq: u64, retry_at_ns: i64) {
+        if let Some(attempts) = self.dead_pending.remove(&seq) {
+            self.record(JournalOp::Requeue {
+                seq,
+                attempts,
+                deliver_at_ns: retry_at_ns,
+            });
+            self.deferred.push(Reverse(Deferred {
+                deliver_at: retry_at_ns,
+                seq,
+                attempts,
+            }));
+        }
     }
 
     /// TOUCH: moves the message's deadline.
@@ -454,16 +634,7 @@ impl ChannelState {
         seqs.sort_unstable();
         for &seq in &seqs {
             if let Some(f) = self.in_flight.remove(&seq) {
-                self.record(JournalOp::Requeue {
-                    seq,
-                    attempts: f.attempts,
-                    deliver_at_ns: 0,
-                });
-                self.ready.push_back(Ready {
-                    seq,
-                    attempts: f.attempts,
-                    record: Some(f.record),
-                });
+                self.owe_again(f, 0);
             }
         }
         self.prune_deadlines();
@@ -488,16 +659,7 @@ impl ChannelState {
             }
             if let Some(f) = self.in_flight.remove(&seq) {
                 out.push((seq, f.owner));
-                self.record(JournalOp::Requeue {
-                    seq,
-                    attempts: f.attempts,
-                    deliver_at_ns: 0,
-                });
-                self.ready.push_back(Ready {
-                    seq,
-                    attempts: f.attempts,
-                    record: Some(f.record),
-                });
+                self.owe_again(f, 0);
             }
         }
         self.prune_deadlines();
@@ -581,9 +743,181 @@ impl ChannelState {
         self.deferred.clear();
         self.in_flight.clear();
         self.deadlines.clear();
+        self.dead_pending.clear();
+        self.dead_new.clear();
         let cursor = log.next_seq();
         self.reader.seek(cursor);
         self.record(JournalOp::Empty { cursor });
+    }
+
+    /// Moves the cursor to `to` (back to replay, or forward to skip): every record at or
+    /// after it is owed (again) from the log, so owed entries at or after it are dropped (the
+    /// cursor reaches them again; a requeue delay is forgotten) and in-flight ones leave flight
+    /// (their FIN then fails, as after a timeout). Entries below `to` stay owed. The caller
+    /// saves the new state (a compaction): the journal has no op for this.
+    pub fn rewind(&mut self, to: u64) -> Rewound {
+        self.ready.retain(|r| r.seq < to);
+        self.deferred.retain(|Reverse(d)| d.seq < to);
+        self.dead_pending.retain(|&seq, _| seq < to);
+        self.dead_new.retain(|d| d.record.seq < to);
+        let mut dropped: Vec<(u64, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|&(&seq, _)| seq >= to)
+            .map(|(&seq, f)| (seq, f.owner))
+            .collect();
+        dropped.sort_unstable();
+        for (seq, _) in &dropped {
+            self.in_flight.remove(seq);
+        }
+        self.prune_deadlines();
+        self.reader.seek(to);
+        Rewound {
+            cursor: to,
+            dropped_in_flight: dropped,
+        }
+    }
+
+    /// Drops the messages at the head of the channel (ready queue, then the cursor) that are
+    /// past `max_age`, as a delivery would, so depth counts only deliverable messages. Stops at
+    /// the first message young enough (the log is in publish order). Returns how many.
+    pub fn expire_head(&mut self, log: &TopicLog, now_ns: i64) -> Result<u64, StoreError> {
+        if self.max_age_ns == 0 {
+            return Ok(0);
+        }
+        let before = self.expired;
+        while let Some(entry) = self.ready.front() {
+            let ts = match &entry.record {
+                Some(r) => r.timestamp_ns,
+                None => match log.read(entry.seq)? {
+                    Some(r) => r.timestamp_ns,
+                    None => i64::MIN,
+                },
+            };
+            if !self.too_old(ts, now_ns) {
+                break;
+            }
+            let seq = entry.seq;
+            self.ready.pop_front();
+            self.expire_entry(seq);
+        }
+        loop {
+            let at = self.reader.position();
+            match self.reader.next(log)? {
+                Some(r) if r.deliver_at_ns <= now_ns && self.too_old(r.timestamp_ns, now_ns) => {
+                    self.expired += 1;
+                }
+                Some(_) => {
+                    self.reader.seek(at);
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(self.expired - before)
+    }
+
+    /// The channel's messages without changing anything: up to `n` it would deliver next, in
+    /// order (skipping what it would drop for age), up to `n` in flight (by seq) and up to `n`
+    /// deferred (by due time, including publisher-deferred records just past the cursor).
+    pub fn peek(&self, log: &TopicLog, now_ns: i64, n: usize) -> Result<Peek, StoreError> {
+        let mut out = Peek::default();
+        let mut deferred: Vec<(i64, u64, u16, Option<Record>)> = Vec::new();
+        for r in &self.ready {
+            if out.ready.len() >= n {
+                break;
+            }
+            let record = match &r.record {
+                Some(rec) => rec.clone(),
+                None => match log.read(r.seq)? {
+                    Some(rec) => rec,
+                    None => continue,
+                },
+            };
+            if self.too_old(record.timestamp_ns, now_ns) {
+                continue;
+            }
+            out.ready.push(PeekItem {
+                record,
+                attempts: r.attempts,
+                state: PeekState::Ready,
+            });
+        }
+        let mut heap: Vec<Deferred> = self.deferred.iter().map(|Reverse(d)| *d).collect();
+        heap.sort_unstable();
+        for d in &heap {
+            if d.deliver_at <= now_ns {
+                if out.ready.len() < n
+                    && let Some(record) = log.read(d.seq)?
+                    && !self.too_old(record.timestamp_ns, now_ns)
+                {
+                    out.ready.push(PeekItem {
+                        record,
+                        attempts: d.attempts,
+                        state: PeekState::Ready,
+                    });
+                }
+            } else {
+                deferred.push((d.deliver_at, d.seq, d.attempts, None));
+            }
+        }
+        // The cursor's records, read by a reader of our own (the channel's stays put). At most
+        // a bounded number of records is looked at, so a peek costs O(n) reads even when the
+        // head of the log is all expired or deferred.
+        let mut reader = LogReader::new(self.reader.position());
+        let mut looked = 0usize;
+        while out.ready.len() < n && looked < n.saturating_mul(4).max(1024) {
+            let Some(record) = reader.next(log)? else {
+                break;
+            };
+            looked += 1;
+            if record.deliver_at_ns > now_ns {
+                if deferred.len() < n {
+                    deferred.push((record.deliver_at_ns, record.seq, 0, Some(record)));
+                }
+                continue;
+            }
+            if self.too_old(record.timestamp_ns, now_ns) {
+                continue;
+            }
+            out.ready.push(PeekItem {
+                record,
+                attempts: 0,
+                state: PeekState::Ready,
+            });
+        }
+        let mut flying: Vec<(&u64, &InFlight)> = self.in_flight.iter().collect();
+        flying.sort_unstable_by_key(|(seq, _)| **seq);
+        out.in_flight = flying
+            .into_iter()
+            .take(n)
+            .map(|(_, f)| PeekItem {
+                record: f.record.clone(),
+                attempts: f.attempts,
+                state: PeekState::InFlight {
+                    deadline_ns: f.deadline,
+                },
+            })
+            .collect();
+        deferred.sort_unstable_by_key(|&(due, seq, _, _)| (due, seq));
+        for (due, seq, attempts, record) in deferred {
+            if out.deferred.len() >= n {
+                break;
+            }
+            let record = match record {
+                Some(r) => r,
+                None => match log.read(seq)? {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            out.deferred.push(PeekItem {
+                record,
+                attempts,
+                state: PeekState::Deferred { due_ns: due },
+            });
+        }
+        Ok(out)
     }
 
     /// The smallest seq the channel still owes (the cursor, or a pending entry below it).
@@ -597,6 +931,7 @@ impl ChannelState {
                 .min()
                 .unwrap_or(u64::MAX),
         );
+        low = low.min(self.dead_pending.keys().copied().min().unwrap_or(u64::MAX));
         low.min(self.in_flight.keys().copied().min().unwrap_or(u64::MAX))
     }
 

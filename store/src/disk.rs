@@ -594,6 +594,23 @@ impl DiskLog {
         }
     }
 
+    pub fn sealed_segments(&self) -> Vec<crate::SegmentSpan> {
+        let segs = self.segments();
+        let mut out = Vec::with_capacity(segs.len());
+        for (k, s) in segs.iter().enumerate() {
+            if k + 1 == segs.len() || !s.is_sealed() {
+                break;
+            }
+            let end_seq = if s.bad { segs[k + 1].base } else { s.end_seq() };
+            out.push(crate::SegmentSpan {
+                start_seq: s.start_seq,
+                end_seq,
+                bytes: s.allocated(),
+            });
+        }
+        out
+    }
+
     pub fn retain_from(&self, low_water: u64) -> Result<usize, StoreError> {
         let removed: Vec<Arc<Segment>> = {
             let mut segs = self.segments_mut();

@@ -45,6 +45,7 @@ mod log;
 mod map;
 mod memory;
 mod meta;
+pub mod os;
 mod reader;
 mod record;
 mod recovery;
@@ -52,14 +53,17 @@ mod segment;
 mod sys;
 
 pub use channel::{
-    ChannelError, ChannelSnapshot, ChannelState, Delivery, EntryKind, SnapshotEntry,
+    ChannelError, ChannelSnapshot, ChannelState, DeadLetter, Delivery, EntryKind, Peek, PeekItem,
+    PeekState, Rewound, SnapshotEntry,
 };
 pub use error::StoreError;
 pub use journal::{
     Journal, JournalContents, JournalOp, journal_path, read_journal, remove_other_journals, replay,
 };
-pub use log::{LogOptions, LogStats, TopicLog};
-pub use meta::{ChannelMeta, META_FILE, TopicMeta, load_meta, save_meta};
+pub use log::{LogOptions, LogStats, SegmentSpan, TopicLog};
+pub use meta::{
+    ChannelMeta, ChannelSettings, META_FILE, TopicMeta, TopicSettings, load_meta, save_meta,
+};
 pub use reader::LogReader;
 pub use record::{MAX_BODY, NewRecord, Record};
 pub use recovery::RecoveryReport;

@@ -72,6 +72,17 @@ pub struct LogStats {
     pub next_seq: u64,
 }
 
+/// A sealed segment of a disk log (see [`TopicLog::sealed_segments`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSpan {
+    /// Its first seq.
+    pub start_seq: u64,
+    /// One past its last seq.
+    pub end_seq: u64,
+    /// Disk bytes it holds.
+    pub bytes: u64,
+}
+
 #[derive(Debug)]
 pub(crate) enum Backend {
     Disk(Box<DiskLog>),
@@ -164,6 +175,32 @@ impl TopicLog {
             Backend::Disk(d) => d.retain_from(low_water),
             Backend::Memory(m) => Ok(m.retain_from(low_water)),
         }
+    }
+
+    /// The sealed segments, oldest first (every segment but the active one; none in memory):
+    /// what [`TopicLog::retain_from`] may delete, for retention policies.
+    pub fn sealed_segments(&self) -> Vec<SegmentSpan> {
+        match &self.backend {
+            Backend::Disk(d) => d.sealed_segments(),
+            Backend::Memory(_) => Vec::new(),
+        }
+    }
+
+    /// The first seq at or after which every record (in seq order) was published at or after
+    /// `timestamp_ns`, by binary search over the retained records (publish times grow with
+    /// seqs; a wall clock that stepped back makes this approximate). `first_seq()` if every
+    /// retained record is that recent, `next_seq()` if none is. O(log n) reads.
+    pub fn seq_at_time(&self, timestamp_ns: i64) -> Result<u64, StoreError> {
+        let (mut lo, mut hi) = (self.first_seq(), self.next_seq());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // The first record at or after `mid` (gaps are skipped).
+            match LogReader::new(mid).next(self)? {
+                Some(r) if r.seq < hi && r.timestamp_ns < timestamp_ns => lo = r.seq + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     /// True when `sync_every` appends happened since the last sync, or `sync_timeout` passed

@@ -7,9 +7,15 @@
 //!  |          | u32 LE  | u32 LE  | u64 LE           |
 //!  +----------+---------+---------+------------------+------------------------ - -
 //!  payload  = journal_gen u64 | backlog_start u64 | topic_paused u8 | n_channels u32 | channel*
-//!             (version 1, still read: no journal_gen nor backlog_start, both then 0)
+//!             | retention_ns opt64 | retention_bytes opt64                      (version 3)
+//!             (version 1, still read: no journal_gen nor backlog_start, both then 0;
+//!              versions 1 and 2: no settings)
 //!  channel  = name_len u16 | name (UTF-8) | paused u8 | cursor u64 | n_entries u32 | entry*
+//!             | max_age_ns opt64 | max_attempts opt32 | dlt_len u16 | dead-letter topic (UTF-8)
+//!                                                                                (version 3)
 //!  entry    = seq u64 | attempts u16 | deliver_at_ns i64 | kind u8 (0 in flight, 1 requeued, 2 deferred)
+//!  opt64    = 0 u8 | 1 u8 u64      (setting not set: the broker's default applies)
+//!  opt32    = 0 u8 | 1 u8 u32
 //!  (all integers little-endian; the CRC covers the payload)
 //! ```
 //!
@@ -29,7 +35,7 @@ use crate::sys::fsync_dir;
 use crate::{ChannelSnapshot, EntryKind, SnapshotEntry, StoreError};
 
 const MAGIC: [u8; 8] = *b"FERRYMTA";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER: usize = 24;
 const ENTRY_BYTES: usize = 19;
 /// File name of the metadata file inside a topic directory.
@@ -48,6 +54,28 @@ pub struct TopicMeta {
     /// Where a topic with no channel keeps its backlog from (a first channel starts there;
     /// `/topic/empty` moves it); 0: the log's first message.
     pub backlog_start: u64,
+    /// The topic's own settings.
+    pub settings: TopicSettings,
+}
+
+/// A topic's settings; `None`: the broker's default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Keep consumed segments this long (ns; 0: delete them once consumed).
+    pub retention_ns: Option<u64>,
+    /// Keep at most this many bytes of consumed segments (0: no byte bound).
+    pub retention_bytes: Option<u64>,
+}
+
+/// A channel's settings; `None`: the broker's default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// Drop messages older than this (ns since publish) instead of delivering them; 0: never.
+    pub max_age_ns: Option<u64>,
+    /// Dead-letter a message requeued or timed out after this many deliveries; 0: never.
+    pub max_attempts: Option<u32>,
+    /// Where dead letters go (`None`: `<topic>.dead`).
+    pub dead_letter_topic: Option<String>,
 }
 
 /// One channel in [`TopicMeta`].
@@ -59,6 +87,8 @@ pub struct ChannelMeta {
     pub paused: bool,
     /// Cursor and owed messages.
     pub state: ChannelSnapshot,
+    /// Its settings.
+    pub settings: ChannelSettings,
 }
 
 /// Saves `meta` to `<dir>/meta.dat` atomically and durably.
@@ -131,8 +161,26 @@ fn encode_payload(meta: &TopicMeta) -> std::io::Result<Vec<u8>> {
                 EntryKind::Deferred => 2,
             });
         }
+        put_opt64(&mut p, ch.settings.max_age_ns);
+        put_opt64(&mut p, ch.settings.max_attempts.map(u64::from));
+        let dlt = ch.settings.dead_letter_topic.as_deref().unwrap_or("");
+        p.extend_from_slice(&u16::try_from(dlt.len()).map_err(too_big)?.to_le_bytes());
+        p.extend_from_slice(dlt.as_bytes());
     }
+    put_opt64(&mut p, meta.settings.retention_ns);
+    put_opt64(&mut p, meta.settings.retention_bytes);
     Ok(p)
+}
+
+/// opt64 (and opt32, whose value is written in 4 bytes).
+fn put_opt64(p: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        None => p.push(0),
+        Some(v) => {
+            p.push(1);
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+    }
 }
 
 fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
@@ -141,7 +189,7 @@ fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
         return Err("bad magic");
     }
     let version = r.u32()?;
-    if version != 1 && version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err("unsupported version");
     }
     let crc = r.u32()?;
@@ -190,12 +238,39 @@ fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
                 kind,
             });
         }
+        let settings = if version >= 3 {
+            ChannelSettings {
+                max_age_ns: r.opt64()?,
+                max_attempts: r
+                    .opt64()?
+                    .map(|v| u32::try_from(v).map_err(|_overflow| "max_attempts out of range"))
+                    .transpose()?,
+                dead_letter_topic: {
+                    let len = r.u16()? as usize;
+                    let name = std::str::from_utf8(r.take(len)?)
+                        .ok()
+                        .ok_or("dead-letter topic is not UTF-8")?;
+                    (!name.is_empty()).then(|| name.to_owned())
+                },
+            }
+        } else {
+            ChannelSettings::default()
+        };
         channels.push(ChannelMeta {
             name,
             paused: ch_paused,
             state: ChannelSnapshot { cursor, entries },
+            settings,
         });
     }
+    let settings = if version >= 3 {
+        TopicSettings {
+            retention_ns: r.opt64()?,
+            retention_bytes: r.opt64()?,
+        }
+    } else {
+        TopicSettings::default()
+    };
     if !r.0.is_empty() {
         return Err("trailing bytes");
     }
@@ -204,6 +279,7 @@ fn decode(buf: &[u8]) -> Result<TopicMeta, &'static str> {
         channels,
         journal_gen,
         backlog_start,
+        settings,
     })
 }
 
@@ -243,6 +319,12 @@ impl<'a> Input<'a> {
     fn u64(&mut self) -> Result<u64, &'static str> {
         self.array().map(u64::from_le_bytes)
     }
+    fn opt64(&mut self) -> Result<Option<u64>, &'static str> {
+        match self.flag()? {
+            false => Ok(None),
+            true => self.u64().map(Some),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -264,24 +346,40 @@ mod tests {
                         kind: EntryKind::Deferred,
                     }],
                 },
+                settings: ChannelSettings::default(),
             }],
             journal_gen: 5,
             backlog_start: 3,
+            settings: TopicSettings::default(),
         }
     }
 
     #[test]
-    fn version_2_round_trips() {
+    fn version_3_round_trips_with_settings() {
         let dir = tempfile::tempdir().unwrap();
         save_meta(dir.path(), &sample()).unwrap();
         assert_eq!(load_meta(dir.path()).unwrap(), Some(sample()));
+        let mut meta = sample();
+        meta.settings = TopicSettings {
+            retention_ns: Some(3_600_000_000_000),
+            retention_bytes: Some(0),
+        };
+        meta.channels[0].settings = ChannelSettings {
+            max_age_ns: Some(1),
+            max_attempts: Some(5),
+            dead_letter_topic: Some("t.dead".into()),
+        };
+        save_meta(dir.path(), &meta).unwrap();
+        assert_eq!(load_meta(dir.path()).unwrap(), Some(meta));
     }
 
     #[test]
     fn version_1_still_loads_as_generation_0() {
-        // A version-1 file: the version-2 payload without its first 16 bytes.
-        let v2 = encode_payload(&sample()).unwrap();
-        let payload = &v2[16..];
+        // A version-1 file: the version-3 payload without its first 16 bytes (journal_gen,
+        // backlog_start) and without the settings (4 bytes for the channel, which ends the
+        // channel list, then 2 for the topic: all unset).
+        let v3 = encode_payload(&sample()).unwrap();
+        let payload = &v3[16..v3.len() - 6];
         let mut buf = Vec::new();
         buf.extend_from_slice(&MAGIC);
         buf.extend_from_slice(&1u32.to_le_bytes());

@@ -315,6 +315,7 @@ fn compaction_snapshot_includes_and_drops_the_pending_ops() {
             name: "c".into(),
             paused: false,
             state: snapshot.clone(),
+            ..ChannelMeta::default()
         }],
         journal_gen: 1,
         ..TopicMeta::default()

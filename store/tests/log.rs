@@ -348,15 +348,18 @@ fn meta_save_load_and_corruption() {
                         },
                     ],
                 },
+                ..ChannelMeta::default()
             },
             ChannelMeta {
                 name: "ünïcode#ephemeral".into(),
                 paused: true,
                 state: ChannelSnapshot::default(),
+                ..ChannelMeta::default()
             },
         ],
         journal_gen: 3,
         backlog_start: 11,
+        ..TopicMeta::default()
     };
     save_meta(tmp.path(), &meta).unwrap();
     assert_eq!(load_meta(tmp.path()).unwrap(), Some(meta.clone()));

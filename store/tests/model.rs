@@ -329,6 +329,7 @@ impl Harness {
                 name: "ch".into(),
                 paused: false,
                 state: self.ch.snapshot(),
+                ..ChannelMeta::default()
             }],
             ..TopicMeta::default()
         };

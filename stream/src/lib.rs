@@ -7,6 +7,8 @@
 //! everything written so far); bytes read are decoded as soon as they are complete (for snappy,
 //! whole chunks: a chunk header says its length).
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read as _, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -14,6 +16,11 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connection's byte stream, whatever it is made of (plain TCP, TLS, compression, in any
+/// combination): what broker and client connections read and write through a `Box<dyn Stream>`.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Which compression a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

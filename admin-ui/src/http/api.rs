@@ -1,9 +1,10 @@
-//! The JSON API (the pages' data as JSON, for scripts and tests) and the actions.
+//! The JSON API (the pages' data as JSON, for scripts and tests), the actions and peeking.
 //!
 //! Errors are NSQ-style `{"message":"CODE"}` with the status. An action answers its
 //! [`Report`]: 200 when every node did it, 404 when no node holds the target, 502 when some
 //! node failed. Asked by htmx, it answers the same as an HTML fragment (always with the
-//! status), which the page shows in its result area.
+//! status), which the page shows in its result area. A peek answers its [`PeekReport`] the
+//! same way (JSON, or the peek panel's fragment); it is guarded like the actions.
 
 use std::sync::Arc;
 
@@ -19,8 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{AppState, is_htmx};
-use crate::actions::{self, Action, Report, Target};
+use crate::actions::{self, Action, Param, Report, Target};
 use crate::history::SeriesKey;
+use crate::peek::{self, PeekReport};
 use crate::{lookup, views};
 
 type AppStateRef = State<Arc<AppState>>;
@@ -40,6 +42,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/lookup", get(lookup_view))
         .route("/api/history/{topic}", get(topic_history))
         .route("/api/history/{topic}/{channel}", get(channel_history))
+        .route("/api/peek/{topic}/{channel}", get(channel_peek))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -93,10 +96,61 @@ async fn channel_history(
     axum::Json(s.history.chart(&SeriesKey::channel(&topic, &channel))).into_response()
 }
 
-/// An action request body.
+/// An action request body: the action, and the parameters of `config` and `rewind`.
 #[derive(Debug, Deserialize)]
 struct ActionBody {
     action: String,
+    #[serde(default)]
+    retention: Option<Text>,
+    #[serde(default)]
+    retention_bytes: Option<Text>,
+    #[serde(default)]
+    max_age: Option<Text>,
+    #[serde(default)]
+    max_attempts: Option<Text>,
+    #[serde(default)]
+    dead_letter_topic: Option<Text>,
+    #[serde(default)]
+    to: Option<Text>,
+}
+
+/// A parameter as a form sends it (text) or as JSON may (`"max_attempts": 5`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Text {
+    String(String),
+    Number(u64),
+}
+
+impl ActionBody {
+    /// The parameters `action` takes on `target` that were given (blank ones are left out).
+    fn params(&self, action: Action, target: &Target) -> Vec<Param> {
+        let fields: [(&'static str, &Option<Text>); 6] = [
+            ("retention", &self.retention),
+            ("retention_bytes", &self.retention_bytes),
+            ("max_age", &self.max_age),
+            ("max_attempts", &self.max_attempts),
+            ("dead_letter_topic", &self.dead_letter_topic),
+            ("to", &self.to),
+        ];
+        let wanted: &[&str] = match (action, target.channel.is_some()) {
+            (Action::Config, false) => &["retention", "retention_bytes"],
+            (Action::Config, true) => &["max_age", "max_attempts", "dead_letter_topic"],
+            (Action::Rewind, true) => &["to"],
+            _ => &[],
+        };
+        fields
+            .into_iter()
+            .filter(|(name, _)| wanted.contains(name))
+            .filter_map(|(name, value)| {
+                let text = match value.as_ref()? {
+                    Text::String(s) => s.trim().to_owned(),
+                    Text::Number(n) => n.to_string(),
+                };
+                (!text.is_empty()).then_some((name, text))
+            })
+            .collect()
+    }
 }
 
 /// A create request body.
@@ -157,14 +211,25 @@ async fn channel_action(
 }
 
 async fn body_action(s: &AppState, headers: &HeaderMap, body: &Bytes, target: Target) -> Response {
-    let parsed = parse_body::<ActionBody>(headers, body)
+    let Some((b, action)) = parse_body::<ActionBody>(headers, body)
         .ok()
-        .and_then(|b| Action::parse(&b.action))
-        .filter(|a| matches!(a, Action::Pause | Action::Unpause | Action::Empty));
-    match parsed {
-        Some(action) => act(s, headers, action, target).await,
-        None => reply_error(headers, StatusCode::BAD_REQUEST, "INVALID_ACTION"),
+        .and_then(|b| Action::parse(&b.action).map(|a| (b, a)))
+    else {
+        return reply_error(headers, StatusCode::BAD_REQUEST, "INVALID_ACTION");
+    };
+    let params = b.params(action, &target);
+    let missing = match action {
+        Action::Pause | Action::Unpause | Action::Empty => None,
+        Action::Config => params.is_empty().then_some("MISSING_ARG_SETTING"),
+        Action::Rewind if target.channel.is_some() => params.is_empty().then_some("MISSING_ARG_TO"),
+        Action::Rewind | Action::Delete | Action::Create => {
+            return reply_error(headers, StatusCode::BAD_REQUEST, "INVALID_ACTION");
+        }
+    };
+    if let Some(code) = missing {
+        return reply_error(headers, StatusCode::BAD_REQUEST, code);
     }
+    act(s, headers, action, target, params).await
 }
 
 async fn topic_delete(
@@ -176,7 +241,7 @@ async fn topic_delete(
         topic,
         channel: None,
     };
-    act(&s, &headers, Action::Delete, target).await
+    act(&s, &headers, Action::Delete, target, Vec::new()).await
 }
 
 async fn channel_delete(
@@ -188,7 +253,7 @@ async fn channel_delete(
         topic,
         channel: Some(channel),
     };
-    act(&s, &headers, Action::Delete, target).await
+    act(&s, &headers, Action::Delete, target, Vec::new()).await
 }
 
 async fn create(State(s): AppStateRef, headers: HeaderMap, body: Bytes) -> Response {
@@ -200,14 +265,14 @@ async fn create(State(s): AppStateRef, headers: HeaderMap, body: Bytes) -> Respo
         topic: b.topic.trim().to_owned(),
         channel,
     };
-    act(&s, &headers, Action::Create, target).await
+    act(&s, &headers, Action::Create, target, Vec::new()).await
 }
 
-/// Checks the ACL and the names, applies the action, answers its report.
-async fn act(s: &AppState, headers: &HeaderMap, action: Action, target: Target) -> Response {
+/// The ACL and name checks every action and peek passes first; the refusal if one fails.
+fn check(s: &AppState, headers: &HeaderMap, what: &str, target: &Target) -> Option<Response> {
     if !s.is_admin(headers) {
-        tracing::warn!(%action, %target, "action refused: not an admin user");
-        return reply_error(headers, StatusCode::FORBIDDEN, "FORBIDDEN");
+        tracing::warn!(%target, "{what} refused: not an admin user");
+        return Some(reply_error(headers, StatusCode::FORBIDDEN, "FORBIDDEN"));
     }
     if let Err(why) = target.validate() {
         let code = if why.contains("channel") {
@@ -215,9 +280,23 @@ async fn act(s: &AppState, headers: &HeaderMap, action: Action, target: Target) 
         } else {
             "INVALID_TOPIC"
         };
-        return reply_error(headers, StatusCode::BAD_REQUEST, code);
+        return Some(reply_error(headers, StatusCode::BAD_REQUEST, code));
     }
-    let report = actions::apply(&s.cluster, action, &target).await;
+    None
+}
+
+/// Checks the ACL and the names, applies the action, answers its report.
+async fn act(
+    s: &AppState,
+    headers: &HeaderMap,
+    action: Action,
+    target: Target,
+    params: Vec<Param>,
+) -> Response {
+    if let Some(refused) = check(s, headers, action.as_str(), &target) {
+        return refused;
+    }
+    let report = actions::apply(&s.cluster, action, &target, params).await;
     tracing::info!(%action, %target, ok = report.ok, "{}", report.summary());
     let status = if report.outcomes.is_empty() {
         StatusCode::NOT_FOUND
@@ -231,6 +310,52 @@ async fn act(s: &AppState, headers: &HeaderMap, action: Action, target: Target) 
         return (status, render_fragment(&html)).into_response();
     }
     (status, axum::Json(&report)).into_response()
+}
+
+/// `?n=` of a peek.
+#[derive(Debug, Deserialize)]
+struct PeekQuery {
+    n: Option<String>,
+}
+
+/// The next messages of a channel on every broker holding it: admin users only.
+async fn channel_peek(
+    State(s): AppStateRef,
+    Path((topic, channel)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<PeekQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let target = Target {
+        topic,
+        channel: Some(channel),
+    };
+    if let Some(refused) = check(&s, &headers, "peek", &target) {
+        return refused;
+    }
+    let n = match q.n.as_deref().map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(n)) if (1..=peek::MAX_N).contains(&n) => n,
+        Some(_) => return reply_error(&headers, StatusCode::BAD_REQUEST, "INVALID_N"),
+    };
+    let report = peek::peek(&s.cluster, &target, n).await;
+    let status = if report.brokers.is_empty() {
+        StatusCode::NOT_FOUND
+    } else if report.brokers.iter().all(|b| b.error.is_none()) {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    if is_htmx(&headers) {
+        return (status, render_fragment(&PeekResult { report: &report })).into_response();
+    }
+    (status, axum::Json(&report)).into_response()
+}
+
+/// The peek panel's content.
+#[derive(Template)]
+#[template(path = "peek_result.html")]
+struct PeekResult<'a> {
+    report: &'a PeekReport,
 }
 
 /// The HTML fragment shown after an action.
@@ -260,8 +385,13 @@ fn reply_error(headers: &HeaderMap, status: StatusCode, code: &str) -> Response 
         return error(status, code);
     }
     let text = match code {
-        "FORBIDDEN" => "You are not allowed to do this: actions are restricted to admin users.",
+        "FORBIDDEN" => {
+            "You are not allowed to do this: actions and peeking are restricted to admin users."
+        }
         "INVALID_ACTION" => "Unknown action.",
+        "MISSING_ARG_SETTING" => "Give at least one setting to change.",
+        "MISSING_ARG_TO" => "Choose the time to rewind to.",
+        "INVALID_N" => "Peek at 1 to 100 messages.",
         "INVALID_TOPIC" => "That is not a valid topic name (letters, digits, . _ - ; at most 64).",
         "INVALID_CHANNEL" => {
             "That is not a valid channel name (letters, digits, . _ - ; at most 64)."
@@ -269,4 +399,44 @@ fn reply_error(headers: &HeaderMap, status: StatusCode, code: &str) -> Response 
         _ => "The request was incomplete.",
     };
     (status, render_fragment(&ActionRefused { code, text })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nsq::{Peek, PeekMessage};
+    use crate::peek::BrokerPeek;
+
+    #[test]
+    fn peeked_bodies_are_escaped() {
+        let report = PeekReport {
+            target: Target {
+                topic: "t".into(),
+                channel: Some("c".into()),
+            },
+            n: 10,
+            brokers: vec![BrokerPeek {
+                node: "127.0.0.1:4151".into(),
+                peek: Some(Peek {
+                    depth: 1234,
+                    messages: vec![PeekMessage {
+                        id: "000000000000007b".into(),
+                        state: "ready".into(),
+                        body: "<script>alert(1)</script>".into(),
+                        ..PeekMessage::default()
+                    }],
+                    ..Peek::default()
+                }),
+                error: None,
+            }],
+        };
+        let html = PeekResult { report: &report }.render().unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{html}"
+        );
+        assert!(html.contains("depth 1,234"), "{html}");
+        assert!(html.contains("data-id=\"000000000000007b\""), "{html}");
+    }
 }

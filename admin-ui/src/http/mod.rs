@@ -9,10 +9,15 @@
 //! GET  /api/history/{t}  /api/history/{t}/{c}                        chart data
 //! POST /api/topics                 {"topic","channel"?}              create (lookupds)
 //! POST /api/topics/{t}[/{c}]       {"action":"pause|unpause|empty"}  on every holder
+//! POST /api/topics/{t}             {"action":"config","retention"?,"retention_bytes"?}
+//! POST /api/topics/{t}/{c}         {"action":"config","max_age"?,"max_attempts"?,"dead_letter_topic"?}
+//! POST /api/topics/{t}/{c}         {"action":"rewind","to"}          on every holder (#17)
 //! DELETE /api/topics/{t}[/{c}]                                       brokers + lookupds
+//! GET  /api/peek/{t}/{c}?n=10                                        next messages (#17)
 //! ```
 //! Actions accept JSON or a form body; they answer JSON, or an HTML fragment when htmx asks
-//! (`HX-Request`). With `--admin-user` set, an action needs `--acl-http-header` to name one.
+//! (`HX-Request`). With `--admin-user` set, an action or a peek needs `--acl-http-header` to
+//! name one.
 
 mod api;
 mod pages;

@@ -89,6 +89,23 @@ impl TestBroker {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     }
 
+    /// `POST /pub?topic=` with `body` (one message).
+    pub async fn publish_body(&self, topic: &str, body: &str) {
+        let url = format!("http://{}/pub?topic={topic}", self.http);
+        let resp = client()
+            .post(url)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// `GET path` on the broker, as JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        get_json(&format!("http://{}{path}", self.http)).await
+    }
+
     pub async fn stats(&self) -> Value {
         get_json(&format!("http://{}/stats?format=json", self.http)).await
     }
@@ -208,6 +225,25 @@ impl TestAdmin {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
+    /// `POST path` with a form body, as htmx sends a form (add `HX-Request` to `headers` for
+    /// the HTML answer).
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut req = client()
+            .post(self.url(path))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     /// Sends `method path` with an optional JSON body and extra headers.
     pub async fn send(
         &self,
@@ -227,6 +263,50 @@ impl TestAdmin {
         }
         let resp = req.send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+/// Two brokers registered with one lookupd, one topic on both with two channels.
+pub struct Cluster {
+    pub lookupd: TestLookupd,
+    pub b1: TestBroker,
+    pub b2: TestBroker,
+    pub admin: TestAdmin,
+}
+
+pub async fn cluster(topic: &str, per_broker: usize) -> Cluster {
+    let lookupd = start_lookupd().await;
+    let b1 = start_broker(Some(lookupd.tcp)).await;
+    let b2 = start_broker(Some(lookupd.tcp)).await;
+    for b in [&b1, &b2] {
+        b.create(topic, Some("ch1")).await;
+        b.create(topic, Some("ch2")).await;
+        b.publish(topic, per_broker).await;
+    }
+    let l = lookupd.http.to_string();
+    let admin = start_admin(|c| c.lookupd_http_addresses.push(l)).await;
+    // Both brokers registered (lookupd) and visible in the dashboard.
+    let path = format!("/api/topics/{topic}");
+    eventually("both brokers in the topic view", || async {
+        let (status, body) = admin.get(&path).await;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && v["brokers"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    Cluster {
+        lookupd,
+        b1,
+        b2,
+        admin,
+    }
+}
+
+impl Cluster {
+    pub async fn stop(self) {
+        self.admin.stop().await;
+        self.b1.stop().await;
+        self.b2.stop().await;
+        self.lookupd.stop().await;
     }
 }
 
@@ -344,6 +424,24 @@ impl Consumer {
         for id in ids {
             self.send(&Command::Fin(id)).await;
         }
+    }
+
+    /// Sets RDY to `n` and returns without waiting for messages.
+    pub async fn ready(&mut self, n: u64) {
+        self.send(&Command::Rdy(n)).await;
+    }
+
+    /// The next message delivered (RDY must allow it).
+    pub async fn message(&mut self) -> v2::Message {
+        match self.frame().await {
+            Frame::Message(m) => m,
+            f => panic!("expected a message, got {f:?}"),
+        }
+    }
+
+    /// Requeues a message at once.
+    pub async fn requeue(&mut self, id: ferry_proto::MessageId) {
+        self.send(&Command::Req { id, timeout_ms: 0 }).await;
     }
 
     /// Receives `n` messages and keeps them in flight.

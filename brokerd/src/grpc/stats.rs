@@ -25,6 +25,10 @@ fn topic(t: TopicStats) -> pb::TopicStats {
         message_bytes: t.message_bytes,
         paused: t.paused,
         e2e_processing_latency: Some(latency(t.e2e_processing_latency)),
+        retention_ms: t.retention_ms,
+        retention_bytes: t.retention_bytes,
+        oldest_timestamp_ms: t.oldest_timestamp_ms,
+        oldest_sequence: t.oldest_sequence,
     }
 }
 
@@ -42,6 +46,11 @@ fn channel(c: ChannelStats) -> pb::ChannelStats {
         clients: c.clients.into_iter().map(client).collect(),
         paused: c.paused,
         e2e_processing_latency: Some(latency(c.e2e_processing_latency)),
+        expired_count: c.expired_count,
+        dead_lettered_count: c.dead_lettered_count,
+        max_age_ms: c.max_age_ms,
+        max_attempts: u32::from(c.max_attempts),
+        dead_letter_topic: c.dead_letter_topic.unwrap_or_default(),
     }
 }
 

@@ -21,6 +21,8 @@ use crate::creation::CreateError;
 use crate::stats::{self, StatsFilter};
 use crate::topic::{PublishError, Topic};
 
+mod queue_ops;
+
 type Params = Query<HashMap<String, String>>;
 
 /// The router, given the broker.
@@ -37,11 +39,22 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/topic/empty", post(topic_empty))
         .route("/topic/pause", post(topic_pause))
         .route("/topic/unpause", post(topic_unpause))
-        .route("/channel/create", post(channel_create))
+        .route("/channel/create", post(queue_ops::channel_create))
         .route("/channel/delete", post(channel_delete))
         .route("/channel/empty", post(channel_empty))
         .route("/channel/pause", post(channel_pause))
         .route("/channel/unpause", post(channel_unpause))
+        .route(
+            "/topic/config",
+            get(queue_ops::topic_config_get).post(queue_ops::topic_config_set),
+        )
+        .route(
+            "/channel/config",
+            get(queue_ops::channel_config_get).post(queue_ops::channel_config_set),
+        )
+        .route("/channel/rewind", post(queue_ops::channel_rewind))
+        .route("/channel/peek", get(queue_ops::channel_peek))
+        .route("/channel/redrive", post(queue_ops::channel_redrive))
         .route("/config/{opt}", get(config_get))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
         .method_not_allowed_fallback(|| async {
@@ -338,17 +351,6 @@ async fn topic_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResul
 async fn topic_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let topic = existing_topic(&b, &q)?;
     persisted(off_runtime(move || topic.set_paused(false)).await?)?;
-    Ok(empty_ok())
-}
-
-async fn channel_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    let topic_name = topic_param(&q)?;
-    let channel = channel_param(&q)?;
-    let topic = create_topic(&b, topic_name).await?;
-    topic.get_or_create_channel(channel).await.map_err(|e| {
-        tracing::warn!(topic = topic_name, channel, error = %e, "cannot create channel");
-        create_failed(&e)
-    })?;
     Ok(empty_ok())
 }
 

@@ -344,6 +344,7 @@ fn stage_topic(
                 name: c.name.clone(),
                 paused: c.paused,
                 state,
+                ..ChannelMeta::default()
             }
         })
         .collect();

@@ -52,7 +52,7 @@ use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
 use ferry_proto::v2::{self, Command, DecodeLimits, PublishKind, limits};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};
 use ferry_stream::{Codec, Compressed};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -110,9 +110,7 @@ enum Flow {
     Upgrade,
 }
 
-/// A connection's byte stream: plain TCP, TLS, and/or compressed.
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub(crate) use ferry_stream::Stream;
 
 /// What IDENTIFY negotiated, applied once its reply is out.
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,10 @@
 //! Discovery: which brokers have the consumer's topic, according to its lookupds.
 //!
 //! ```text
-//! every lookupd_poll_interval × (1 − jitter × U[0,1)):
+//! every lookupd_poll_interval × (1 − jitter × U[0,1)), or, while no lookupd lists a broker
+//! for the topic, every second for the first minute and then twice as long each time up to
+//! that interval (a consumer started before the topic's first publish connects within about a
+//! second of it):
 //!   GET http://<lookupd>/lookup?topic=T   (each lookupd; 404 = no broker has it)
 //!     {"channels":[..],"producers":[{"broadcast_address":"10.0.0.5","tcp_port":4150,..}]}
 //!   union of every answer → brokers "10.0.0.5:4150", ...
@@ -17,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
@@ -30,6 +34,12 @@ use crate::error::Error;
 /// Complete polls in a row that must miss a discovered broker before it is dropped (one missing
 /// answer may just be a broker re-registering after a lookupd restart).
 const MISSING_POLLS: u32 = 2;
+
+/// How often lookupd is asked while it lists no broker for the topic, for [`FAST_FOR`].
+const FAST_POLL: Duration = Duration::from_secs(1);
+
+/// How long the fast polls go on before they back off (doubling) to the configured interval.
+const FAST_FOR: Duration = Duration::from_secs(60);
 
 /// The consumer's lookupd state.
 #[derive(Debug)]
@@ -46,6 +56,10 @@ struct State {
     lookupds: Vec<String>,
     /// Discovered brokers missing from the last complete polls, and how many.
     missing: HashMap<String, u32>,
+    /// The last poll found a broker for the topic.
+    found: bool,
+    /// Warned that the topic is not known yet (logged once until it is).
+    told_waiting: bool,
 }
 
 /// Why one lookupd query failed (logged, never returned: the next poll retries).
@@ -97,12 +111,25 @@ pub(crate) async fn add(shared: &Arc<Shared>, addr: String) -> Result<(), Error>
     Ok(())
 }
 
-/// Polls every jittered interval until the consumer stops.
+/// Polls every jittered interval until the consumer stops; faster while the topic is unknown.
 async fn poll_loop(shared: Arc<Shared>) {
     let interval = shared.config.lookupd_poll_interval;
     let jitter = shared.config.lookupd_poll_jitter;
+    let mut unknown_since: Option<tokio::time::Instant> = None;
+    let mut backoff = FAST_POLL;
     loop {
-        let wait = interval.mul_f64(1.0 - jitter * rand::random::<f64>());
+        let found = shared.lookup.state.lock().await.found;
+        let wait = if found {
+            unknown_since = None;
+            backoff = FAST_POLL;
+            interval.mul_f64(1.0 - jitter * rand::random::<f64>())
+        } else {
+            let since = *unknown_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= FAST_FOR {
+                backoff = backoff.saturating_mul(2);
+            }
+            backoff.min(interval)
+        };
         tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -137,6 +164,13 @@ async fn poll(shared: &Arc<Shared>) {
     }
     if shared.stop.is_cancelled() {
         return;
+    }
+    state.found = !listed.is_empty();
+    if state.found {
+        state.told_waiting = false;
+    } else if complete && !state.told_waiting {
+        state.told_waiting = true;
+        tracing::info!(topic = %shared.topic, lookupds = ?state.lookupds, "no broker has the topic yet; asking lookupd every second");
     }
     for broker in &listed {
         state.missing.remove(broker);

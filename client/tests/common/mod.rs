@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_brokerd::config::Config as BrokerConfig;
-use ferry_client::{Config, Message};
+use ferry_client::{Config, Consumer, Error, Message, handler_fn};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -196,6 +196,26 @@ impl Seen {
         v.sort();
         v
     }
+}
+
+/// A consumer of `topic`/`channel` (not yet connected) that records every body it finishes.
+pub fn recording_consumer(topic: &str, channel: &str, config: Config) -> (Consumer, Seen) {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(
+        topic,
+        channel,
+        config,
+        handler_fn(move |msg| {
+            let s = s.clone();
+            async move {
+                s.push(&msg);
+                Ok::<_, Error>(())
+            }
+        }),
+    )
+    .unwrap();
+    (consumer, seen)
 }
 
 /// `prefix-0000` ... as strings, sorted.
