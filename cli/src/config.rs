@@ -5,6 +5,7 @@
 //! what each broker has now.
 
 use clap::Args;
+use ferry_admin_ui::settings;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -165,7 +166,8 @@ pub fn render(args: &ConfigArgs, report: &Report) -> String {
 fn topic_line(v: &Value) -> String {
     let retention = match v["retention_ms"].as_u64() {
         Some(0) => "no time limit".to_owned(),
-        _ => format!("retention {}", v["retention"].as_str().unwrap_or("?")),
+        Some(ms) => format!("retention {}", settings::duration_ms(ms)),
+        None => "retention ?".to_owned(),
     };
     let bytes = match v["retention_bytes"].as_u64() {
         Some(0) => "no size limit".to_owned(),
@@ -178,7 +180,8 @@ fn topic_line(v: &Value) -> String {
 fn channel_line(v: &Value) -> String {
     let age = match v["max_age_ms"].as_u64() {
         Some(0) => "no max age".to_owned(),
-        _ => format!("max age {}", v["max_age"].as_str().unwrap_or("?")),
+        Some(ms) => format!("max age {}", settings::duration_ms(ms)),
+        None => "max age ?".to_owned(),
     };
     let attempts = match v["max_attempts"].as_u64() {
         Some(0) => "unlimited attempts".to_owned(),
@@ -190,25 +193,14 @@ fn channel_line(v: &Value) -> String {
     format!("{age}, {attempts}")
 }
 
-/// Bytes in the largest unit that divides them exactly: `10GB`, `512MiB`, `1000 bytes`.
+/// Bytes as `10GB`, `512MiB` (the admin UI's form), or `1500 bytes`.
 fn size(n: u64) -> String {
-    const UNITS: [(u64, &str); 8] = [
-        (1 << 40, "TiB"),
-        (1_000_000_000_000, "TB"),
-        (1 << 30, "GiB"),
-        (1_000_000_000, "GB"),
-        (1 << 20, "MiB"),
-        (1_000_000, "MB"),
-        (1 << 10, "KiB"),
-        (1_000, "KB"),
-    ];
-    UNITS
-        .iter()
-        .find(|(unit, _)| n >= *unit && n.is_multiple_of(*unit))
-        .map_or_else(
-            || format!("{n} bytes"),
-            |(unit, name)| format!("{}{name}", n / unit),
-        )
+    let s = settings::size(n);
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{s} bytes")
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -249,7 +241,7 @@ mod tests {
             result: Ok(v),
         };
         let report = Report {
-            topic: vec![ok(serde_json::json!({"topic": "t", "retention": "24h",
+            topic: vec![ok(serde_json::json!({"topic": "t", "retention": "1day",
                 "retention_ms": 86_400_000, "retention_bytes": 10_000_000_000u64}))],
             channel: vec![
                 ok(serde_json::json!({"max_age": "10m", "max_age_ms": 600_000,

@@ -11,13 +11,8 @@ use ferry_client::{Consumer, Message, Messages};
 
 /// A number of a channel in a broker's `/stats` (0 when the channel is not there).
 async fn channel_stat(broker: &Broker, topic: &str, channel: &str, key: &str) -> u64 {
-    let stats = broker.stats().await;
-    stats["topics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["topic_name"] == topic)
-        .flat_map(|t| t["channels"].as_array().cloned().unwrap_or_default())
+    channels(&broker.stats().await, topic)
+        .iter()
         .find(|c| c["channel_name"] == channel)
         .and_then(|c| c[key].as_u64())
         .unwrap_or(0)
@@ -71,10 +66,24 @@ async fn get_json(url: &str) -> serde_json::Value {
 }
 
 /// Runs `ferry` with `list` followed by `--broker-http-address broker`.
-async fn ferry_on(broker: &Broker, list: &[&str]) -> std::process::Output {
+fn ferry_on(broker: &Broker, list: &[&str]) -> impl Future<Output = std::process::Output> + use<> {
     let mut a = args(list);
     a.extend(args(&["--broker-http-address", &broker.http]));
-    ferry(a).await
+    ferry(a)
+}
+
+/// Consumes `n` messages of `topic`/`channel`, finishes them, waits until the channel has
+/// nothing left and stops; the bodies.
+async fn consume_all(broker: &Broker, topic: &str, channel: &str, n: usize) -> BTreeSet<String> {
+    let (c, mut msgs) = consumer(broker, topic, channel).await;
+    let got = receive(&mut msgs, n).await;
+    let seen = bodies(&got);
+    for m in got {
+        m.finish().await.unwrap();
+    }
+    wait_depth(broker, topic, channel, 0).await;
+    c.stop().await;
+    seen
 }
 
 /// Asserts a successful run and returns its stdout.
@@ -93,52 +102,26 @@ async fn rewind_to_earliest_delivers_everything_again() {
     b.post("/mpub?topic=t", &published.join("\n")).await;
     let want: BTreeSet<String> = published.iter().cloned().collect();
 
-    let (c, mut msgs) = consumer(&b, "t", "c").await;
-    let got = receive(&mut msgs, N).await;
-    assert_eq!(bodies(&got), want);
-    for m in got {
-        m.finish().await.unwrap();
-    }
-    wait_depth(&b, "t", "c", 0).await;
-    c.stop().await;
+    assert_eq!(consume_all(&b, "t", "c", N).await, want);
+    let rewind = |channel: &str, to: &str| {
+        ferry_on(
+            &b,
+            &["rewind", "--topic", "t", "--channel", channel, "--to", to],
+        )
+    };
 
-    let out = ferry_on(
-        &b,
-        &[
-            "rewind",
-            "--topic",
-            "t",
-            "--channel",
-            "c",
-            "--to",
-            "earliest",
-        ],
-    )
-    .await;
-    let stdout = success(&out);
+    let stdout = success(&rewind("c", "earliest").await);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.contains(&format!("owes {N} messages from ")),
         "{stdout}"
     );
-    let (c, mut msgs) = consumer(&b, "t", "c").await;
-    let again = receive(&mut msgs, N).await;
-    assert_eq!(bodies(&again), want);
-    for m in again {
-        m.finish().await.unwrap();
-    }
-    wait_depth(&b, "t", "c", 0).await;
-    c.stop().await;
+    assert_eq!(consume_all(&b, "t", "c", N).await, want);
 
     // A time with a UTC offset (a `+` in the query) long before the first message: clamped to
     // the oldest one. A negative duration: everything of the last hour.
     for to in ["2000-01-01T00:00:00+01:00", "-1h"] {
-        let out = ferry_on(
-            &b,
-            &["rewind", "--topic", "t", "--channel", "c", "--to", to],
-        )
-        .await;
-        let stdout = success(&out);
+        let stdout = success(&rewind("c", to).await);
         assert!(
             stdout.contains(&format!("owes {N} messages")),
             "{to}: {stdout}"
@@ -154,30 +137,14 @@ async fn rewind_to_earliest_delivers_everything_again() {
         ("1h", "must be negative"),
         ("1764900000", "Unix seconds"),
     ] {
-        let out = ferry_on(
-            &b,
-            &["rewind", "--topic", "t", "--channel", "c", "--to", to],
-        )
-        .await;
+        let out = rewind("c", to).await;
         let (stdout, stderr) = text(&out);
         assert!(!out.status.success(), "{to}: {stdout}");
         assert!(stderr.starts_with("error: invalid value"), "{to}: {stderr}");
         assert!(stderr.contains(why), "{to}: {stderr}");
     }
     // A channel the broker does not have: its answer, and a non-zero exit.
-    let out = ferry_on(
-        &b,
-        &[
-            "rewind",
-            "--topic",
-            "t",
-            "--channel",
-            "nope",
-            "--to",
-            "earliest",
-        ],
-    )
-    .await;
+    let out = rewind("nope", "earliest").await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("could not rewind"), "{stdout}");
@@ -202,7 +169,7 @@ async fn peek_shows_bodies_and_json() {
     );
     for (line, body) in lines[1..].iter().zip(["first", "second", "third"]) {
         assert!(
-            line.ends_with(&format!("attempts 1  ready  {body:?}")),
+            line.ends_with(&format!("  attempts 0  ready  {body:?}")),
             "{line}"
         );
     }
@@ -233,7 +200,7 @@ async fn peek_shows_bodies_and_json() {
         .map(|m| m["body"].as_str().unwrap())
         .collect();
     assert_eq!(got, ["first", "second"]);
-    // Peeking changed nothing.
+    // Never delivered: attempts 0. Peeking changed nothing.
     assert_eq!(channel_stat(&b, "t", "c", "depth").await, 3);
 
     // One message deferred for a minute (requeued with a delay), one in flight (held).
@@ -265,13 +232,23 @@ async fn peek_shows_bodies_and_json() {
             .unwrap_or_else(|| panic!("{body}: {stdout}"))
             .to_owned()
     };
-    assert!(line("third").contains("attempts 1  ready"), "{stdout}");
+    assert!(line("third").contains("attempts 0  ready"), "{stdout}");
     assert!(
         line("second").contains("attempts 1  in flight, deadline in "),
         "{stdout}"
     );
     assert!(line("first").contains("  deferred, due in "), "{stdout}");
-    drop(held);
+    // Answer everything delivered (the third comes once the second is finished), so the
+    // consumer has nothing in flight to wait for when it stops.
+    for m in held {
+        m.finish().await.unwrap();
+    }
+    receive(&mut msgs, 1)
+        .await
+        .remove(0)
+        .finish()
+        .await
+        .unwrap();
     c.stop().await;
 
     let out = ferry_on(&b, &["peek", "--topic", "t", "--channel", "nope"]).await;
@@ -308,41 +285,22 @@ async fn config_sets_and_shows_settings_on_every_broker_of_a_lookupd() {
         (v["producers"].as_array()?.len() == 2).then_some(())
     })
     .await;
-    let on_cluster = |list: &[&str]| {
-        let mut a = args(list);
+    // A command line (split at spaces) on every broker the lookupd lists.
+    let on_cluster = |line: &str| {
+        let mut a: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         a.extend(args(&["--lookupd-http-address", &l.http]));
         ferry(a)
     };
 
-    let out = on_cluster(&[
-        "config",
-        "--topic",
-        "t",
-        "--retention",
-        "24h",
-        "--retention-bytes",
-        "10GB",
-    ])
-    .await;
+    let out = on_cluster("config --topic t --retention 24h --retention-bytes 10GB").await;
     let stdout = success(&out);
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
-    let out = on_cluster(&[
-        "config",
-        "--topic",
-        "t",
-        "--channel",
-        "c",
-        "--max-attempts",
-        "5",
-        "--max-age",
-        "10m",
-    ])
-    .await;
+    let out = on_cluster("config --topic t --channel c --max-attempts 5 --max-age 10m").await;
     let stdout = success(&out);
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
 
     // Shown by the CLI, on both brokers...
-    let out = on_cluster(&["config", "--topic", "t", "--channel", "c"]).await;
+    let out = on_cluster("config --topic t --channel c").await;
     let stdout = success(&out);
     for br in [&a, &b] {
         let topic_line = format!("{}: topic \"t\": retention 24h, size limit 10GB", br.http);
@@ -375,24 +333,15 @@ async fn config_sets_and_shows_settings_on_every_broker_of_a_lookupd() {
 
     // Channel settings need a channel; bad sizes are refused before any request.
     for (case, why) in [
-        (
-            vec!["config", "--topic", "t", "--max-attempts", "5"],
-            "--channel",
-        ),
-        (
-            vec!["config", "--topic", "t", "--retention-bytes", "10XB"],
-            "unknown unit",
-        ),
-        (
-            vec!["config", "--topic", "t", "--retention", "10"],
-            "missing unit",
-        ),
+        ("config --topic t --max-attempts 5", "--channel"),
+        ("config --topic t --retention-bytes 10XB", "unknown unit"),
+        ("config --topic t --retention 10", "missing unit"),
     ] {
-        let out = on_cluster(&case).await;
+        let out = on_cluster(case).await;
         let (stdout, stderr) = text(&out);
-        assert!(!out.status.success(), "{case:?}: {stdout}");
-        assert!(stderr.starts_with("error:"), "{case:?}: {stderr}");
-        assert!(stderr.contains(why), "{case:?}: {stderr}");
+        assert!(!out.status.success(), "{case}: {stdout}");
+        assert!(stderr.starts_with("error:"), "{case}: {stderr}");
+        assert!(stderr.contains(why), "{case}: {stderr}");
     }
     a.stop().await;
     b.stop().await;
@@ -405,21 +354,8 @@ async fn redrive_moves_dead_letters_back() {
     let b = broker().await;
     b.post("/channel/create?topic=t&channel=c", "").await;
     b.post("/channel/create?topic=t.dead&channel=c", "").await;
-    let out = ferry_on(
-        &b,
-        &[
-            "config",
-            "--topic",
-            "t",
-            "--channel",
-            "c",
-            "--max-attempts",
-            "1",
-            "--dead-letter-topic",
-            "t.dead",
-        ],
-    )
-    .await;
+    let config = "config --topic t --channel c --max-attempts 1 --dead-letter-topic t.dead";
+    let out = ferry_on(&b, &config.split(' ').collect::<Vec<_>>()).await;
     let stdout = success(&out);
     assert!(
         stdout.contains("max attempts 1, then to topic \"t.dead\""),
@@ -452,20 +388,21 @@ async fn redrive_moves_dead_letters_back() {
         "{stdout}"
     );
 
-    let out = ferry_on(
-        &b,
-        &[
-            "redrive",
-            "--topic",
-            "t.dead",
-            "--channel",
-            "c",
-            "--to-topic",
-            "t",
-        ],
-    )
-    .await;
-    let stdout = success(&out);
+    let redrive = |to_topic: &str| {
+        ferry_on(
+            &b,
+            &[
+                "redrive",
+                "--topic",
+                "t.dead",
+                "--channel",
+                "c",
+                "--to-topic",
+                to_topic,
+            ],
+        )
+    };
+    let stdout = success(&redrive("t").await);
     assert_eq!(
         stdout.trim(),
         format!(
@@ -475,43 +412,11 @@ async fn redrive_moves_dead_letters_back() {
     );
     wait_depth(&b, "t.dead", "c", 0).await;
     wait_depth(&b, "t", "c", N as u64).await;
-    let (c, mut msgs) = consumer(&b, "t", "c").await;
-    let back = receive(&mut msgs, N).await;
-    assert_eq!(bodies(&back), want);
-    for m in back {
-        m.finish().await.unwrap();
-    }
-    wait_depth(&b, "t", "c", 0).await;
-    c.stop().await;
+    assert_eq!(consume_all(&b, "t", "c", N).await, want);
 
     // Nothing left: 0 moved. A bad target topic name is refused before any request.
-    let out = ferry_on(
-        &b,
-        &[
-            "redrive",
-            "--topic",
-            "t.dead",
-            "--channel",
-            "c",
-            "--to-topic",
-            "t",
-        ],
-    )
-    .await;
-    assert!(success(&out).contains("moved 0 messages"));
-    let out = ferry_on(
-        &b,
-        &[
-            "redrive",
-            "--topic",
-            "t.dead",
-            "--channel",
-            "c",
-            "--to-topic",
-            "bad name",
-        ],
-    )
-    .await;
+    assert!(success(&redrive("t").await).contains("moved 0 messages"));
+    let out = redrive("bad name").await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("invalid topic name"), "{stderr}");

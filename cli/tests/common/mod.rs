@@ -150,14 +150,21 @@ where
     }
 }
 
-/// Names of the channels of `topic` in a broker's `/stats`.
-pub fn channel_names(stats: &serde_json::Value, topic: &str) -> Vec<String> {
+/// The channels of `topic` in a broker's `/stats`, as JSON.
+pub fn channels(stats: &serde_json::Value, topic: &str) -> Vec<serde_json::Value> {
     stats["topics"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|t| t["topic_name"] == topic)
         .flat_map(|t| t["channels"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Names of the channels of `topic` in a broker's `/stats`.
+pub fn channel_names(stats: &serde_json::Value, topic: &str) -> Vec<String> {
+    channels(stats, topic)
+        .iter()
         .filter_map(|c| c["channel_name"].as_str().map(str::to_owned))
         .collect()
 }
