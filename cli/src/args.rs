@@ -108,8 +108,10 @@ pub fn parse_log_time(s: &str) -> Result<String, String> {
     }
 }
 
-/// An RFC 3339 time with `Z` or a `+HH:MM`/`-HH:MM` offset (humantime knows only `Z`).
+/// An RFC 3339 time with `Z` or a `+HH:MM`/`-HH:MM` offset (humantime knows only `Z`); a space
+/// for the `T` and lower case `t`/`z` are RFC 3339 too.
 fn parse_rfc3339(s: &str) -> Result<std::time::SystemTime, String> {
+    let s = &s.replacen(' ', "T", 1).to_ascii_uppercase();
     let Some((local, offset)) = split_offset(s)? else {
         return humantime::parse_rfc3339(s).map_err(|e| e.to_string());
     };
@@ -211,6 +213,7 @@ mod tests {
             "2026-12-05T10:00:00.250Z",
             "2026-12-05T10:00:00+02:00",
             "2026-12-05T10:00:00-05:30",
+            "2026-12-05 10:00:00z",
             "1764900000000",
             "0",
             "-1h",

@@ -41,7 +41,7 @@ pub struct ConfigArgs {
     /// Deliveries of a message before the channel gives up on it and moves it to the
     /// dead-letter topic (0 = unlimited). Needs --channel.
     #[arg(long, value_name = "N", requires = "channel")]
-    pub max_attempts: Option<u32>,
+    pub max_attempts: Option<u16>,
 
     /// Where the channel's messages go after --max-attempts deliveries. Needs --channel.
     #[arg(long, value_name = "TOPIC", value_parser = parse_topic, requires = "channel")]

@@ -331,11 +331,20 @@ async fn config_sets_and_shows_settings_on_every_broker_of_a_lookupd() {
         assert_eq!(c["max_age_ms"], 600_000, "{c}");
     }
 
-    // Channel settings need a channel; bad sizes are refused before any request.
+    // A value only the brokers know to be wrong: each broker's line has its code and reason.
+    let out = on_cluster("config --topic t --channel c --dead-letter-topic t").await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    let refused = "INVALID_DEAD_LETTER_TOPIC (HTTP 400): the dead-letter topic must differ";
+    assert_eq!(stdout.matches(refused).count(), 2, "{stdout}");
+    assert_eq!(stderr.trim(), "ferry: error: failed on 2 of 2 brokers");
+
+    // Channel settings need a channel; bad values are refused before any request.
     for (case, why) in [
         ("config --topic t --max-attempts 5", "--channel"),
         ("config --topic t --retention-bytes 10XB", "unknown unit"),
         ("config --topic t --retention 10", "missing unit"),
+        ("config --topic t --channel c --max-attempts 70000", "65535"),
     ] {
         let out = on_cluster(case).await;
         let (stdout, stderr) = text(&out);
@@ -420,5 +429,17 @@ async fn redrive_moves_dead_letters_back() {
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("invalid topic name"), "{stderr}");
+    // A value only the broker knows to be wrong: its code and reason on the broker's line.
+    let out = redrive("t.dead").await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!(
+            "{}: could not redrive channel \"c\" of topic \"t.dead\": INVALID_TO_TOPIC (HTTP 400): invalid to_topic",
+            b.http
+        )),
+        "{stdout}"
+    );
+    assert_eq!(stderr.trim(), "ferry: error: failed on 1 of 1 brokers");
     b.stop().await;
 }
