@@ -53,10 +53,22 @@ pub fn render(args: &PeekArgs, answers: &[Answer], now: SystemTime) -> String {
             a.broker, v["depth"], v["in_flight_count"], v["deferred_count"]
         ));
         let mut shown = 0;
-        for list in ["messages", "in_flight", "deferred"] {
-            for m in v[list].as_array().into_iter().flatten() {
+        for (list, count, kind) in [
+            ("messages", "depth", "ready"),
+            ("in_flight", "in_flight_count", "in flight"),
+            ("deferred", "deferred_count", "deferred"),
+        ] {
+            let messages = v[list].as_array().map_or(&[][..], Vec::as_slice);
+            for m in messages {
                 s.push_str(&message_line(m, now));
-                shown += 1;
+            }
+            shown += messages.len();
+            let more = v[count]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(messages.len() as u64);
+            if more > 0 {
+                s.push_str(&format!("  … and {more} more {kind}\n"));
             }
         }
         if shown == 0 {
@@ -137,7 +149,7 @@ mod tests {
     fn every_kind_of_message_reads() {
         let now = UNIX_EPOCH + Duration::from_millis(1_764_900_000_000);
         let answer = serde_json::json!({
-            "topic": "t.dead", "channel": "c", "depth": 1, "in_flight_count": 1, "deferred_count": 1,
+            "topic": "t.dead", "channel": "c", "depth": 3, "in_flight_count": 1, "deferred_count": 1,
             "messages": [{"id": "000000000000007b", "sequence": 123, "timestamp_ms": 1764900000000u64,
                 "attempts": 1, "state": "ready", "body": "hi\n", "body_encoding": "utf8",
                 "body_bytes": 3, "truncated": false,
@@ -166,9 +178,10 @@ mod tests {
         ];
         let text = render(&args(), &answers, now);
         let want = "\
-a:1: channel \"c\" of topic \"t.dead\": 1 ready, 1 in flight, 1 deferred
+a:1: channel \"c\" of topic \"t.dead\": 3 ready, 1 in flight, 1 deferred
   000000000000007b  2025-12-05T02:00:00.000Z  attempts 1  ready  \"hi\\n\"
       dead letter from channel \"c\" of topic \"t\" after 5 attempts (was 0000000000000001, 2025-12-05T01:59:59.000Z)
+  … and 2 more ready
   000000000000007c  2025-12-05T02:00:00.000Z  attempts 2  in flight, deadline in 45s  base64:AAE= … (5000 bytes in all)
   000000000000007d  2025-12-05T02:00:00.000Z  attempts 1  deferred, due 10s ago  \"later\"
 b:2: could not peek channel \"c\" of topic \"t.dead\": CHANNEL_NOT_FOUND (HTTP 404)

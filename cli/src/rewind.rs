@@ -41,9 +41,9 @@ pub fn render(args: &RewindArgs, answers: &[Answer]) -> String {
             return format!("{owes}: no retained message at or after {}", args.to);
         }
         let clamped = if v["clamped"] == true {
-            ", the oldest retained: older ones are gone"
+            format!("; the oldest retained message, {} is older", args.to)
         } else {
-            ""
+            String::new()
         };
         format!(
             "{owes} from {} (sequence {}, {}{clamped})",
@@ -84,7 +84,7 @@ mod tests {
         assert_eq!(
             text,
             "a:1: channel \"c\" of topic \"t\" owes 1000 messages from 000000000000007b \
-             (sequence 123, 2025-12-05T02:00:00.000Z, the oldest retained: older ones are gone)\n\
+             (sequence 123, 2025-12-05T02:00:00.000Z; the oldest retained message, -1h is older)\n\
              a:1: channel \"c\" of topic \"t\" owes 0 messages: no retained message at or after -1h\n"
         );
     }
