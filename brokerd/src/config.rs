@@ -4,13 +4,13 @@
 //! 2048`) and command-line flags win over the file. Every nsqd flag is accepted: the few with no
 //! meaning in Ferry are listed in [`NSQD_IGNORED_FLAGS`] and logged once at startup.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry_daemon::{IgnoredFlag, NsqCompat, Parsed};
+pub use ferry_daemon::DaemonConfig;
+use ferry_daemon::{IgnoredFlag, NsqCompat};
 
 /// Every knob of `brokerd`. Defaults are nsqd 1.3's.
 #[derive(Debug, Clone, Parser)]
@@ -330,38 +330,22 @@ pub fn parse_percentile(s: &str) -> Result<f64, String> {
 /// Parses Go-style durations ("250ms", "60s", "15m", "1h") and plain milliseconds.
 pub use ferry_daemon::parse_duration;
 
+impl ferry_daemon::DaemonConfig for Config {
+    const COMPAT: NsqCompat<'static> = NsqCompat {
+        renames: NSQD_CONFIG_RENAMES,
+        ignored: NSQD_IGNORED_FLAGS,
+    };
+
+    fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
+    fn logging(&self) -> (&str, LogFormat) {
+        (&self.log_level, self.log_format)
+    }
+}
+
 impl Config {
-    /// Parses the process's command line, merging `--config` if given.
-    pub fn from_env_args() -> Result<Parsed<Config>, clap::Error> {
-        Self::parse_nsq_style(std::env::args_os())
-    }
-
-    /// Parses `args` (program name first), merging the TOML file named by `--config`.
-    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        Self::parse_nsq_style(args).map(|parsed| parsed.config)
-    }
-
-    /// Like [`Config::from_args`], also returning the warnings about ignored nsqd flags and
-    /// unknown config-file keys, for the daemon to log once logging is set up.
-    pub fn parse_nsq_style<I, T>(args: I) -> Result<Parsed<Config>, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        ferry_daemon::parse_nsq_style(
-            args,
-            |c: &Config| c.config.as_deref(),
-            &NsqCompat {
-                renames: NSQD_CONFIG_RENAMES,
-                ignored: NSQD_IGNORED_FLAGS,
-            },
-        )
-    }
-
     /// The configuration tests and `ferry dev` use: loopback, ephemeral ports, given data dir.
     pub fn for_tests(data_path: impl Into<PathBuf>) -> Config {
         let mut cfg = Config::try_parse_from(["brokerd"]).expect("defaults parse");

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use ferry_daemon::DaemonConfig as _;
 use tokio_util::sync::CancellationToken;
 
 /// Flags of `ferry dev`.

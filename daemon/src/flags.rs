@@ -47,6 +47,43 @@ pub struct Parsed<C> {
     pub warnings: Vec<String>,
 }
 
+/// A daemon's configuration read the NSQ way ([`parse_nsq_style`]): a clap parser that names its
+/// `--config` file and the NSQ flags it accepts. The parsing entry points are provided.
+pub trait DaemonConfig: Parser {
+    /// Its NSQ daemon's renamed config keys and accepted-but-ignored flags.
+    const COMPAT: NsqCompat<'static>;
+
+    /// The TOML file given with `--config`.
+    fn config_file(&self) -> Option<&Path>;
+
+    /// `--log-level` and `--log-format`.
+    fn logging(&self) -> (&str, crate::LogFormat);
+
+    /// Parses the process's command line, merging `--config` if given; also returns the
+    /// warnings (ignored flags, unknown config-file keys) to log once logging is set up.
+    fn from_env_args() -> Result<Parsed<Self>, clap::Error> {
+        Self::parse_nsq_style(std::env::args_os())
+    }
+
+    /// Parses `args` (program name first), merging the TOML file named by `--config`.
+    fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Self::parse_nsq_style(args).map(|parsed| parsed.config)
+    }
+
+    /// Like [`DaemonConfig::from_args`], also returning the warnings to log.
+    fn parse_nsq_style<I, T>(args: I) -> Result<Parsed<Self>, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        parse_nsq_style(args, |c: &Self| c.config_file(), &Self::COMPAT)
+    }
+}
+
 /// Parses `args` (program name first) into `C` the way NSQ's daemons read theirs: Go-style
 /// single-dash flags, `compat.ignored` flags accepted with a warning, and the TOML file named by
 /// `config_file(&parsed)` read first so that the command line wins.

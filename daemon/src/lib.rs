@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 mod flags;
 
-pub use flags::{IgnoredFlag, NsqCompat, Parsed, go_style_args, parse_nsq_style};
+pub use flags::{DaemonConfig, IgnoredFlag, NsqCompat, Parsed, go_style_args, parse_nsq_style};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +80,26 @@ pub async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// A daemon's whole `main`: parses its configuration from the command line (exiting with
+/// clap's message on a bad one), starts logging, logs the parse warnings, then runs
+/// `daemon(config, shutdown)` as [`main`] does.
+pub fn run_daemon<C, F, Fut, E>(name: &str, daemon: F) -> Result<(), E>
+where
+    C: DaemonConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<std::io::Error>,
+{
+    let parsed = C::from_env_args().unwrap_or_else(|e| e.exit());
+    let (level, format) = parsed.config.logging();
+    init_logging(level, format);
+    for warning in &parsed.warnings {
+        tracing::warn!("{warning}");
+    }
+    let config = parsed.config;
+    main(name, |shutdown| daemon(config, shutdown))
 }
 
 /// Runs `daemon(shutdown)` on a multi-threaded runtime whose threads are named `name`;

@@ -4,13 +4,13 @@
 //! names with underscores (`tombstone_lifetime = "45s"`) and command-line flags win over the
 //! file. Every nsqlookupd flag is accepted; [`NSQLOOKUPD_IGNORED_FLAGS`] have no effect.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry_daemon::{IgnoredFlag, NsqCompat, Parsed};
+pub use ferry_daemon::DaemonConfig;
+use ferry_daemon::{IgnoredFlag, NsqCompat};
 
 /// Every knob of `lookupd`. Defaults are nsqlookupd 1.3's.
 #[derive(Debug, Clone, Parser)]
@@ -81,38 +81,22 @@ pub const NSQLOOKUPD_IGNORED_FLAGS: &[IgnoredFlag] = &[
 /// Parses Go-style durations ("250ms", "45s", "5m", "1h") and plain milliseconds.
 pub use ferry_daemon::parse_duration;
 
+impl ferry_daemon::DaemonConfig for Config {
+    const COMPAT: NsqCompat<'static> = NsqCompat {
+        renames: &[],
+        ignored: NSQLOOKUPD_IGNORED_FLAGS,
+    };
+
+    fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
+    fn logging(&self) -> (&str, LogFormat) {
+        (&self.log_level, self.log_format)
+    }
+}
+
 impl Config {
-    /// Parses the process's command line, merging `--config` if given; also returns the
-    /// warnings (ignored flags, unknown config-file keys) to log.
-    pub fn from_env_args() -> Result<Parsed<Config>, clap::Error> {
-        Self::parse_nsq_style(std::env::args_os())
-    }
-
-    /// Parses `args` (program name first), merging the TOML file named by `--config`.
-    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        Self::parse_nsq_style(args).map(|parsed| parsed.config)
-    }
-
-    /// Like [`Config::from_args`], also returning the warnings to log.
-    pub fn parse_nsq_style<I, T>(args: I) -> Result<Parsed<Config>, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        ferry_daemon::parse_nsq_style(
-            args,
-            |c: &Config| c.config.as_deref(),
-            &NsqCompat {
-                renames: &[],
-                ignored: NSQLOOKUPD_IGNORED_FLAGS,
-            },
-        )
-    }
-
     /// The configuration tests and `ferry dev` use: loopback and ephemeral ports.
     pub fn for_tests() -> Config {
         let mut cfg = Config::try_parse_from(["lookupd"]).expect("defaults parse");
