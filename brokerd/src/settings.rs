@@ -164,9 +164,37 @@ pub fn parse_duration_setting(s: &str) -> Result<Duration, String> {
     ferry_daemon::parse_duration(s.trim())
 }
 
-/// Formats a duration for JSON answers (`24h`, `10m`, `0s`).
+/// Formats a duration for JSON answers as Go and nsqd write them: `24h`, `1h30m`, `10m`,
+/// `1.5s`, `250ms`, `0s` (so the answer parses back as the same setting).
 pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let ms = d.as_millis();
+    if ms == 0 {
+        return if d.is_zero() {
+            "0s".into()
+        } else {
+            format!("{}us", d.as_micros())
+        };
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s_ms) = (ms / 3_600_000, ms / 60_000 % 60, ms % 60_000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s_ms > 0 {
+        if s_ms % 1000 == 0 {
+            out.push_str(&format!("{}s", s_ms / 1000));
+        } else {
+            let frac = format!("{:03}", s_ms % 1000);
+            out.push_str(&format!("{}.{}s", s_ms / 1000, frac.trim_end_matches('0')));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -197,6 +225,21 @@ mod tests {
         );
         for bad in ["", "yesterday", "-soon", "2023-13-01T00:00:00Z"] {
             assert!(parse_point(bad, NOW).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_format_go_style_and_parse_back() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(10 * 60), "10m"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_millis(1500), "1.5s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration_setting(text), Ok(d), "{text}");
         }
     }
 
