@@ -42,7 +42,9 @@ enum Command {
     Pause(AdminArgs),
     /// Resume a paused topic or channel on every broker that holds it.
     Unpause(AdminArgs),
-    /// Drop every queued message of a topic or channel on every broker that holds it.
+    /// Drop a channel's messages (queued, in flight and deferred), or a topic's own backlog
+    /// (what it keeps for a first channel; its channels keep theirs, as with nsqd), on every
+    /// broker that holds it.
     Empty(AdminArgs),
     /// Delete a topic or channel, with its messages, on every broker that holds it.
     Delete(AdminArgs),
@@ -160,8 +162,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 0 => String::new(),
                 n => format!(" ({n} empty lines skipped)"),
             };
+            let noun = if report.published == 1 {
+                "message"
+            } else {
+                "messages"
+            };
             println!(
-                "published {} messages to {}{skipped}",
+                "published {} {noun} to {}{skipped}",
                 report.published, a.topic
             );
             Ok(())

@@ -66,8 +66,14 @@ impl Sample {
         else {
             return;
         };
-        self.brokers += 1;
         let channels = t["channels"].as_array().cloned().unwrap_or_default();
+        if let Some(name) = channel
+            && !channels.iter().any(|c| c["channel_name"] == name)
+        {
+            // The topic is here but not the channel: this broker does not count.
+            return;
+        }
+        self.brokers += 1;
         if channel.is_none() {
             self.depth += n(t, "depth");
             self.messages += n(t, "message_count");
@@ -153,7 +159,13 @@ pub async fn sample(
     }
     if s.brokers == 0 {
         if errors.is_empty() {
-            anyhow::bail!("topic {topic:?} not found on {}", brokers.join(", "));
+            match channel {
+                Some(c) => anyhow::bail!(
+                    "channel {c:?} of topic {topic:?} not found on {}",
+                    brokers.join(", ")
+                ),
+                None => anyhow::bail!("topic {topic:?} not found on {}", brokers.join(", ")),
+            }
         }
         anyhow::bail!("no broker answered: {}", errors.join("; "));
     }

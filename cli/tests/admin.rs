@@ -48,6 +48,13 @@ async fn pause_unpause_empty_delete_on_every_broker() {
     let row: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[0], "6", "depth column: {stdout}");
     assert_eq!(row[row.len() - 1], "2", "brokers column: {stdout}");
+    // An unknown channel is an error, not a row of zeros.
+    let mut stat = args(&["stat", "--topic", "t", "--channel", "nope", "-n", "1"]);
+    stat.extend(args(&nodes));
+    let out = ferry(stat).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("channel \"nope\" of topic \"t\" not found"), "{stderr}");
 
     let mut empty = args(&["empty", "--topic", "t", "--channel", "c"]);
     empty.extend(args(&nodes));

@@ -128,10 +128,11 @@ impl BenchCommand {
 /// The broker every bench tool talks to.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArg {
-    /// Broker TCP address (NSQ protocol V2), host:port.
+    /// Broker TCP address (NSQ protocol V2), host:port (`--broker-tcp-address`, as `ferry pub`
+    /// and `ferry tail` take it).
     #[arg(
-        long,
-        visible_alias = "nsqd-tcp-address",
+        long = "broker-tcp-address",
+        visible_aliases = ["tcp-address", "nsqd-tcp-address"],
         default_value = "127.0.0.1:4150",
         value_name = "ADDR"
     )]
