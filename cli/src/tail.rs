@@ -204,7 +204,10 @@ pub async fn run<W: Write>(
     }
     drop(tx);
 
-    let result = print_loop(args, &mut rx, out, &shutdown).await;
+    let result = tokio::select! {
+        r = print_loop(args, &mut rx, out, &shutdown) => r,
+        never = report_discovery(args, &consumers) => match never {},
+    };
     // Stop consumers while still answering what arrives: extra messages are requeued.
     let stop = async {
         for c in &consumers {
@@ -221,6 +224,48 @@ pub async fn run<W: Write>(
         let _ = f.await;
     }
     result
+}
+
+/// Says on stderr what tail waits for while a topic has no broker connected: that no lookupd
+/// lists a broker with it yet, and which lookupds cannot be reached (and when they answer
+/// again). Runs until dropped.
+async fn report_discovery(args: &TailArgs, consumers: &[Consumer]) -> std::convert::Infallible {
+    if args.lookupd_http_addresses.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut told_waiting = vec![false; consumers.len()];
+    let mut failing: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        let mut now_failing = std::collections::HashMap::new();
+        for (i, consumer) in consumers.iter().enumerate() {
+            let d = consumer.discovery().await;
+            now_failing.extend(d.failing);
+            let topic = &args.topic[i];
+            let connected = consumer.stats().connections;
+            if connected == 0 && !d.found && !told_waiting[i] {
+                told_waiting[i] = true;
+                eprintln!(
+                    "ferry tail: no broker has topic {topic} yet; waiting for one (asking {} every second)",
+                    d.lookupds.join(", ")
+                );
+            } else if connected > 0 && told_waiting[i] {
+                told_waiting[i] = false;
+                eprintln!("ferry tail: connected to {connected} broker(s) for topic {topic}");
+            }
+        }
+        for (lookupd, why) in &now_failing {
+            if failing.get(lookupd) != Some(why) {
+                eprintln!("ferry tail: lookupd {lookupd} cannot be reached ({why}); retrying");
+            }
+        }
+        for lookupd in failing.keys() {
+            if !now_failing.contains_key(lookupd) {
+                eprintln!("ferry tail: lookupd {lookupd} answers again");
+            }
+        }
+        failing = now_failing;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 async fn print_loop<W: Write>(

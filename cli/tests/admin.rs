@@ -54,7 +54,10 @@ async fn pause_unpause_empty_delete_on_every_broker() {
     let out = ferry(stat).await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stderr.contains("channel \"nope\" of topic \"t\" not found"), "{stderr}");
+    assert!(
+        stderr.contains("channel \"nope\" of topic \"t\" not found"),
+        "{stderr}"
+    );
 
     let mut empty = args(&["empty", "--topic", "t", "--channel", "c"]);
     empty.extend(args(&nodes));

@@ -291,10 +291,18 @@ async fn pub_arguments_and_deferred_messages() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
-    let cwd = tempfile::tempdir().unwrap();
-    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+/// A `ferry dev` process on free ports, with the addresses its banner printed.
+struct Dev {
+    child: std::process::Child,
+    broker_tcp: String,
+    broker_http: String,
+    lookupd_http: String,
+    admin_http: String,
+}
+
+/// Starts `ferry dev` in `cwd` on free ports and reads its banner.
+async fn start_dev(cwd: &std::path::Path) -> Dev {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["dev"])
         .args(["--broker-tcp-address", "127.0.0.1:0"])
         .args(["--broker-http-address", "127.0.0.1:0"])
@@ -302,12 +310,12 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
         .args(["--lookupd-tcp-address", "127.0.0.1:0"])
         .args(["--lookupd-http-address", "127.0.0.1:0"])
         .args(["--admin-http-address", "127.0.0.1:0"])
-        .current_dir(cwd.path())
+        .current_dir(cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = dev.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let banner = tokio::task::spawn_blocking(move || {
         let mut banner = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -332,9 +340,25 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
         let f: Vec<&str> = line.split_whitespace().collect();
         f[i].trim_start_matches("http://").to_owned()
     };
-    let (broker_tcp, broker_http) = (field("brokerd", 2), field("brokerd", 4));
-    let lookupd_http = field("lookupd", 4);
-    let admin_http = field("admin-ui", 2);
+    Dev {
+        broker_tcp: field("brokerd", 2),
+        broker_http: field("brokerd", 4),
+        lookupd_http: field("lookupd", 4),
+        admin_http: field("admin-ui", 2),
+        child,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    let Dev {
+        child: dev,
+        broker_tcp,
+        broker_http,
+        lookupd_http,
+        admin_http,
+    } = start_dev(cwd.path()).await;
 
     let out = ferry(args(&[
         "pub",
@@ -474,4 +498,102 @@ async fn tail_and_pub_over_tls_with_compression() {
     assert!(!out.status.success());
     assert!(stderr.contains("TLS required"), "{stderr}");
     b.stop().await;
+}
+
+/// The README's "Try it" block, in the order written, against `ferry dev` on free ports: the
+/// tail started before the topic exists says what it waits for and prints the published
+/// messages within 5 s; stat, pause and NSQ's HTTP API answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_try_it_works_in_the_order_written() {
+    let cwd = tempfile::tempdir().unwrap();
+    let dev = start_dev(cwd.path()).await;
+    // ferry tail --lookupd-http-address 127.0.0.1:4161 --topic greetings &
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["tail", "--lookupd-http-address", &dev.lookupd_http])
+        .args(["--topic", "greetings"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for stream in [
+        Box::new(tail.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(tail.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut until = async |want: &str, seen: &mut Vec<String>| {
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !seen.iter().any(|l| l.contains(want)) {
+            match tokio::time::timeout_at(end, rx.recv()).await {
+                Ok(Some(line)) => seen.push(line),
+                _ => panic!("no {want:?} from ferry tail within 5 s; it printed {seen:?}"),
+            }
+        }
+    };
+    until("no broker has topic greetings yet", &mut seen).await;
+
+    // ferry pub --topic greetings 'hello' 'hello again'
+    let published = tokio::time::Instant::now();
+    let out = ferry(args(&[
+        "pub",
+        "--broker-tcp-address",
+        &dev.broker_tcp,
+        "--topic",
+        "greetings",
+        "hello",
+        "hello again",
+    ]))
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "published 2 messages to greetings");
+    until("hello again", &mut seen).await;
+    assert!(seen.iter().any(|l| l == "hello"), "{seen:?}");
+    assert!(published.elapsed() < std::time::Duration::from_secs(5));
+
+    // ferry stat --topic greetings; ferry pause --topic greetings
+    for cmd in [
+        &["stat", "--topic", "greetings", "-n", "1"][..],
+        &["pause", "--topic", "greetings"][..],
+        &["unpause", "--topic", "greetings"][..],
+    ] {
+        let mut a = args(cmd);
+        a.extend(args(&["--broker-http-address", &dev.broker_http]));
+        let out = ferry(a).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{cmd:?}: {stdout}{stderr}");
+    }
+    // curl -d 'hello' 'http://127.0.0.1:4151/pub?topic=greetings'
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("http://{}/pub?topic=greetings", dev.broker_http))
+        .body("hello from curl")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "OK");
+    until("hello from curl", &mut seen).await;
+    // curl 'http://127.0.0.1:4151/stats?format=json'
+    let stats: serde_json::Value = client
+        .get(format!("http://{}/stats?format=json", dev.broker_http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["topics"][0]["message_count"], 3, "{stats}");
+
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let mut dev = dev.child;
+    let _ = dev.kill();
+    let _ = dev.wait();
 }

@@ -85,7 +85,7 @@ mod producer;
 pub mod tls;
 
 pub use config::Config;
-pub use consumer::{Consumer, ConsumerStats, Messages};
+pub use consumer::{Consumer, ConsumerStats, Discovery, Messages};
 pub use error::Error;
 pub use ferry_proto::{ErrorCode, MessageId};
 pub use handler::{Handler, HandlerFn, handler_fn};

@@ -60,6 +60,36 @@ struct State {
     found: bool,
     /// Warned that the topic is not known yet (logged once until it is).
     told_waiting: bool,
+    /// Lookupds whose last query failed, with why.
+    failing: HashMap<String, String>,
+}
+
+/// What discovery knows, for a program that tells its user what it waits for
+/// ([`crate::Consumer::discovery`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Lookupds asked.
+    pub lookupds: Vec<String>,
+    /// The last poll found at least one broker with the topic.
+    pub found: bool,
+    /// Lookupds whose last query failed, with the reason, sorted (they are asked again).
+    pub failing: Vec<(String, String)>,
+}
+
+/// The consumer's discovery state.
+pub(crate) async fn discovery(shared: &Shared) -> Discovery {
+    let state = shared.lookup.state.lock().await;
+    let mut failing: Vec<(String, String)> = state
+        .failing
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    failing.sort();
+    Discovery {
+        lookupds: state.lookupds.clone(),
+        found: state.found,
+        failing,
+    }
 }
 
 /// Why one lookupd query failed (logged, never returned: the next poll retries).
@@ -146,6 +176,7 @@ async fn poll(shared: &Arc<Shared>) {
     let mut state = shared.lookup.state.lock().await;
     let mut listed = HashSet::new();
     let mut complete = true;
+    let mut failing = HashMap::new();
     for lookupd in &state.lookupds {
         let result = match lookup_url(lookupd, &shared.topic) {
             Ok(url) => query(&shared.lookup.client, url).await,
@@ -159,12 +190,14 @@ async fn poll(shared: &Arc<Shared>) {
             Err(err) => {
                 complete = false;
                 warn!(%lookupd, error = %err, "lookupd query failed");
+                failing.insert(lookupd.clone(), error_chain(&err));
             }
         }
     }
     if shared.stop.is_cancelled() {
         return;
     }
+    state.failing = failing;
     state.found = !listed.is_empty();
     if state.found {
         state.told_waiting = false;
@@ -191,6 +224,18 @@ async fn poll(shared: &Arc<Shared>) {
             }
         }
     }
+}
+
+/// An error with its sources (`reqwest` hides the useful part, e.g. "Connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// One `GET /lookup?topic=`: the brokers' TCP addresses.

@@ -22,6 +22,8 @@
 
 mod broker;
 pub(crate) mod lookup;
+
+pub use lookup::Discovery;
 mod manager;
 pub(crate) mod rdy;
 
@@ -422,6 +424,12 @@ impl Consumer {
             messages_requeued: requeued,
             in_flight: received.saturating_sub(finished + requeued),
         }
+    }
+
+    /// What lookupd discovery knows: whether any lookupd lists a broker with the topic, and
+    /// which lookupds failed to answer the last poll (and why). Empty without lookupds.
+    pub async fn discovery(&self) -> lookup::Discovery {
+        lookup::discovery(&self.shared).await
     }
 
     /// Stops gracefully: no new connections; each connection sends `CLS` (the broker stops
