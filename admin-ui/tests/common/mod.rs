@@ -515,3 +515,118 @@ pub fn nsqd_fixture() -> String {
     ))
     .unwrap()
 }
+
+/// A webhook receiver on 127.0.0.1:0 that answers 500 to its first `fail_first` POSTs and
+/// keeps the JSON bodies of the ones it accepted.
+pub struct WebhookReceiver {
+    pub url: String,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+impl WebhookReceiver {
+    pub async fn start(fail_first: usize) -> WebhookReceiver {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (acc, req) = (accepted.clone(), requests.clone());
+        let app = Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (acc, req) = (acc.clone(), req.clone());
+                async move {
+                    if req.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let v: Value = serde_json::from_slice(&body).expect("JSON notification");
+                    acc.lock().unwrap().push(v);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .ok();
+        });
+        WebhookReceiver {
+            url: format!("http://{addr}/hook"),
+            accepted,
+            requests,
+            shutdown,
+        }
+    }
+
+    /// POSTs received, accepted or not.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for an accepted notification of `rule` in `state`.
+    pub async fn notification(&self, rule: &str, state: &str) -> Value {
+        eventually(&format!("a {state} {rule} notification"), || async {
+            self.accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|n| n["rule"] == rule && n["state"] == state)
+                .cloned()
+        })
+        .await
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Publishes one message to `topic` on the broker at `http` every `every`, until dropped.
+pub struct Publisher {
+    stop: CancellationToken,
+}
+
+impl Publisher {
+    pub fn start(http: SocketAddr, topic: &str, every: Duration) -> Publisher {
+        let stop = CancellationToken::new();
+        let done = stop.clone();
+        let url = format!("http://{http}/pub?topic={topic}");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let _ = client().post(&url).body("tick").send().await;
+            }
+        });
+        Publisher { stop }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The active alert of `rule` in `/api/alerts`, once there.
+pub async fn active_alert(admin: &TestAdmin, rule: &str) -> Value {
+    eventually(&format!("an active {rule} alert"), || async {
+        let v = admin.get_json("/api/alerts").await;
+        v["active"]
+            .as_array()?
+            .iter()
+            .find(|a| a["rule"] == rule)
+            .cloned()
+    })
+    .await
+}

@@ -1,0 +1,155 @@
+//! Alerts (#18) end to end: real brokers and lookupd in this process, the dashboard sampling
+//! every 200ms, and a webhook receiver on 127.0.0.1:0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn rising_depth_fires_and_resolves_with_webhooks() {
+    let broker = start_broker(None).await;
+    broker.create("rising", Some("slow")).await;
+    let hook = WebhookReceiver::start(0).await;
+    let (b, url) = (broker.http.to_string(), hook.url.clone());
+    let admin = start_admin(|c| {
+        c.broker_http_addresses.push(b);
+        c.sample_interval = Duration::from_millis(200);
+        c.alert_depth_rising_samples = 5;
+        c.alert_webhook_urls.push(url);
+    })
+    .await;
+    let publisher = Publisher::start(broker.http, "rising", Duration::from_millis(100));
+
+    // Firing: on /api/alerts, /alerts, the topics list, the topic's row, and the webhook.
+    let alert = active_alert(&admin, "depth_rising").await;
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["topic"], "rising");
+    assert_eq!(alert["channel"], "slow");
+    assert_eq!(alert["broker"], Value::Null);
+    assert!(alert["value"].as_u64().unwrap() >= 5, "{alert}");
+    assert_eq!(alert["link"], "/topics/rising/slow");
+    let (status, page) = admin.get("/alerts").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"data-rule="depth_rising""#), "{page}");
+    assert!(page.contains(r#"href="/topics/rising/slow""#), "{page}");
+    assert!(page.contains(r#"id="alerts-count""#), "nav badge: {page}");
+    let topics = admin.get_json("/api/topics").await;
+    assert_eq!(topics["topics"][0]["alerts"], 1, "{topics}");
+    let (_, topic_page) = admin.get("/topics/rising").await;
+    assert!(
+        topic_page.contains(r#"data-field="alerts""#),
+        "row badge: {topic_page}"
+    );
+    let fired = hook.notification("depth_rising", "firing").await;
+    assert!(
+        fired["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING] depth_rising rising/slow: "),
+        "{fired}"
+    );
+    assert_eq!(fired["topic"], "rising");
+    assert_eq!(fired["channel"], "slow");
+    assert_eq!(fired["broker"], Value::Null);
+    assert!(fired["value"].is_u64(), "{fired}");
+    assert_eq!(fired["since"], alert["since"]);
+    assert!(fired["since"].as_str().unwrap().ends_with('Z'), "{fired}");
+
+    // Drained: the depth falls, the alert resolves.
+    drop(publisher);
+    let resp = client()
+        .post(format!(
+            "http://{}/channel/empty?topic=rising&channel=slow",
+            broker.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resolved = hook.notification("depth_rising", "resolved").await;
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED] "),
+        "{resolved}"
+    );
+    assert_eq!(resolved["since"], fired["since"]);
+    assert!(resolved["resolved"].is_string(), "{resolved}");
+    let v = admin.get_json("/api/alerts").await;
+    assert!(
+        !v["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == "depth_rising"),
+        "{v}"
+    );
+    assert_eq!(v["resolved"][0]["rule"], "depth_rising", "{v}");
+    let (_, page) = admin.get("/alerts").await;
+    assert!(page.contains(r#"id="resolved-table""#), "{page}");
+
+    admin.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn stopped_broker_is_down_and_missing_and_the_webhook_is_retried() {
+    let lookupd = start_lookupd().await;
+    let broker = start_broker(Some(lookupd.tcp)).await;
+    broker.create("t", Some("c")).await;
+    // The receiver fails the first two POSTs: the notification arrives on the third try.
+    let hook = WebhookReceiver::start(2).await;
+    let (l, b, url) = (
+        lookupd.http.to_string(),
+        broker.http.to_string(),
+        hook.url.clone(),
+    );
+    let admin = start_admin(|c| {
+        c.lookupd_http_addresses.push(l);
+        c.broker_http_addresses.push(b);
+        c.sample_interval = Duration::from_millis(200);
+        c.alert_webhook_urls.push(url);
+    })
+    .await;
+    let addr = broker.http.to_string();
+    eventually("lookupd lists the broker", || async {
+        let v = lookupd.get("/nodes").await;
+        (v["producers"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    eventually("the broker is seen healthy", || async {
+        let v = admin.get_json("/api/nodes").await;
+        (v["nodes"][0]["ok"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(
+        admin.get_json("/api/alerts").await["active"],
+        serde_json::json!([])
+    );
+
+    broker.stop().await;
+    let down = active_alert(&admin, "broker_down").await;
+    assert_eq!(down["broker"], addr.as_str());
+    assert!(
+        down["value"].as_str().unwrap().starts_with("unreachable: "),
+        "{down}"
+    );
+    assert_eq!(down["link"], "/nodes");
+    let missing = active_alert(&admin, "broker_missing").await;
+    assert_eq!(missing["broker"], addr.as_str());
+
+    let fired = hook.notification("broker_down", "firing").await;
+    assert_eq!(fired["broker"], addr.as_str());
+    assert!(
+        hook.requests() >= 3,
+        "two failures, then the retry that worked"
+    );
+    hook.notification("broker_missing", "firing").await;
+
+    admin.stop().await;
+    lookupd.stop().await;
+}
