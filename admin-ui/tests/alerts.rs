@@ -44,11 +44,9 @@ async fn rising_depth_fires_and_resolves_with_webhooks() {
         "row badge: {topic_page}"
     );
     let fired = hook.notification("depth_rising", "firing").await;
+    let text = |n: &Value| n["text"].as_str().unwrap_or_default().to_owned();
     assert!(
-        fired["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[FIRING] depth_rising rising/slow: "),
+        text(&fired).starts_with("[FIRING] depth_rising rising/slow: "),
         "{fired}"
     );
     assert_eq!(fired["topic"], "rising");
@@ -60,23 +58,9 @@ async fn rising_depth_fires_and_resolves_with_webhooks() {
 
     // Drained: the depth falls, the alert resolves.
     drop(publisher);
-    let resp = client()
-        .post(format!(
-            "http://{}/channel/empty?topic=rising&channel=slow",
-            broker.http
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    broker.empty_channel("rising", "slow").await;
     let resolved = hook.notification("depth_rising", "resolved").await;
-    assert!(
-        resolved["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[RESOLVED] "),
-        "{resolved}"
-    );
+    assert!(text(&resolved).starts_with("[RESOLVED] "), "{resolved}");
     assert_eq!(resolved["since"], fired["since"]);
     assert!(resolved["resolved"].is_string(), "{resolved}");
     let v = admin.get_json("/api/alerts").await;

@@ -149,6 +149,20 @@ async fn wait_js(c: &Client, what: &str, expr: &str) {
     }
 }
 
+/// Waits for the page's live stream, then marks the document, so that `no reload` can be
+/// checked later (`window.__sameDocument`).
+async fn live_and_marked(c: &Client) {
+    wait_js(
+        c,
+        "the live stream",
+        "document.getElementById('live-status').dataset.state === 'live'",
+    )
+    .await;
+    c.execute("window.__sameDocument = 'yes';", vec![])
+        .await
+        .unwrap();
+}
+
 /// Clicks `css`, finding it again when a live update replaced it between find and click
 /// (a stale element).
 async fn click(c: &Client, css: &str) {
@@ -245,17 +259,8 @@ async fn dashboard_in_a_real_browser() {
     .await;
     wait_text(&c, "tr[data-channel='alpha'] td[data-field='depth']", "120").await;
     wait_text(&c, "tr[data-channel='beta'] td[data-field='depth']", "120").await;
-    wait_js(
-        &c,
-        "the live stream",
-        "document.getElementById('live-status').dataset.state === 'live'",
-    )
-    .await;
-
     // Consuming changes the numbers on the page, with no reload.
-    c.execute("window.__sameDocument = 'yes';", vec![])
-        .await
-        .unwrap();
+    live_and_marked(&c).await;
     let mut consumer = Consumer::subscribe(broker.tcp, "browser", "alpha").await;
     consumer.consume(20).await;
     wait_text(&c, "tr[data-channel='alpha'] td[data-field='depth']", "100").await;
@@ -425,15 +430,7 @@ async fn alert_badges_in_a_real_browser() {
 
     // Open before the alert fires: the badge arrives live, with no reload.
     c.goto(&admin.url("/topics")).await.unwrap();
-    wait_js(
-        &c,
-        "the live stream",
-        "document.getElementById('live-status').dataset.state === 'live'",
-    )
-    .await;
-    c.execute("window.__sameDocument = 'yes';", vec![])
-        .await
-        .unwrap();
+    live_and_marked(&c).await;
     let publisher = Publisher::start(broker.http, "alerting", Duration::from_millis(100));
     active_alert(&admin, "depth_rising").await;
     wait_text(&c, "#nav-alerts #alerts-count", "1").await;
@@ -468,15 +465,7 @@ async fn alert_badges_in_a_real_browser() {
 
     // Drained: the alert resolves, the badge goes away and the alert moves down.
     drop(publisher);
-    let resp = client()
-        .post(format!(
-            "http://{}/channel/empty?topic=alerting&channel=slow",
-            broker.http
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    broker.empty_channel("alerting", "slow").await;
     wait_js(
         &c,
         "the badge to go",

@@ -89,6 +89,16 @@ impl TestBroker {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     }
 
+    /// `POST /channel/empty?...` on the broker.
+    pub async fn empty_channel(&self, topic: &str, channel: &str) {
+        let url = format!(
+            "http://{}/channel/empty?topic={topic}&channel={channel}",
+            self.http
+        );
+        let resp = client().post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
     /// `POST /pub?topic=` with `body` (one message).
     pub async fn publish_body(&self, topic: &str, body: &str) {
         let url = format!("http://{}/pub?topic={topic}", self.http);
@@ -483,14 +493,7 @@ impl FakeNode {
                 }),
             );
         }
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .ok();
-        });
+        let shutdown = serve(listener, app);
         FakeNode { addr, shutdown }
     }
 }
@@ -499,6 +502,19 @@ impl Drop for FakeNode {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Serves `app` on `listener` in a task until the returned token is cancelled.
+fn serve(listener: TcpListener, app: Router) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .ok();
+    });
+    shutdown
 }
 
 /// An address nothing listens on (bound then released).
@@ -547,14 +563,7 @@ impl WebhookReceiver {
                 }
             }),
         );
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .ok();
-        });
+        let shutdown = serve(listener, app);
         WebhookReceiver {
             url: format!("http://{addr}/hook"),
             accepted,
