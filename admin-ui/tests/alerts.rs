@@ -137,3 +137,72 @@ async fn stopped_broker_is_down_and_missing_and_the_webhook_is_retried() {
     admin.stop().await;
     lookupd.stop().await;
 }
+
+#[tokio::test]
+async fn no_consumer_expired_and_dead_letter_rules_on_a_real_broker() {
+    let broker = start_broker(None).await;
+    for channel in ["old", "retry"] {
+        broker.create("jobs", Some(channel)).await;
+    }
+    broker.create("jobs.dead", Some("dlq")).await;
+    broker.publish("jobs", 3).await;
+    let b = broker.http.to_string();
+    let admin = start_admin(|c| {
+        c.broker_http_addresses.push(b);
+        c.sample_interval = Duration::from_millis(200);
+        c.alert_depth_rising_samples = 0;
+        c.alert_no_consumer_after = Duration::from_millis(400);
+    })
+    .await;
+
+    // Messages waiting and nobody subscribed.
+    for channel in ["old", "retry"] {
+        let a = listed_alert(&admin, "active", "no_consumer", Some(("jobs", channel))).await;
+        assert_eq!(a["value"], 3, "{a}");
+    }
+
+    // Expiry: every message is older than 1ms when a consumer asks.
+    let post = |path: String| async move {
+        let resp = client().post(path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    };
+    let url = |q: &str| format!("http://{}/channel/config?topic=jobs&{q}", broker.http);
+    post(url("channel=old&max_age=1ms")).await;
+    let mut old = Consumer::subscribe(broker.tcp, "jobs", "old").await;
+    old.ready(10).await;
+    let expired = listed_alert(&admin, "active", "expired", Some(("jobs", "old"))).await;
+    assert_eq!(expired["value"], 3, "{expired}");
+    listed_alert(&admin, "resolved", "no_consumer", Some(("jobs", "old"))).await;
+
+    // Dead letters: one attempt allowed, and the consumer requeues.
+    post(url(
+        "channel=retry&max_attempts=1&dead_letter_topic=jobs.dead",
+    ))
+    .await;
+    let mut retry = Consumer::subscribe(broker.tcp, "jobs", "retry").await;
+    retry.ready(1).await;
+    let m = retry.message().await;
+    retry.requeue(m.id).await;
+    let dead = listed_alert(&admin, "active", "dead_letters", Some(("jobs", "retry"))).await;
+    assert!(dead["value"].as_u64().unwrap() >= 1, "{dead}");
+    assert!(
+        dead["summary"]
+            .as_str()
+            .unwrap()
+            .contains("dead-lettered on jobs/retry"),
+        "{dead}"
+    );
+    listed_alert(&admin, "resolved", "no_consumer", Some(("jobs", "retry"))).await;
+    let t = admin.get_json("/api/topics/jobs").await;
+    let retry_row = t["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "retry")
+        .unwrap();
+    assert_eq!(retry_row["alerts"], 1, "{t}");
+
+    drop((old, retry));
+    admin.stop().await;
+    broker.stop().await;
+}

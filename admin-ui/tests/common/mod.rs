@@ -629,12 +629,26 @@ impl Drop for Publisher {
 
 /// The active alert of `rule` in `/api/alerts`, once there.
 pub async fn active_alert(admin: &TestAdmin, rule: &str) -> Value {
-    eventually(&format!("an active {rule} alert"), || async {
+    listed_alert(admin, "active", rule, None).await
+}
+
+/// The alert of `rule` on `topic/channel` (any subject if None) in `/api/alerts`'s `list`
+/// ("active" or "resolved"), once there.
+pub async fn listed_alert(
+    admin: &TestAdmin,
+    list: &str,
+    rule: &str,
+    channel: Option<(&str, &str)>,
+) -> Value {
+    eventually(&format!("{list} {rule} alert on {channel:?}"), || async {
         let v = admin.get_json("/api/alerts").await;
-        v["active"]
+        v[list]
             .as_array()?
             .iter()
-            .find(|a| a["rule"] == rule)
+            .find(|a| {
+                a["rule"] == rule
+                    && channel.is_none_or(|(t, c)| a["topic"] == t && a["channel"] == c)
+            })
             .cloned()
     })
     .await
