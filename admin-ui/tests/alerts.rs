@@ -206,3 +206,23 @@ async fn no_consumer_expired_and_dead_letter_rules_on_a_real_broker() {
     admin.stop().await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn unhealthy_broker_is_down() {
+    // A broker that answers, but whose health (the same as its /ping) is not OK.
+    let stats = r#"{"version":"ferry-test","health":"NOK - no space left on device","topics":[]}"#;
+    let node = FakeNode::start(200, stats.into(), "{}".into()).await;
+    let addr = node.addr.to_string();
+    let a = addr.clone();
+    let admin = start_admin(|c| {
+        c.broker_http_addresses.push(a);
+        c.sample_interval = Duration::from_millis(200);
+    })
+    .await;
+    let down = active_alert(&admin, "broker_down").await;
+    assert_eq!(down["broker"], addr.as_str());
+    assert_eq!(down["value"], "unhealthy: NOK - no space left on device");
+    let (_, page) = admin.get("/alerts").await;
+    assert!(page.contains("no space left on device"), "{page}");
+    admin.stop().await;
+}

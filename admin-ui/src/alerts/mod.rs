@@ -186,7 +186,7 @@ impl Alerts {
         let mut changed = Vec::new();
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let mut findings = st.rules.evaluate(snapshot);
+            let findings = st.rules.evaluate(snapshot);
             let ended: Vec<(Rule, Subject)> = st
                 .active
                 .keys()
@@ -204,7 +204,7 @@ impl Alerts {
                 st.resolved.push_front(alert);
                 st.resolved.truncate(self.max_resolved);
             }
-            for (key, finding) in std::mem::take(&mut findings) {
+            for (key, finding) in findings {
                 match st.active.get_mut(&key) {
                     Some(alert) => {
                         alert.value = finding.value;
