@@ -128,6 +128,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_queue_drops_instead_of_waiting() {
+        let mut config = Config::for_tests();
+        config.alert_webhook_urls =
+            vec!["http://127.0.0.1:9/a".into(), "http://127.0.0.1:9/b".into()];
+        config.alert_webhook_max_queue = 2;
+        let (hooks, mut deliveries) = channels(&config).unwrap();
+        assert_eq!(deliveries.len(), 2);
+        let alert = Alert {
+            rule: crate::alerts::rules::Rule::BrokerDown,
+            state: crate::alerts::AlertState::Firing,
+            topic: None,
+            channel: None,
+            broker: Some("b:1".into()),
+            value: "unreachable".into(),
+            summary: "broker b:1 is unreachable".into(),
+            since: "2026-12-05T06:00:00Z".into(),
+            since_ms: 0,
+            resolved: None,
+            resolved_ms: None,
+            link: "/nodes".into(),
+        };
+        for _ in 0..5 {
+            hooks.send(&alert);
+        }
+        for d in &mut deliveries {
+            let mut queued = Vec::new();
+            while let Ok(n) = d.queue.try_recv() {
+                queued.push(n);
+            }
+            assert_eq!(queued.len(), 2, "bounded, per URL");
+            let body = serde_json::to_value(&queued[0]).unwrap();
+            assert_eq!(
+                body["text"],
+                "[FIRING] broker_down b:1: broker b:1 is unreachable"
+            );
+            assert_eq!(body["rule"], "broker_down");
+            assert_eq!(body["state"], "firing");
+            assert_eq!(body["broker"], "b:1");
+        }
+    }
+
+    #[test]
     fn backoff_doubles_and_is_bounded() {
         assert_eq!(backoff(2), Duration::from_millis(250));
         assert_eq!(backoff(3), Duration::from_millis(500));
