@@ -95,6 +95,57 @@ pub struct Config {
     #[arg(long, default_value_t = 64 << 20)]
     pub max_response_bytes: usize,
 
+    /// Alert when a channel's depth (summed over brokers) rose at this many samples in a row;
+    /// it resolves when the depth falls, or has not risen for as many samples. 0 disables.
+    #[arg(long, default_value = "8", value_parser = parse_count, value_name = "N")]
+    pub alert_depth_rising_samples: u32,
+
+    /// Alert when a channel has had messages waiting and no consumer connected for this long.
+    /// 0 disables.
+    #[arg(long, default_value = "5m", value_parser = parse_window)]
+    pub alert_no_consumer_after: Duration,
+
+    /// Alert when a channel's timeouts plus requeues exceed this many per second (between two
+    /// samples). 0 disables.
+    #[arg(long, default_value = "10", value_parser = parse_rate, value_name = "PER_SEC")]
+    pub alert_retry_rate: f64,
+
+    /// Alert when messages were dead-lettered on a channel within this window (it resolves
+    /// once none were for as long). 0 disables.
+    #[arg(long, default_value = "5m", value_parser = parse_window)]
+    pub alert_dead_letters: Duration,
+
+    /// Alert when messages expired (max age) on a channel within this window. 0 disables.
+    #[arg(long, default_value = "5m", value_parser = parse_window)]
+    pub alert_expired: Duration,
+
+    /// Alert when a broker's `/stats` failed, or its health was not OK (disk full...), at this
+    /// many samples in a row. 0 disables.
+    #[arg(long, default_value = "2", value_parser = parse_count, value_name = "N")]
+    pub alert_broker_down_samples: u32,
+
+    /// Alert when a broker (given with --broker-http-address, or listed by a lookupd before)
+    /// is missing from every lookupd that answered, at this many samples in a row. 0 disables.
+    #[arg(long, default_value = "3", value_parser = parse_count, value_name = "N")]
+    pub alert_broker_missing_samples: u32,
+
+    /// Resolved alerts kept for the alerts page.
+    #[arg(long, default_value_t = 100)]
+    pub alert_max_resolved: usize,
+
+    /// URL that receives a JSON POST when an alert fires or resolves (Slack-compatible `text`
+    /// plus the alert's fields); repeat for several.
+    #[arg(long = "alert-webhook-url", value_name = "URL")]
+    pub alert_webhook_urls: Vec<String>,
+
+    /// Notifications waiting per webhook; more are dropped (and logged).
+    #[arg(long, default_value_t = 1000)]
+    pub alert_webhook_max_queue: usize,
+
+    /// Tries per notification (with exponential backoff from 250ms, at most 30s apart).
+    #[arg(long, default_value_t = 6)]
+    pub alert_webhook_attempts: u32,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing EnvFilter expression).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -102,6 +153,33 @@ pub struct Config {
 
 /// Parses Go-style durations ("250ms", "10s", "1h") and plain milliseconds.
 pub use ferry_daemon::parse_duration;
+
+/// A count where empty means 0 (off).
+fn parse_count(s: &str) -> Result<u32, String> {
+    match s.trim() {
+        "" => Ok(0),
+        t => t.parse().map_err(|e| format!("{t:?}: {e}")),
+    }
+}
+
+/// A rate where empty means 0 (off).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim() {
+        "" => Ok(0.0),
+        t => match t.parse::<f64>() {
+            Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+            _ => Err(format!("{t:?} is not a rate (a number, 0 = off)")),
+        },
+    }
+}
+
+/// A duration where empty means 0 (off).
+fn parse_window(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "" => Ok(Duration::ZERO),
+        t => parse_duration(t),
+    }
+}
 
 impl Config {
     /// Parses `args` (program name first); long flags may have one dash, as nsqadmin's do.
@@ -143,6 +221,18 @@ impl Config {
         if self.history < self.sample_interval {
             return Err("--history must be at least --sample-interval".into());
         }
+        if self.alert_webhook_max_queue == 0 || self.alert_webhook_attempts == 0 {
+            return Err(
+                "--alert-webhook-max-queue and --alert-webhook-attempts must be at least 1".into(),
+            );
+        }
+        if let Some(bad) = self
+            .alert_webhook_urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(format!("--alert-webhook-url {bad:?}: not an http(s) URL"));
+        }
         if self.max_concurrent_requests == 0 {
             return Err("--max-concurrent-requests must be at least 1".into());
         }
@@ -169,6 +259,26 @@ mod tests {
         assert_eq!(c.sample_interval, Duration::from_secs(10));
         assert_eq!(c.history, Duration::from_secs(3600));
         assert_eq!(c.history_len(), 361);
+        assert_eq!(c.alert_depth_rising_samples, 8);
+        assert_eq!(c.alert_no_consumer_after, Duration::from_secs(300));
+        assert_eq!(c.alert_retry_rate, 10.0);
+    }
+
+    #[test]
+    fn zero_or_empty_disables_an_alert() {
+        let c = Config::from_args([
+            "admin-ui",
+            "--alert-depth-rising-samples=",
+            "--alert-no-consumer-after",
+            "0",
+            "--alert-retry-rate=",
+            "--alert-dead-letters=",
+        ])
+        .unwrap();
+        assert_eq!(c.alert_depth_rising_samples, 0);
+        assert_eq!(c.alert_no_consumer_after, Duration::ZERO);
+        assert_eq!(c.alert_retry_rate, 0.0);
+        assert_eq!(c.alert_dead_letters, Duration::ZERO);
     }
 
     #[test]
@@ -200,6 +310,8 @@ mod tests {
             Config::from_args(["admin-ui", "--sample-interval", "10s", "--history", "1s"]).is_err()
         );
         assert!(parse_duration("soon").is_err());
+        assert!(Config::from_args(["admin-ui", "--alert-webhook-url", "hooks"]).is_err());
+        assert!(Config::from_args(["admin-ui", "--alert-retry-rate", "-1"]).is_err());
         assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
     }
 }

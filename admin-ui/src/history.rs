@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::cluster::{Cluster, Snapshot};
 
 /// A topic (`channel: None`) or one of its channels.
@@ -183,10 +184,12 @@ fn unix_secs(t: SystemTime) -> f64 {
 }
 
 /// The sampler: a fresh snapshot every `interval` (the first at once), recorded into
-/// `history` and left in the cluster's cache for the pages. Returns when `shutdown` fires.
+/// `history`, evaluated by the alert rules, and left in the cluster's cache for the pages.
+/// Returns when `shutdown` fires.
 pub async fn run_sampler(
     cluster: Arc<Cluster>,
     history: Arc<History>,
+    alerts: Arc<Alerts>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -202,6 +205,7 @@ pub async fn run_sampler(
             s = cluster.snapshot(Duration::ZERO) => s,
         };
         history.record(&snapshot);
+        alerts.observe(&snapshot);
     }
 }
 

@@ -10,7 +10,7 @@
 //! lookupds ── /nodes /topics /lookup ──┐
 //!                                     ├─▶ Cluster::snapshot (cached) ─▶ views ─▶ pages, /api, /events
 //! brokers ─── /stats?format=json ─────┘          ▲
-//!                                     sampler task (every --sample-interval) ─▶ History
+//!                                     sampler task (every --sample-interval) ─▶ History, Alerts ─▶ webhooks
 //! ```
 //!
 //! # Layout
@@ -19,6 +19,8 @@
 //! - [`upstream`]: the HTTP client for brokers and lookupds (timeouts, limits, errors).
 //! - [`cluster`]: discovery and the cached [`cluster::Snapshot`].
 //! - [`history`]: the sampled series for charts, and the sampler task.
+//! - [`alerts`]: the built-in alert rules, evaluated at every sample, and webhook
+//!   notifications.
 //! - [`views`], [`lookup`]: what each page shows, as plain data.
 //! - [`actions`]: pause/unpause/empty/delete/create, retention and channel settings, and
 //!   rewind, across brokers and lookupds.
@@ -39,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod alerts;
 pub mod cluster;
 pub mod config;
 pub mod history;
@@ -58,6 +61,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::alerts::Alerts;
+use crate::alerts::webhook::{self, Delivery};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::history::History;
@@ -69,6 +74,8 @@ pub struct Server {
     http: TcpListener,
     cluster: Arc<Cluster>,
     history: Arc<History>,
+    alerts: Arc<Alerts>,
+    deliveries: Vec<Delivery>,
 }
 
 impl Server {
@@ -84,11 +91,15 @@ impl Server {
             config.max_history_series,
             config.history,
         ));
+        let (webhooks, deliveries) = webhook::channels(&config)?;
+        let alerts = Arc::new(Alerts::new(&config, webhooks));
         Ok(Server {
             config,
             http,
             cluster,
             history,
+            alerts,
+            deliveries,
         })
     }
 
@@ -104,14 +115,21 @@ impl Server {
         self.history.clone()
     }
 
+    /// The alerts (for tests and embedding).
+    pub fn alerts(&self) -> Arc<Alerts> {
+        self.alerts.clone()
+    }
+
     /// Serves until `shutdown` is cancelled; then ends the live streams and the sampler and
-    /// returns when the HTTP server has stopped.
+    /// returns when the HTTP server has stopped (webhook deliveries still queued are abandoned).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Server {
             config,
             http,
             cluster,
             history,
+            alerts,
+            deliveries,
         } = self;
         info!("HTTP: listening on {}", http.local_addr()?);
         if config.lookupd_http_addresses.is_empty() && config.broker_http_addresses.is_empty() {
@@ -120,13 +138,24 @@ impl Server {
             );
         }
         let stop = shutdown.child_token();
+        let tasks = tokio_util::task::TaskTracker::new();
+        for d in deliveries {
+            tasks.spawn(d.run(stop.clone()));
+        }
         let sampler = tokio::spawn(history::run_sampler(
             cluster.clone(),
             history.clone(),
+            alerts.clone(),
             config.sample_interval,
             stop.clone(),
         ));
-        let state = Arc::new(http::AppState::new(&config, cluster, history, stop.clone()));
+        let state = Arc::new(http::AppState::new(
+            &config,
+            cluster,
+            history,
+            alerts,
+            stop.clone(),
+        ));
         let app = http::router(state);
         let http_stop = stop.clone();
         let served = axum::serve(http, app)
@@ -136,6 +165,8 @@ impl Server {
         if let Err(e) = sampler.await {
             tracing::warn!(error = %e, "sampler task failed");
         }
+        tasks.close();
+        tasks.wait().await;
         served.context("HTTP server error")?;
         info!("stopped");
         Ok(())

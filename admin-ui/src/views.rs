@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::alerts::AlertCounts;
 use crate::cluster::Snapshot;
 use crate::history::{History, SeriesKey};
 use crate::nsq::{ChannelStats, ClientStats, Latency, TopicStats};
@@ -86,6 +87,8 @@ pub struct TopicRow {
     pub brokers: usize,
     /// Paused on any broker.
     pub paused: bool,
+    /// Active alerts on its channels.
+    pub alerts: usize,
 }
 
 /// The topics list.
@@ -157,6 +160,8 @@ pub struct ChannelRow {
     pub e2e: Vec<Percentile>,
     /// Paused on any broker.
     pub paused: bool,
+    /// Active alerts on the channel (topic page).
+    pub alerts: usize,
 }
 
 /// The topic page.
@@ -272,6 +277,26 @@ pub struct NodesView {
     pub errors: Vec<String>,
 }
 
+impl TopicsView {
+    /// With each topic's count of active alerts.
+    pub fn with_alerts(mut self, counts: &AlertCounts) -> TopicsView {
+        for t in &mut self.topics {
+            t.alerts = counts.topic(&t.name);
+        }
+        self
+    }
+}
+
+impl TopicView {
+    /// With each channel's count of active alerts.
+    pub fn with_alerts(mut self, counts: &AlertCounts) -> TopicView {
+        for c in &mut self.channels {
+            c.alerts = counts.channel(&self.name, &c.name);
+        }
+        self
+    }
+}
+
 /// The topics list.
 pub fn topics(snapshot: &Snapshot, history: &History) -> TopicsView {
     let mut rows: BTreeMap<String, TopicRow> = BTreeMap::new();
@@ -316,6 +341,7 @@ fn empty_topic_row(name: &str) -> TopicRow {
         channels: 0,
         brokers: 0,
         paused: false,
+        alerts: 0,
     }
 }
 

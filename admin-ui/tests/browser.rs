@@ -149,6 +149,20 @@ async fn wait_js(c: &Client, what: &str, expr: &str) {
     }
 }
 
+/// Waits for the page's live stream, then marks the document, so that `no reload` can be
+/// checked later (`window.__sameDocument`).
+async fn live_and_marked(c: &Client) {
+    wait_js(
+        c,
+        "the live stream",
+        "document.getElementById('live-status').dataset.state === 'live'",
+    )
+    .await;
+    c.execute("window.__sameDocument = 'yes';", vec![])
+        .await
+        .unwrap();
+}
+
 /// Clicks `css`, finding it again when a live update replaced it between find and click
 /// (a stale element).
 async fn click(c: &Client, css: &str) {
@@ -245,17 +259,8 @@ async fn dashboard_in_a_real_browser() {
     .await;
     wait_text(&c, "tr[data-channel='alpha'] td[data-field='depth']", "120").await;
     wait_text(&c, "tr[data-channel='beta'] td[data-field='depth']", "120").await;
-    wait_js(
-        &c,
-        "the live stream",
-        "document.getElementById('live-status').dataset.state === 'live'",
-    )
-    .await;
-
     // Consuming changes the numbers on the page, with no reload.
-    c.execute("window.__sameDocument = 'yes';", vec![])
-        .await
-        .unwrap();
+    live_and_marked(&c).await;
     let mut consumer = Consumer::subscribe(broker.tcp, "browser", "alpha").await;
     consumer.consume(20).await;
     wait_text(&c, "tr[data-channel='alpha'] td[data-field='depth']", "100").await;
@@ -406,4 +411,70 @@ async fn dashboard_in_a_real_browser() {
     admin.stop().await;
     broker.stop().await;
     lookupd.stop().await;
+}
+
+#[tokio::test]
+async fn alert_badges_in_a_real_browser() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let broker = start_broker(None).await;
+    broker.create("alerting", Some("slow")).await;
+    let b = broker.http.to_string();
+    let admin = start_admin(|cfg| {
+        cfg.broker_http_addresses.push(b);
+        cfg.sample_interval = Duration::from_millis(200);
+        cfg.alert_depth_rising_samples = 5;
+    })
+    .await;
+
+    // Open before the alert fires: the badge arrives live, with no reload.
+    c.goto(&admin.url("/topics")).await.unwrap();
+    live_and_marked(&c).await;
+    let publisher = Publisher::start(broker.http, "alerting", Duration::from_millis(100));
+    active_alert(&admin, "depth_rising").await;
+    wait_text(&c, "#nav-alerts #alerts-count", "1").await;
+    wait_js(
+        &c,
+        "a visible nav badge",
+        "(function () { var b = document.getElementById('alerts-count'); \
+           var r = b && b.getBoundingClientRect(); \
+           return r && r.width > 0 && r.height > 0 \
+             && getComputedStyle(b).visibility === 'visible'; })()",
+    )
+    .await;
+    wait_text(
+        &c,
+        "tr[data-topic='alerting'] [data-field='alerts']",
+        "1 alert",
+    )
+    .await;
+    wait_js(&c, "no reload", "window.__sameDocument === 'yes'").await;
+    screenshot(&c, "admin-ui-alert-badge.png").await;
+
+    // The alerts page, reached from the navigation, links to the channel.
+    click(&c, "#nav-alerts").await;
+    wait_js(&c, "the alerts page", "location.pathname === '/alerts'").await;
+    wait_text(
+        &c,
+        "#alerts-table tr[data-rule='depth_rising'] td:nth-child(2)",
+        "alerting/slow",
+    )
+    .await;
+    screenshot(&c, "admin-ui-alerts.png").await;
+
+    // Drained: the alert resolves, the badge goes away and the alert moves down.
+    drop(publisher);
+    broker.empty_channel("alerting", "slow").await;
+    wait_js(
+        &c,
+        "the badge to go",
+        "!document.getElementById('alerts-count') \
+         && document.querySelector(\"#resolved-table tr[data-rule='depth_rising']\")",
+    )
+    .await;
+
+    c.close().await.unwrap();
+    admin.stop().await;
+    broker.stop().await;
 }

@@ -40,6 +40,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/nodes", get(nodes))
         .route("/api/lookup", get(lookup_view))
+        .route("/api/alerts", get(alerts))
         .route("/api/history/{topic}", get(topic_history))
         .route("/api/history/{topic}/{channel}", get(channel_history))
         .route("/api/peek/{topic}/{channel}", get(channel_peek))
@@ -51,12 +52,16 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 async fn topics(State(s): AppStateRef) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
-    axum::Json(views::topics(&snap, &s.history)).into_response()
+    axum::Json(views::topics(&snap, &s.history).with_alerts(&s.alerts.counts())).into_response()
+}
+
+async fn alerts(State(s): AppStateRef) -> Response {
+    axum::Json(s.alerts.view()).into_response()
 }
 
 async fn topic(State(s): AppStateRef, Path(topic): Path<String>) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
-    let v = views::topic(&snap, &s.history, &topic);
+    let v = views::topic(&snap, &s.history, &topic).with_alerts(&s.alerts.counts());
     if !v.exists && v.errors.is_empty() {
         return error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
     }

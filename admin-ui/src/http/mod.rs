@@ -3,9 +3,10 @@
 //! compiled into the binary so the dashboard works with no network beyond the cluster.
 //!
 //! ```text
-//! GET  /  /topics  /topics/{t}  /topics/{t}/{c}  /nodes  /lookup     HTML pages
-//! GET  /events?view=topics|topic|channel|nodes|lookup&topic=&channel=  server-sent events
+//! GET  /  /topics  /topics/{t}  /topics/{t}/{c}  /nodes  /lookup  /alerts   HTML pages
+//! GET  /events?view=topics|topic|channel|nodes|lookup|alerts&topic=&channel=  server-sent events
 //! GET  /api/topics  /api/topics/{t}  /api/topics/{t}/{c}  /api/nodes  /api/lookup
+//! GET  /api/alerts                                                   active + resolved (#18)
 //! GET  /api/history/{t}  /api/history/{t}/{c}                        chart data
 //! POST /api/topics                 {"topic","channel"?}              create (lookupds)
 //! POST /api/topics/{t}[/{c}]       {"action":"pause|unpause|empty"}  on every holder
@@ -33,6 +34,7 @@ use axum::routing::get;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::history::History;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub cluster: Arc<Cluster>,
     /// Sampled history.
     pub history: Arc<History>,
+    /// Alerts.
+    pub alerts: Arc<Alerts>,
     /// Users allowed to act (empty: everyone).
     pub admin_users: Vec<String>,
     /// Header naming the user.
@@ -66,11 +70,13 @@ impl AppState {
         config: &Config,
         cluster: Arc<Cluster>,
         history: Arc<History>,
+        alerts: Arc<Alerts>,
         shutdown: CancellationToken,
     ) -> AppState {
         AppState {
             cluster,
             history,
+            alerts,
             admin_users: config.admin_users.clone(),
             acl_http_header: config.acl_http_header.clone(),
             refresh_interval: config.refresh_interval,

@@ -3,8 +3,8 @@
 //! Every page is a full server-rendered document (it reads fine without JavaScript), whose
 //! changing parts are fragments the page shares with the event stream: `/events` sends, every
 //! `--refresh-interval`, the `live` fragment (tables), the `toolbar` fragment (actions that
-//! depend on state, e.g. Pause vs Unpause) and, on topic and channel pages, `history` (chart
-//! data as JSON). htmx's SSE extension swaps the fragments in; `app.js` feeds the charts. A
+//! depend on state, e.g. Pause vs Unpause), on topic and channel pages `history` (chart
+//! data as JSON), and on every page `alerts-badge` (the navigation's count of active alerts). htmx's SSE extension swaps the fragments in; `app.js` feeds the charts. A
 //! stream sends an event only when its content changed, and ends on shutdown.
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::AppState;
+use crate::alerts::AlertsView;
 use crate::history::{Chart, SeriesKey};
 use crate::lookup::{self, LookupView};
 use crate::views::{self, ChannelView, NodesView, TopicView, TopicsView};
@@ -36,6 +37,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/topics/{topic}/{channel}", get(channel_page))
         .route("/nodes", get(nodes_page))
         .route("/lookup", get(lookup_page))
+        .route("/alerts", get(alerts_page))
         .route("/events", get(events))
 }
 
@@ -49,16 +51,25 @@ struct Frame {
     admin: bool,
     live_url: String,
     version: &'static str,
+    /// Active alerts, for the navigation badge.
+    alerts: usize,
 }
 
 impl Frame {
-    fn new(title: String, nav: &'static str, admin: bool, live_url: String) -> Frame {
+    fn new(
+        s: &AppState,
+        title: String,
+        nav: &'static str,
+        headers: &HeaderMap,
+        live_url: String,
+    ) -> Frame {
         Frame {
             title,
             nav,
-            admin,
+            admin: s.is_admin(headers),
             live_url,
             version: VERSION,
+            alerts: s.alerts.active_count(),
         }
     }
 }
@@ -164,6 +175,26 @@ struct LookupLive<'a> {
     v: &'a LookupView,
 }
 
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage<'a> {
+    f: Frame,
+    v: &'a AlertsView,
+}
+
+#[derive(Template)]
+#[template(path = "alerts_live.html")]
+struct AlertsLive<'a> {
+    v: &'a AlertsView,
+}
+
+/// The navigation's count of active alerts, on every page.
+#[derive(Template)]
+#[template(path = "alerts_badge.html")]
+struct AlertsBadge {
+    n: usize,
+}
+
 /// Renders a template, or a 500 naming the failure (a bug, not a cluster problem).
 fn render(t: &impl Template) -> Response {
     match t.render() {
@@ -192,11 +223,12 @@ fn events_url(view: &str, topic: Option<&str>, channel: Option<&str>) -> String 
 
 async fn topics_page(State(s): AppStateRef, headers: HeaderMap) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
-    let v = views::topics(&snap, &s.history);
+    let v = views::topics(&snap, &s.history).with_alerts(&s.alerts.counts());
     let f = Frame::new(
+        &s,
         "Topics".into(),
         "topics",
-        s.is_admin(&headers),
+        &headers,
         events_url("topics", None, None),
     );
     render(&TopicsPage { f, v: &v })
@@ -208,12 +240,13 @@ async fn topic_page(
     headers: HeaderMap,
 ) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
-    let v = views::topic(&snap, &s.history, &topic);
+    let v = views::topic(&snap, &s.history, &topic).with_alerts(&s.alerts.counts());
     let chart = ChartInfo::new(&s, &s.history.chart(&SeriesKey::topic(&topic)));
     let f = Frame::new(
+        &s,
         format!("Topic {topic}"),
         "topics",
-        s.is_admin(&headers),
+        &headers,
         events_url("topic", Some(&topic), None),
     );
     render(&TopicPage {
@@ -234,9 +267,10 @@ async fn channel_page(
     let key = SeriesKey::channel(&topic, &channel);
     let chart = ChartInfo::new(&s, &s.history.chart(&key));
     let f = Frame::new(
+        &s,
         format!("Channel {topic}/{channel}"),
         "topics",
-        s.is_admin(&headers),
+        &headers,
         events_url("channel", Some(&topic), Some(&channel)),
     );
     render(&ChannelPage {
@@ -251,9 +285,10 @@ async fn nodes_page(State(s): AppStateRef, headers: HeaderMap) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
     let v = views::nodes(&snap);
     let f = Frame::new(
+        &s,
         "Nodes".into(),
         "nodes",
-        s.is_admin(&headers),
+        &headers,
         events_url("nodes", None, None),
     );
     render(&NodesPage { f, v: &v })
@@ -263,12 +298,25 @@ async fn lookup_page(State(s): AppStateRef, headers: HeaderMap) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
     let v = lookup::view(&s.cluster, &snap).await;
     let f = Frame::new(
+        &s,
         "Lookup".into(),
         "lookup",
-        s.is_admin(&headers),
+        &headers,
         events_url("lookup", None, None),
     );
     render(&LookupPage { f, v: &v })
+}
+
+async fn alerts_page(State(s): AppStateRef, headers: HeaderMap) -> Response {
+    let v = s.alerts.view();
+    let f = Frame::new(
+        &s,
+        "Alerts".into(),
+        "alerts",
+        &headers,
+        events_url("alerts", None, None),
+    );
+    render(&AlertsPage { f, v: &v })
 }
 
 /// Which page a stream feeds.
@@ -301,11 +349,11 @@ impl Stream {
         let q = &self.query;
         let out = match q.view.as_str() {
             "topics" => {
-                let v = views::topics(&snap, &s.history);
+                let v = views::topics(&snap, &s.history).with_alerts(&s.alerts.counts());
                 vec![("live", TopicsLive { v: &v }.render())]
             }
             "topic" => {
-                let v = views::topic(&snap, &s.history, &q.topic);
+                let v = views::topic(&snap, &s.history, &q.topic).with_alerts(&s.alerts.counts());
                 let chart = s.history.chart(&SeriesKey::topic(&q.topic));
                 vec![
                     ("live", TopicLive { v: &v }.render()),
@@ -344,9 +392,17 @@ impl Stream {
                 let v = lookup::view(&s.cluster, &snap).await;
                 vec![("live", LookupLive { v: &v }.render())]
             }
+            "alerts" => {
+                let v = s.alerts.view();
+                vec![("live", AlertsLive { v: &v }.render())]
+            }
             _ => Vec::new(),
         };
+        let badge = AlertsBadge {
+            n: s.alerts.active_count(),
+        };
         out.into_iter()
+            .chain([("alerts-badge", badge.render())])
             .filter_map(|(name, r)| match r {
                 Ok(text) => Some((name, text)),
                 Err(e) => {
@@ -381,7 +437,7 @@ async fn events(
 ) -> Response {
     if !matches!(
         query.view.as_str(),
-        "topics" | "topic" | "channel" | "nodes" | "lookup"
+        "topics" | "topic" | "channel" | "nodes" | "lookup" | "alerts"
     ) {
         return (StatusCode::BAD_REQUEST, "unknown view").into_response();
     }

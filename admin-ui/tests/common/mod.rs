@@ -89,6 +89,16 @@ impl TestBroker {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     }
 
+    /// `POST /channel/empty?...` on the broker.
+    pub async fn empty_channel(&self, topic: &str, channel: &str) {
+        let url = format!(
+            "http://{}/channel/empty?topic={topic}&channel={channel}",
+            self.http
+        );
+        let resp = client().post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
     /// `POST /pub?topic=` with `body` (one message).
     pub async fn publish_body(&self, topic: &str, body: &str) {
         let url = format!("http://{}/pub?topic={topic}", self.http);
@@ -483,14 +493,7 @@ impl FakeNode {
                 }),
             );
         }
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .ok();
-        });
+        let shutdown = serve(listener, app);
         FakeNode { addr, shutdown }
     }
 }
@@ -499,6 +502,19 @@ impl Drop for FakeNode {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Serves `app` on `listener` in a task until the returned token is cancelled.
+fn serve(listener: TcpListener, app: Router) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .ok();
+    });
+    shutdown
 }
 
 /// An address nothing listens on (bound then released).
@@ -514,4 +530,126 @@ pub fn nsqd_fixture() -> String {
         "/tests/fixtures/nsqd-1.2-stats.json"
     ))
     .unwrap()
+}
+
+/// A webhook receiver on 127.0.0.1:0 that answers 500 to its first `fail_first` POSTs and
+/// keeps the JSON bodies of the ones it accepted.
+pub struct WebhookReceiver {
+    pub url: String,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+impl WebhookReceiver {
+    pub async fn start(fail_first: usize) -> WebhookReceiver {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (acc, req) = (accepted.clone(), requests.clone());
+        let app = Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (acc, req) = (acc.clone(), req.clone());
+                async move {
+                    if req.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let v: Value = serde_json::from_slice(&body).expect("JSON notification");
+                    acc.lock().unwrap().push(v);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let shutdown = serve(listener, app);
+        WebhookReceiver {
+            url: format!("http://{addr}/hook"),
+            accepted,
+            requests,
+            shutdown,
+        }
+    }
+
+    /// POSTs received, accepted or not.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for an accepted notification of `rule` in `state`.
+    pub async fn notification(&self, rule: &str, state: &str) -> Value {
+        eventually(&format!("a {state} {rule} notification"), || async {
+            self.accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|n| n["rule"] == rule && n["state"] == state)
+                .cloned()
+        })
+        .await
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Publishes one message to `topic` on the broker at `http` every `every`, until dropped.
+pub struct Publisher {
+    stop: CancellationToken,
+}
+
+impl Publisher {
+    pub fn start(http: SocketAddr, topic: &str, every: Duration) -> Publisher {
+        let stop = CancellationToken::new();
+        let done = stop.clone();
+        let url = format!("http://{http}/pub?topic={topic}");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let _ = client().post(&url).body("tick").send().await;
+            }
+        });
+        Publisher { stop }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The active alert of `rule` in `/api/alerts`, once there.
+pub async fn active_alert(admin: &TestAdmin, rule: &str) -> Value {
+    listed_alert(admin, "active", rule, None).await
+}
+
+/// The alert of `rule` on `topic/channel` (any subject if None) in `/api/alerts`'s `list`
+/// ("active" or "resolved"), once there.
+pub async fn listed_alert(
+    admin: &TestAdmin,
+    list: &str,
+    rule: &str,
+    channel: Option<(&str, &str)>,
+) -> Value {
+    eventually(&format!("{list} {rule} alert on {channel:?}"), || async {
+        let v = admin.get_json("/api/alerts").await;
+        v[list]
+            .as_array()?
+            .iter()
+            .find(|a| {
+                a["rule"] == rule
+                    && channel.is_none_or(|(t, c)| a["topic"] == t && a["channel"] == c)
+            })
+            .cloned()
+    })
+    .await
 }
