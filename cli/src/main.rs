@@ -7,6 +7,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use ferry_cli::admin::{self, Action, AdminArgs};
 use ferry_cli::bench::BenchArgs;
 use ferry_cli::dev::{self, DevArgs};
+use ferry_cli::feed::{to_broker, to_file, to_http};
 use ferry_cli::import::{self, ImportArgs};
 use ferry_cli::publish::{self, PubArgs};
 use ferry_cli::stat::{self, StatArgs};
@@ -54,6 +55,12 @@ enum Command {
     /// directory, without changing anything: messages, bytes and paused flag per topic and
     /// channel.
     ImportNsqd(ImportArgs),
+    /// Archive topics to files, rotated and optionally gzipped (like nsq_to_file).
+    ToFile(to_file::ToFileArgs),
+    /// Send each message to an HTTP endpoint (like nsq_to_http).
+    ToHttp(to_http::ToHttpArgs),
+    /// Copy topics to other brokers (like nsq_to_nsq).
+    ToBroker(to_broker::ToBrokerArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +139,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", import::run(&a)?);
             Ok(())
         }
+        Command::ToFile(a) => to_file::run(&a, shutdown).await,
+        Command::ToHttp(a) => to_http::run(&a, shutdown).await,
+        Command::ToBroker(a) => to_broker::run(&a, shutdown).await,
         Command::Bench(bench) => {
             let report = ferry_cli::bench::run(&bench.command, shutdown).await?;
             if bench.command.json() {

@@ -1,0 +1,311 @@
+//! Feeds: `ferry to-file`, `ferry to-http` and `ferry to-broker`, Ferry's nsq_to_file,
+//! nsq_to_http and nsq_to_nsq. Each consumes one channel of one or more topics and hands every
+//! message to a sink that answers it: FIN once the message is safely elsewhere (a synced file,
+//! a 2xx answer, the destination broker's `OK`), REQ with backoff otherwise.
+//!
+//! # Layout
+//!
+//! - this module: the flags every feed shares ([`FeedArgs`], the NSQ tools' names), the
+//!   subscription ([`Subscription`]: one consumer per topic, their messages merged into one
+//!   queue) and the progress line on stderr ([`Progress`]);
+//! - [`to_file`]: files per topic, rotated, optionally gzipped ([`file_name`]: the name tokens);
+//! - [`to_http`], [`to_broker`]: one request or publish per message, spread over destinations
+//!   by [`hosts`] (round-robin or hostpool).
+//!
+//! # Shutdown
+//!
+//! On SIGINT/SIGTERM a feed stops taking messages, finishes what it holds (answering each
+//! message), then stops its consumers gracefully (`CLS`, every FIN written before the
+//! connection closes) while requeueing whatever was still on its way. Messages are never given
+//! up after `max_attempts`: a feed requeues until the message is delivered.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Args;
+use ferry_client::{Config, Consumer, Message};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{parse_channel, parse_topic};
+use crate::consumer_opt;
+use crate::security::SecurityArgs;
+
+pub mod file_name;
+pub mod hosts;
+pub mod to_broker;
+pub mod to_file;
+pub mod to_http;
+
+/// How often the progress line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The consumer flags every feed takes, named as in NSQ's tools.
+#[derive(Debug, Clone, Args)]
+pub struct FeedArgs {
+    /// Topic to consume; repeatable.
+    #[arg(long, required = true, value_parser = parse_topic)]
+    pub topic: Vec<String>,
+
+    /// Channel to consume from (default: the NSQ tool's name, e.g. `nsq_to_file`).
+    #[arg(long, value_parser = parse_channel)]
+    pub channel: Option<String>,
+
+    /// A lookupd's HTTP address (host:port) to discover the brokers holding each topic;
+    /// repeatable.
+    #[arg(long = "lookupd-http-address", value_name = "ADDR")]
+    pub lookupd_http_addresses: Vec<String>,
+
+    /// A broker's TCP address (host:port); repeatable. Default, when no lookupd is given
+    /// either: 127.0.0.1:4150.
+    #[arg(
+        long = "nsqd-tcp-address",
+        visible_alias = "broker-tcp-address",
+        value_name = "ADDR"
+    )]
+    pub nsqd_tcp_addresses: Vec<String>,
+
+    /// Most messages in flight per topic (RDY, shared across brokers).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+
+    /// A go-nsq consumer option as `KEY,VALUE` (`default_requeue_delay,5s`); repeatable.
+    #[arg(
+        long = "consumer-opt",
+        visible_alias = "reader-opt",
+        value_name = "KEY,VALUE"
+    )]
+    pub consumer_opts: Vec<String>,
+
+    /// TLS, compression and AUTH of the consumer connections.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// One consumer per topic; their messages come out of one queue, tagged with the topic's index.
+#[derive(Debug)]
+pub struct Subscription {
+    consumers: Vec<Consumer>,
+    /// The topics' messages, merged: (index in `FeedArgs::topic`, message).
+    pub messages: mpsc::Receiver<(usize, Message)>,
+}
+
+impl Subscription {
+    /// Subscribes to every topic of `args` on `args.channel` (or `default_channel`) and connects.
+    pub async fn start(
+        args: &FeedArgs,
+        default_channel: &str,
+        tool: &str,
+    ) -> anyhow::Result<Subscription> {
+        let channel = args.channel.as_deref().unwrap_or(default_channel);
+        let mut security = args.security.clone();
+        let base = Config::new()
+            .max_in_flight(args.max_in_flight)
+            .user_agent(format!("ferry-{tool}/{}", env!("CARGO_PKG_VERSION")))
+            .shutdown_timeout(Duration::from_secs(10));
+        let (config, warnings) = consumer_opt::apply(&args.consumer_opts, base, &mut security)?;
+        for warning in warnings {
+            eprintln!("ferry {tool}: {warning}");
+        }
+        let config = security.apply(config)?;
+        let mut brokers = args.nsqd_tcp_addresses.clone();
+        if brokers.is_empty() && args.lookupd_http_addresses.is_empty() {
+            brokers.push(crate::tail::LOCAL_BROKER_TCP.to_owned());
+        }
+        // Bounded by RDY: the brokers never have more than max_in_flight per topic out.
+        let (tx, messages) = mpsc::channel(1024);
+        let mut consumers = Vec::with_capacity(args.topic.len());
+        for (i, topic) in args.topic.iter().enumerate() {
+            let what = || format!("cannot subscribe to {topic}/{channel}");
+            let (consumer, mut incoming) =
+                Consumer::stream(topic, channel, config.clone()).with_context(what)?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = incoming.recv().await {
+                    if let Err(mpsc::error::SendError((_, msg))) = tx.send((i, msg)).await {
+                        let _ = msg.requeue_without_backoff(None).await;
+                    }
+                }
+            });
+            if !brokers.is_empty() {
+                consumer
+                    .connect_to_brokers(brokers.iter().cloned())
+                    .await
+                    .with_context(what)?;
+            }
+            if !args.lookupd_http_addresses.is_empty() {
+                consumer
+                    .connect_to_lookupds(args.lookupd_http_addresses.iter().cloned())
+                    .await
+                    .with_context(|| format!("cannot look up {topic}"))?;
+            }
+            consumers.push(consumer);
+        }
+        Ok(Subscription {
+            consumers,
+            messages,
+        })
+    }
+
+    /// Stops every consumer gracefully (each connection's FINs and REQs are written before it
+    /// closes), requeueing at once what still arrives meanwhile. Call after every message
+    /// taken so far was answered.
+    pub async fn stop(mut self) {
+        let consumers = std::mem::take(&mut self.consumers);
+        let stop = async {
+            futures_util::future::join_all(consumers.iter().map(Consumer::stop)).await;
+        };
+        let drain = async {
+            while let Some((_, msg)) = self.messages.recv().await {
+                let _ = msg.requeue_without_backoff(None).await;
+            }
+        };
+        tokio::join!(stop, drain);
+    }
+}
+
+/// Counters a feed shows on stderr every few seconds and once at the end.
+#[derive(Debug)]
+pub struct Progress {
+    tool: &'static str,
+    started: Instant,
+    /// Messages delivered (FINed).
+    pub done: AtomicU64,
+    /// Messages requeued after a failure.
+    pub failed: AtomicU64,
+    /// Files completed (to-file).
+    pub files: AtomicU64,
+    /// The latest failure, shown once on the next progress line. A `std` mutex: held only to
+    /// swap the text.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Progress {
+    /// Counters for `tool`, and a task printing them every few seconds until `stop`.
+    pub fn start(tool: &'static str, stop: CancellationToken) -> Arc<Progress> {
+        let progress = Arc::new(Progress {
+            tool,
+            started: Instant::now(),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
+        let p = progress.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            let mut last = (Instant::now(), 0);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let done = p.done.load(Ordering::Relaxed);
+                let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                eprintln!("{} ({rate:.1}/s)", p.line());
+                if let Some(err) = p.take_error() {
+                    eprintln!("ferry {}: last failure: {err}", p.tool);
+                }
+                last = (Instant::now(), done);
+            }
+        });
+        progress
+    }
+
+    /// `ferry to-x: N delivered, M requeued[, F files written]`.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "ferry {}: {} delivered, {} requeued",
+            self.tool,
+            self.done.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed)
+        );
+        let files = self.files.load(Ordering::Relaxed);
+        if files > 0 {
+            line.push_str(&format!(", {files} files written"));
+        }
+        line
+    }
+
+    /// Counts a failed delivery (the message was requeued) and remembers why.
+    pub fn failed(&self, why: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why);
+    }
+
+    fn take_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The final line, with the average rate.
+    pub fn summary(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64();
+        let done = self.done.load(Ordering::Relaxed) as f64;
+        format!("{} in {secs:.1}s ({:.1}/s)", self.line(), done / secs)
+    }
+}
+
+/// Sends each message with `send` (given the topic's index and the body), at most
+/// `concurrency` at once, until `shutdown`: FIN once `send` succeeded, REQ with backoff (the
+/// consumer's delay and RDY backoff) when it failed. Then waits for the sends under way and
+/// stops the subscription.
+pub async fn dispatch<F, Fut>(
+    mut sub: Subscription,
+    concurrency: usize,
+    progress: &Arc<Progress>,
+    shutdown: &CancellationToken,
+    send: F,
+) where
+    F: Fn(usize, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let tasks = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let (i, msg) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = sub.messages.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        let send = send.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match send(i, msg.body().clone()).await {
+                Ok(()) => {
+                    // A lost connection means the broker delivers it again (at least once).
+                    let _ = msg.finish().await;
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(why) => {
+                    let _ = msg.requeue(None).await;
+                    progress.failed(why);
+                }
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    sub.stop().await;
+}
