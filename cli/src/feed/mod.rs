@@ -128,7 +128,7 @@ impl Subscription {
             tokio::spawn(async move {
                 while let Some(msg) = incoming.recv().await {
                     if let Err(mpsc::error::SendError((_, msg))) = tx.send((i, msg)).await {
-                        let _ = msg.requeue_without_backoff(None).await;
+                        let _ = msg.requeue_without_backoff(Some(Duration::ZERO)).await;
                     }
                 }
             });
@@ -153,7 +153,8 @@ impl Subscription {
     }
 
     /// Stops every consumer gracefully (each connection's FINs and REQs are written before it
-    /// closes), requeueing at once what still arrives meanwhile. Call after every message
+    /// closes), requeueing what still arrives meanwhile for immediate redelivery (to whichever
+    /// consumer is left, or this feed's next run). Call after every message
     /// taken so far was answered.
     pub async fn stop(mut self) {
         let consumers = std::mem::take(&mut self.consumers);
@@ -162,7 +163,7 @@ impl Subscription {
         };
         let drain = async {
             while let Some((_, msg)) = self.messages.recv().await {
-                let _ = msg.requeue_without_backoff(None).await;
+                let _ = msg.requeue_without_backoff(Some(Duration::ZERO)).await;
             }
         };
         tokio::join!(stop, drain);

@@ -130,6 +130,9 @@ struct OpenFile {
 struct TopicOut {
     topic: String,
     file: Option<OpenFile>,
+    /// Base name and revision of the latest file: the next file of that base name starts
+    /// looking for a free name after it.
+    last: Option<(String, u32)>,
 }
 
 /// Every topic's output; owned by the one task that runs the feed.
@@ -168,6 +171,7 @@ pub async fn run(args: &ToFileArgs, shutdown: CancellationToken) -> anyhow::Resu
             .map(|t| TopicOut {
                 topic: t.clone(),
                 file: None,
+                last: None,
             })
             .collect(),
         progress: progress.clone(),
@@ -219,7 +223,13 @@ impl FileFeed {
             self.close(i).await?;
         }
         if self.outs[i].file.is_none() {
-            self.outs[i].file = Some(self.open(&base)?);
+            let first_rev = match &self.outs[i].last {
+                Some((last, rev)) if *last == base => rev + 1,
+                _ => 0,
+            };
+            let file = self.open(&base, first_rev)?;
+            self.outs[i].last = Some((base, file.rev));
+            self.outs[i].file = Some(file);
         }
         let Some(file) = self.outs[i].file.as_mut() else {
             unreachable!("opened above")
@@ -228,7 +238,7 @@ impl FileFeed {
             unreachable!("a sink is only taken during a sync")
         };
         if let Err(err) = sink.write_line(msg.body()) {
-            let _ = msg.requeue_without_backoff(None).await;
+            let _ = msg.requeue_without_backoff(Some(Duration::ZERO)).await;
             return Err(
                 anyhow::Error::new(err).context(format!("cannot write {}", file.tmp.display()))
             );
@@ -263,9 +273,8 @@ impl FileFeed {
         Ok(())
     }
 
-    /// Creates the working file of the first free name at `base`.
-    fn open(&self, base: &str) -> anyhow::Result<OpenFile> {
-        let mut rev = 0;
+    /// Creates the working file of the first free name at `base` from revision `rev`.
+    fn open(&self, base: &str, mut rev: u32) -> anyhow::Result<OpenFile> {
         loop {
             let name = file_name::with_rev(base, rev);
             let tmp = self.work_dir.join(format!("{name}{TMP_SUFFIX}"));
@@ -359,7 +368,11 @@ impl FileFeed {
             )
         });
         match closed {
-            Ok(path) => {
+            Ok((path, rev)) => {
+                if let Some(last) = &mut self.outs[i].last {
+                    // A later revision if its name was taken meanwhile.
+                    last.1 = last.1.max(rev);
+                }
                 self.progress.files.fetch_add(1, Ordering::Relaxed);
                 eprintln!("ferry to-file: wrote {}", path.display());
                 self.fin(file.held).await;
@@ -405,20 +418,20 @@ impl FileFeed {
 
 async fn requeue(held: Vec<Message>) {
     for msg in held {
-        let _ = msg.requeue_without_backoff(None).await;
+        let _ = msg.requeue_without_backoff(Some(Duration::ZERO)).await;
     }
 }
 
 /// Gives the synced file `tmp` its final name in `dir`, never replacing a file: the name at
-/// `base` with the first free revision from `rev`. Returns the final path, once the
-/// directories are synced.
+/// `base` with the first free revision from `rev`. Returns the final path and its revision,
+/// once the directories are synced.
 fn publish(
     tmp: &Path,
     dir: &Path,
     base: &str,
     mut rev: u32,
     has_rev: bool,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, u32)> {
     loop {
         let path = dir.join(file_name::with_rev(base, rev));
         // A hard link fails if the name exists, where a rename would replace it.
@@ -431,7 +444,7 @@ fn publish(
                 {
                     sync_dir(work)?;
                 }
-                return Ok(path);
+                return Ok((path, rev));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && has_rev => rev += 1,
             Err(e) => {
