@@ -24,23 +24,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
-use ferry_client::{Config, Consumer, Message};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{parse_channel, parse_topic};
-use crate::consumer_opt;
 use crate::security::SecurityArgs;
 
 pub mod file_name;
 pub mod hosts;
+mod subscription;
 pub mod to_broker;
 pub mod to_file;
 pub mod to_http;
+
+pub use subscription::{Subscription, consumer_config};
 
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -85,89 +85,6 @@ pub struct FeedArgs {
     /// TLS, compression and AUTH of the consumer connections.
     #[command(flatten)]
     pub security: SecurityArgs,
-}
-
-/// One consumer per topic; their messages come out of one queue, tagged with the topic's index.
-#[derive(Debug)]
-pub struct Subscription {
-    consumers: Vec<Consumer>,
-    /// The topics' messages, merged: (index in `FeedArgs::topic`, message).
-    pub messages: mpsc::Receiver<(usize, Message)>,
-}
-
-impl Subscription {
-    /// Subscribes to every topic of `args` on `args.channel` (or `default_channel`) and connects.
-    pub async fn start(
-        args: &FeedArgs,
-        default_channel: &str,
-        tool: &str,
-    ) -> anyhow::Result<Subscription> {
-        let channel = args.channel.as_deref().unwrap_or(default_channel);
-        let mut security = args.security.clone();
-        let base = Config::new()
-            .max_in_flight(args.max_in_flight)
-            .user_agent(format!("ferry-{tool}/{}", env!("CARGO_PKG_VERSION")))
-            .shutdown_timeout(Duration::from_secs(10));
-        let (config, warnings) = consumer_opt::apply(&args.consumer_opts, base, &mut security)?;
-        for warning in warnings {
-            eprintln!("ferry {tool}: {warning}");
-        }
-        let config = security.apply(config)?;
-        let mut brokers = args.nsqd_tcp_addresses.clone();
-        if brokers.is_empty() && args.lookupd_http_addresses.is_empty() {
-            brokers.push(crate::tail::LOCAL_BROKER_TCP.to_owned());
-        }
-        // Bounded by RDY: the brokers never have more than max_in_flight per topic out.
-        let (tx, messages) = mpsc::channel(1024);
-        let mut consumers = Vec::with_capacity(args.topic.len());
-        for (i, topic) in args.topic.iter().enumerate() {
-            let what = || format!("cannot subscribe to {topic}/{channel}");
-            let (consumer, mut incoming) =
-                Consumer::stream(topic, channel, config.clone()).with_context(what)?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(msg) = incoming.recv().await {
-                    if let Err(mpsc::error::SendError((_, msg))) = tx.send((i, msg)).await {
-                        let _ = msg.requeue_without_backoff(Some(Duration::ZERO)).await;
-                    }
-                }
-            });
-            if !brokers.is_empty() {
-                consumer
-                    .connect_to_brokers(brokers.iter().cloned())
-                    .await
-                    .with_context(what)?;
-            }
-            if !args.lookupd_http_addresses.is_empty() {
-                consumer
-                    .connect_to_lookupds(args.lookupd_http_addresses.iter().cloned())
-                    .await
-                    .with_context(|| format!("cannot look up {topic}"))?;
-            }
-            consumers.push(consumer);
-        }
-        Ok(Subscription {
-            consumers,
-            messages,
-        })
-    }
-
-    /// Stops every consumer gracefully (each connection's FINs and REQs are written before it
-    /// closes), requeueing what still arrives meanwhile for immediate redelivery (to whichever
-    /// consumer is left, or this feed's next run). Call after every message
-    /// taken so far was answered.
-    pub async fn stop(mut self) {
-        let consumers = std::mem::take(&mut self.consumers);
-        let stop = async {
-            futures_util::future::join_all(consumers.iter().map(Consumer::stop)).await;
-        };
-        let drain = async {
-            while let Some((_, msg)) = self.messages.recv().await {
-                let _ = msg.requeue_without_backoff(Some(Duration::ZERO)).await;
-            }
-        };
-        tokio::join!(stop, drain);
-    }
 }
 
 /// Counters a feed shows on stderr every few seconds and once at the end.
