@@ -17,8 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{parse_channel, parse_topic};
-use crate::feed::{Subscription, consumer_config};
-use crate::security::SecurityArgs;
+use crate::feed::{ConsumerArgs, Subscription};
 
 /// The broker used when no address is given.
 pub const LOCAL_BROKER_TCP: &str = "127.0.0.1:4150";
@@ -73,22 +72,9 @@ pub struct TailArgs {
     #[arg(long = "lookupd-http-address", value_name = "ADDR")]
     pub lookupd_http_addresses: Vec<String>,
 
-    /// TLS, compression and AUTH.
+    /// RDY, go-nsq options (as nsq_tail passes them through), TLS, compression and AUTH.
     #[command(flatten)]
-    pub security: SecurityArgs,
-
-    /// Most messages in flight per topic (RDY, shared across brokers).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_in_flight: u64,
-
-    /// A go-nsq consumer option as `KEY,VALUE` (`max_attempts,5`, `tls_v1,true`; a bare KEY
-    /// means true), as nsq_tail passes them through; repeatable.
-    #[arg(
-        long = "consumer-opt",
-        visible_alias = "reader-opt",
-        value_name = "KEY,VALUE"
-    )]
-    pub consumer_opts: Vec<String>,
+    pub consumer: ConsumerArgs,
 }
 
 impl TailArgs {
@@ -152,14 +138,14 @@ pub async fn run<W: Write>(
 ) -> anyhow::Result<u64> {
     let channel = args.channel.clone().unwrap_or_else(ephemeral_channel);
     let max_in_flight = match args.limit() {
-        Some(n) => args.max_in_flight.min(n),
-        None => args.max_in_flight,
+        Some(n) => args.consumer.max_in_flight.min(n),
+        None => args.consumer.max_in_flight,
     };
     let base = Config::new()
         .max_in_flight(max_in_flight)
         .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
         .shutdown_timeout(std::time::Duration::from_secs(5));
-    let config = consumer_config(&args.consumer_opts, &args.security, base, "tail")?;
+    let config = args.consumer.config(base, "tail")?;
     let mut subscription = Subscription::connect(
         &args.topic,
         &channel,

@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{parse_channel, parse_topic};
-use crate::security::SecurityArgs;
 
 pub mod file_name;
 pub mod hosts;
@@ -40,7 +39,7 @@ pub mod to_broker;
 pub mod to_file;
 pub mod to_http;
 
-pub use subscription::{Subscription, consumer_config};
+pub use subscription::{ConsumerArgs, Subscription};
 
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -70,21 +69,9 @@ pub struct FeedArgs {
     )]
     pub nsqd_tcp_addresses: Vec<String>,
 
-    /// Most messages in flight per topic (RDY, shared across brokers).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_in_flight: u64,
-
-    /// A go-nsq consumer option as `KEY,VALUE` (`default_requeue_delay,5s`); repeatable.
-    #[arg(
-        long = "consumer-opt",
-        visible_alias = "reader-opt",
-        value_name = "KEY,VALUE"
-    )]
-    pub consumer_opts: Vec<String>,
-
-    /// TLS, compression and AUTH of the consumer connections.
+    /// RDY, go-nsq options, TLS, compression and AUTH.
     #[command(flatten)]
-    pub security: SecurityArgs,
+    pub consumer: ConsumerArgs,
 }
 
 /// Counters a feed shows on stderr every few seconds and once at the end.

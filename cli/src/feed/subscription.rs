@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Args;
 use ferry_client::{Config, Consumer, Message};
 use tokio::sync::mpsc;
 
@@ -27,10 +28,10 @@ impl Subscription {
         tool: &str,
     ) -> anyhow::Result<Subscription> {
         let base = Config::new()
-            .max_in_flight(args.max_in_flight)
+            .max_in_flight(args.consumer.max_in_flight)
             .user_agent(format!("ferry-{tool}/{}", env!("CARGO_PKG_VERSION")))
             .shutdown_timeout(Duration::from_secs(10));
-        let config = consumer_config(&args.consumer_opts, &args.security, base, tool)?;
+        let config = args.consumer.config(base, tool)?;
         let channel = args.channel.as_deref().unwrap_or(default_channel);
         Subscription::connect(
             &args.topic,
@@ -108,18 +109,36 @@ impl Subscription {
     }
 }
 
-/// `base` with `--consumer-opt` options and the TLS, compression and AUTH flags applied;
-/// options without effect are reported on stderr, prefixed with `ferry <tool>:`.
-pub fn consumer_config(
-    opts: &[String],
-    security: &SecurityArgs,
-    base: Config,
-    tool: &str,
-) -> anyhow::Result<Config> {
-    let mut security = security.clone();
-    let (config, warnings) = consumer_opt::apply(opts, base, &mut security)?;
-    for warning in warnings {
-        eprintln!("ferry {tool}: {warning}");
+/// The consumer flags of `ferry tail` and the feeds, named as in NSQ's tools.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerArgs {
+    /// Most messages in flight per topic (RDY, shared across brokers).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+
+    /// A go-nsq consumer option as `KEY,VALUE` (`max_attempts,5`, `tls_v1,true`; a bare KEY
+    /// means true), as NSQ's tools pass them through; repeatable.
+    #[arg(
+        long = "consumer-opt",
+        visible_alias = "reader-opt",
+        value_name = "KEY,VALUE"
+    )]
+    pub consumer_opts: Vec<String>,
+
+    /// TLS, compression and AUTH.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+impl ConsumerArgs {
+    /// `base` with `--consumer-opt` options and the TLS, compression and AUTH flags applied;
+    /// options without effect are reported on stderr, prefixed with `ferry <tool>:`.
+    pub fn config(&self, base: Config, tool: &str) -> anyhow::Result<Config> {
+        let mut security = self.security.clone();
+        let (config, warnings) = consumer_opt::apply(&self.consumer_opts, base, &mut security)?;
+        for warning in warnings {
+            eprintln!("ferry {tool}: {warning}");
+        }
+        security.apply(config)
     }
-    security.apply(config)
 }

@@ -56,7 +56,7 @@ pub async fn run(args: &ToBrokerArgs, shutdown: CancellationToken) -> anyhow::Re
     let progress_stop = CancellationToken::new();
     let progress = Progress::start("to-broker", progress_stop.clone());
     let sub = Subscription::start(&args.feed, "nsq_to_nsq", "to-broker").await?;
-    let concurrency = usize::try_from(args.feed.max_in_flight)
+    let concurrency = usize::try_from(args.feed.consumer.max_in_flight)
         .unwrap_or(usize::MAX)
         .saturating_mul(args.feed.topic.len());
     let send = {

@@ -245,7 +245,7 @@ impl FileFeed {
         }
         file.size += msg.body().len() as u64 + 1;
         file.held.push(msg);
-        if file.held.len() as u64 >= self.args.feed.max_in_flight {
+        if file.held.len() as u64 >= self.args.feed.consumer.max_in_flight {
             self.sync(i).await?;
         }
         Ok(())
