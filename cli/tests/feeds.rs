@@ -130,6 +130,30 @@ fn bodies(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("message-{i:05}")).collect()
 }
 
+/// A broker whose `topic` holds `bodies` for `channel`.
+async fn broker_with_backlog(topic: &str, channel: &str, bodies: &[String]) -> Broker {
+    let b = broker().await;
+    b.post(
+        &format!("/channel/create?topic={topic}&channel={channel}"),
+        "",
+    )
+    .await;
+    publish(&b, topic, bodies).await;
+    b
+}
+
+/// Runs `ferry to-http` on `b`'s `topic` with `flags` (and quick retries) until its channel
+/// is drained, then stops it; returns its stderr.
+async fn to_http_until_drained(b: &Broker, topic: &str, flags: &[&str]) -> String {
+    let logs = tempfile::tempdir().unwrap();
+    let mut args = vec!["to-http", "--nsqd-tcp-address", &b.tcp, "--topic", topic];
+    args.extend(flags);
+    args.extend(FAST_RETRIES);
+    let feed = spawn_feed(&args, &logs.path().join("stderr"));
+    wait_drained(&b.http, topic, "nsq_to_http").await;
+    feed.terminate().await
+}
+
 /// Every line of every file in `dir`, decompressed (a file is a multi-member gzip stream).
 fn read_gzip_lines(dir: &Path) -> (Vec<String>, usize) {
     let mut lines = Vec::new();
@@ -153,13 +177,10 @@ fn read_gzip_lines(dir: &Path) -> (Vec<String>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_file_writes_every_message_exactly_once_across_a_restart() {
-    let b = broker().await;
-    b.post("/channel/create?topic=archive&channel=nsq_to_file", "")
-        .await;
+    let all = bodies(0..10_000);
+    let b = broker_with_backlog("archive", "nsq_to_file", &all[..5_000]).await;
     let out = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let all = bodies(0..10_000);
-    publish(&b, "archive", &all[..5_000]).await;
     let out_dir = out.path().to_str().unwrap().to_owned();
     let args = [
         "to-file",
@@ -248,30 +269,11 @@ async fn flaky_endpoint() -> (String, Arc<Mutex<Vec<String>>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_http_delivers_every_message_despite_failures() {
-    let b = broker().await;
-    b.post("/channel/create?topic=events&channel=nsq_to_http", "")
-        .await;
     let (url, received) = flaky_endpoint().await;
     let all = bodies(0..1_000);
-    publish(&b, "events", &all).await;
-    let logs = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "to-http",
-        "--nsqd-tcp-address",
-        &b.tcp,
-        "--topic",
-        "events",
-        "--post",
-        &url,
-        "--n",
-        "8",
-        "--mode",
-        "round-robin",
-    ];
-    args.extend(FAST_RETRIES);
-    let feed = spawn_feed(&args, &logs.path().join("stderr"));
-    wait_drained(&b.http, "events", "nsq_to_http").await;
-    let stderr = feed.terminate().await;
+    let b = broker_with_backlog("events", "nsq_to_http", &all).await;
+    let flags = ["--post", &url, "--n", "8", "--mode", "round-robin"];
+    let stderr = to_http_until_drained(&b, "events", &flags).await;
     let summary = stderr.lines().last().unwrap_or_default();
     assert!(
         !summary.contains(" 0 requeued"),
@@ -291,9 +293,6 @@ async fn to_http_delivers_every_message_despite_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_http_get_hostpool_skips_a_dead_endpoint() {
-    let b = broker().await;
-    b.post("/channel/create?topic=hits&channel=nsq_to_http", "")
-        .await;
     let received = Arc::new(Mutex::new(Vec::new()));
     let app = axum::Router::new().route(
         "/hit",
@@ -313,27 +312,9 @@ async fn to_http_get_hostpool_skips_a_dead_endpoint() {
         format!("http://{}/hit?body=%s", l.local_addr().unwrap())
     };
     let all: Vec<String> = (0..200).map(|i| format!("a b&c={i}")).collect();
-    publish(&b, "hits", &all).await;
-    let logs = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "to-http",
-        "--nsqd-tcp-address",
-        &b.tcp,
-        "--topic",
-        "hits",
-        "--get",
-        &dead,
-        "--get",
-        &live,
-        "--mode",
-        "hostpool",
-        "--http-timeout",
-        "5s",
-    ];
-    args.extend(FAST_RETRIES);
-    let feed = spawn_feed(&args, &logs.path().join("stderr"));
-    wait_drained(&b.http, "hits", "nsq_to_http").await;
-    feed.terminate().await;
+    let b = broker_with_backlog("hits", "nsq_to_http", &all).await;
+    let flags = ["--get", &dead, "--get", &live, "--mode", "hostpool"];
+    to_http_until_drained(&b, "hits", &flags).await;
     let got: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
     assert_eq!(got, all.into_iter().collect::<BTreeSet<_>>());
     b.stop().await;
