@@ -21,6 +21,8 @@ pub const DEFAULT_DATETIME_FORMAT: &str = "%Y-%m-%d_%H";
 #[derive(Debug, Clone)]
 pub struct NameFormat {
     format: String,
+    /// `format` with `<PID>` kept: what names of earlier runs look like.
+    pattern: String,
     datetime_format: String,
 }
 
@@ -37,14 +39,13 @@ impl NameFormat {
         check_datetime_format(datetime_format)?;
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let host = host.split('.').next().unwrap_or_default();
-        let mut format = format
-            .replace("<HOST>", host)
-            .replace("<PID>", &std::process::id().to_string());
-        if gzip && !format.ends_with(".gz") {
-            format.push_str(".gz");
+        let mut pattern = format.replace("<HOST>", host);
+        if gzip && !pattern.ends_with(".gz") {
+            pattern.push_str(".gz");
         }
         Ok(NameFormat {
-            format,
+            format: pattern.replace("<PID>", &std::process::id().to_string()),
+            pattern,
             datetime_format: datetime_format.to_owned(),
         })
     }
@@ -66,6 +67,33 @@ impl NameFormat {
             name = name.replace("<DATETIME>", &strftime_utc(&self.datetime_format, now));
         }
         name
+    }
+}
+
+impl NameFormat {
+    /// Whether `name` can be a name of `topic`, from this run or an earlier one (any `<PID>`,
+    /// `<DATETIME>` and `<REV>`).
+    pub fn matches(&self, topic: &str, name: &str) -> bool {
+        let pattern = self.pattern.replace("<TOPIC>", topic);
+        let pieces: Vec<&str> = pattern
+            .split("<PID>")
+            .flat_map(|p| p.split("<DATETIME>"))
+            .flat_map(|p| p.split("<REV>"))
+            .collect();
+        let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+        if pieces.len() == 1 {
+            return name == first;
+        }
+        let Some(mut rest) = name.strip_prefix(first) else {
+            return false;
+        };
+        for piece in &pieces[1..pieces.len() - 1] {
+            match rest.find(piece) {
+                Some(at) => rest = &rest[at + piece.len()..],
+                None => return false,
+            }
+        }
+        rest.ends_with(last)
     }
 }
 
@@ -186,6 +214,13 @@ mod tests {
         assert!(f.base("t", t).starts_with("t."));
         assert!(!f.base("t", t).contains("<HOST>"));
         assert!(NameFormat::new("<HOST>.log", "%Y", false).is_err());
+        let f = NameFormat::new("<TOPIC>.<PID>.<DATETIME><REV>.log", "%Y", true).unwrap();
+        assert!(f.matches("orders", "orders.123.2024-1.log.gz"));
+        assert!(f.matches("orders", "orders.1.2024.log.gz"));
+        assert!(!f.matches("orders", "orders2.1.2024.log.gz"));
+        assert!(!f.matches("orders", "orders.1.2024.log"));
+        let f = NameFormat::new("<TOPIC>.log", "%Y", false).unwrap();
+        assert!(f.matches("t", "t.log") && !f.matches("t", "t.log.x"));
         assert!(NameFormat::new("<TOPIC>.log", "%Q", false).is_err());
     }
 }

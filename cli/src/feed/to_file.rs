@@ -156,7 +156,7 @@ pub async fn run(args: &ToFileArgs, shutdown: CancellationToken) -> anyhow::Resu
     for dir in [&args.output_dir, &work_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    recover_leftovers(&work_dir, &args.output_dir, &args.feed.topic)?;
+    recover_leftovers(&work_dir, &args.output_dir, &args.feed.topic, &format)?;
     let progress_stop = CancellationToken::new();
     let progress = Progress::start("to-file", progress_stop.clone());
     let mut sub = Subscription::start(&args.feed, "nsq_to_file", "to-file").await?;
@@ -460,9 +460,14 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Gives working files left by a crash (`<name>.tmp` naming one of `topics`) their final
-/// name, if it is free; else leaves them with a warning.
-fn recover_leftovers(work_dir: &Path, output_dir: &Path, topics: &[String]) -> anyhow::Result<()> {
+/// Gives working files left by a crash (`<name>.tmp`, `<name>` a name of one of `topics` in
+/// `format`) their final name, if it is free; else leaves them with a warning.
+fn recover_leftovers(
+    work_dir: &Path,
+    output_dir: &Path,
+    topics: &[String],
+    format: &NameFormat,
+) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(work_dir)
         .with_context(|| format!("cannot list {}", work_dir.display()))?;
     for entry in entries {
@@ -471,7 +476,7 @@ fn recover_leftovers(work_dir: &Path, output_dir: &Path, topics: &[String]) -> a
         let Some(final_name) = name.strip_suffix(TMP_SUFFIX) else {
             continue;
         };
-        if !topics.iter().any(|t| final_name.contains(t.as_str())) {
+        if !topics.iter().any(|t| format.matches(t, final_name)) {
             continue;
         }
         let path = output_dir.join(final_name);
@@ -493,4 +498,55 @@ fn recover_leftovers(work_dir: &Path, output_dir: &Path, topics: &[String]) -> a
     }
     sync_dir(output_dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("t.log.tmp");
+        std::fs::write(dir.path().join("t.log"), "old").unwrap();
+        std::fs::write(&tmp, "new").unwrap();
+        let (path, rev) = publish(&tmp, dir.path(), "t<REV>.log", 0, true).unwrap();
+        assert_eq!(
+            (path.file_name().unwrap().to_str(), rev),
+            (Some("t-1.log"), 1)
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("t.log")).unwrap(),
+            "old"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(!tmp.exists());
+        std::fs::write(&tmp, "newer").unwrap();
+        assert!(publish(&tmp, dir.path(), "t.log", 0, false).is_err());
+        assert!(tmp.exists(), "kept when no name is free");
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_get_their_final_names() {
+        let work = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("orders.h.log.tmp"), "a").unwrap();
+        std::fs::write(work.path().join("orders2.h.log.tmp"), "b").unwrap();
+        std::fs::write(work.path().join("orders.h-1.log.tmp"), "c").unwrap();
+        std::fs::write(out.path().join("orders.h-1.log"), "taken").unwrap();
+        let format = NameFormat::new("<TOPIC>.h<REV>.log", "%Y", false).unwrap();
+        recover_leftovers(work.path(), out.path(), &["orders".to_owned()], &format).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("orders.h.log")).unwrap(),
+            "a"
+        );
+        assert!(!work.path().join("orders.h.log.tmp").exists());
+        // Not ours, or its name is taken: left as it is.
+        assert!(work.path().join("orders2.h.log.tmp").exists());
+        assert!(work.path().join("orders.h-1.log.tmp").exists());
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("orders.h-1.log")).unwrap(),
+            "taken"
+        );
+    }
 }
