@@ -68,9 +68,7 @@ impl NameFormat {
         }
         name
     }
-}
 
-impl NameFormat {
     /// Whether `name` can be a name of `topic`, from this run or an earlier one (any `<PID>`,
     /// `<DATETIME>` and `<REV>`).
     pub fn matches(&self, topic: &str, name: &str) -> bool {

@@ -14,6 +14,7 @@
 //! valid multi-member gzip stream, and what a sync covered stays readable even if the process
 //! dies before the file is closed. A `.tmp` file left by a crash is given its final name at the
 //! next start (its last member may be torn; the messages in it were not FINed and come again).
+//! So one work directory serves one `ferry to-file` per topic at a time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
