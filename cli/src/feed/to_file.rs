@@ -146,6 +146,8 @@ struct FileFeed {
 }
 
 /// Runs `ferry to-file` until `shutdown`, then closes every file and FINs what they hold.
+///
+/// File I/O runs in `block_in_place`: call it on a multi-thread runtime.
 pub async fn run(args: &ToFileArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let format = NameFormat::new(&args.filename_format, &args.datetime_format, args.gzip)?;
     if !format.has_rev() && (args.rotate_size > 0 || !args.rotate_interval.is_zero()) {
