@@ -15,7 +15,8 @@
 //!   nsq_tail's flags too ([`consumer_opt`]: go-nsq options passed through);
 //! - [`publish`]: `ferry pub`, publish arguments or stdin lines (a ferry-client producer);
 //! - [`dev`]: `ferry dev`, lookupd + brokerd in one process for development;
-//! - [`import`]: `ferry import-nsqd`, a dry run of brokerd's import of nsqd 1.x data.
+//! - [`import`]: `ferry import-nsqd`, a dry run of brokerd's import of nsqd 1.x data;
+//! - [`feed`]: `ferry to-file|to-http|to-broker`, nsq_to_file, nsq_to_http and nsq_to_nsq.
 //!
 //! Every command speaks NSQ's protocol V2 through `ferry-proto`, so it works against Ferry's
 //! `brokerd` and against a real `nsqd` alike.
@@ -30,6 +31,7 @@ pub mod bench;
 pub mod config;
 pub mod consumer_opt;
 pub mod dev;
+pub mod feed;
 pub mod import;
 pub mod nodes;
 pub mod peek;

@@ -11,6 +11,7 @@ use ferry_cli::api;
 use ferry_cli::bench::BenchArgs;
 use ferry_cli::config::{self, ConfigArgs};
 use ferry_cli::dev::{self, DevArgs};
+use ferry_cli::feed::{to_broker, to_file, to_http};
 use ferry_cli::import::{self, ImportArgs};
 use ferry_cli::peek::{self, PeekArgs};
 use ferry_cli::publish::{self, PubArgs};
@@ -75,6 +76,12 @@ enum Command {
     /// directory, without changing anything: messages, bytes and paused flag per topic and
     /// channel.
     ImportNsqd(ImportArgs),
+    /// Archive topics to files, rotated and optionally gzipped (like nsq_to_file).
+    ToFile(to_file::ToFileArgs),
+    /// Send each message to an HTTP endpoint (like nsq_to_http).
+    ToHttp(to_http::ToHttpArgs),
+    /// Copy topics to other brokers (like nsq_to_nsq).
+    ToBroker(to_broker::ToBrokerArgs),
 }
 
 fn main() -> ExitCode {
@@ -185,6 +192,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", import::run(&a)?);
             Ok(())
         }
+        Command::ToFile(a) => to_file::run(&a, shutdown).await,
+        Command::ToHttp(a) => to_http::run(&a, shutdown).await,
+        Command::ToBroker(a) => to_broker::run(&a, shutdown).await,
         Command::Bench(bench) => {
             let report = ferry_cli::bench::run(&bench.command, shutdown).await?;
             if bench.command.json() {

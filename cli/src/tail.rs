@@ -7,18 +7,17 @@
 
 use std::io::Write;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use ferry_client::{Config, Consumer, Message};
+use ferry_client::{Config, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{parse_channel, parse_topic};
-use crate::consumer_opt;
-use crate::security::SecurityArgs;
+use crate::feed::{ConsumerArgs, Subscription};
 
 /// The broker used when no address is given.
 pub const LOCAL_BROKER_TCP: &str = "127.0.0.1:4150";
@@ -73,22 +72,9 @@ pub struct TailArgs {
     #[arg(long = "lookupd-http-address", value_name = "ADDR")]
     pub lookupd_http_addresses: Vec<String>,
 
-    /// TLS, compression and AUTH.
+    /// RDY, go-nsq options (as nsq_tail passes them through), TLS, compression and AUTH.
     #[command(flatten)]
-    pub security: SecurityArgs,
-
-    /// Most messages in flight per topic (RDY, shared across brokers).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_in_flight: u64,
-
-    /// A go-nsq consumer option as `KEY,VALUE` (`max_attempts,5`, `tls_v1,true`; a bare KEY
-    /// means true), as nsq_tail passes them through; repeatable.
-    #[arg(
-        long = "consumer-opt",
-        visible_alias = "reader-opt",
-        value_name = "KEY,VALUE"
-    )]
-    pub consumer_opts: Vec<String>,
+    pub consumer: ConsumerArgs,
 }
 
 impl TailArgs {
@@ -150,86 +136,40 @@ pub async fn run<W: Write>(
     out: &mut W,
     shutdown: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut brokers = args.broker_tcp_addresses.clone();
-    if brokers.is_empty() && args.lookupd_http_addresses.is_empty() {
-        brokers.push(LOCAL_BROKER_TCP.to_owned());
-    }
     let channel = args.channel.clone().unwrap_or_else(ephemeral_channel);
     let max_in_flight = match args.limit() {
-        Some(n) => args.max_in_flight.min(n),
-        None => args.max_in_flight,
+        Some(n) => args.consumer.max_in_flight.min(n),
+        None => args.consumer.max_in_flight,
     };
-    let mut security = args.security.clone();
-    let (config, warnings) = consumer_opt::apply(
-        &args.consumer_opts,
-        Config::new()
-            .max_in_flight(max_in_flight)
-            .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
-            .shutdown_timeout(std::time::Duration::from_secs(5)),
-        &mut security,
-    )?;
-    for warning in warnings {
-        eprintln!("ferry tail: {warning}");
-    }
-    let config = security.apply(config)?;
-
-    let (tx, mut rx) = mpsc::channel::<(usize, Message)>(1024);
-    let mut consumers = Vec::new();
-    let mut forwarders = Vec::new();
-    for (i, topic) in args.topic.iter().enumerate() {
-        let (consumer, mut messages) = Consumer::stream(topic, &channel, config.clone())
-            .with_context(|| format!("cannot subscribe to {topic}/{channel}"))?;
-        let tx = tx.clone();
-        forwarders.push(tokio::spawn(async move {
-            while let Some(msg) = messages.recv().await {
-                if let Err(mpsc::error::SendError((_, msg))) = tx.send((i, msg)).await {
-                    // Nobody prints any more: give it back at once.
-                    let _ = msg.requeue_without_backoff(None).await;
-                }
-            }
-        }));
-        if !brokers.is_empty() {
-            consumer
-                .connect_to_brokers(brokers.iter().cloned())
-                .await
-                .with_context(|| format!("cannot subscribe to {topic}/{channel}"))?;
-        }
-        if !args.lookupd_http_addresses.is_empty() {
-            consumer
-                .connect_to_lookupds(args.lookupd_http_addresses.iter().cloned())
-                .await
-                .with_context(|| format!("cannot look up {topic}"))?;
-        }
-        consumers.push(consumer);
-    }
-    drop(tx);
-
+    let base = Config::new()
+        .max_in_flight(max_in_flight)
+        .user_agent(concat!("ferry-tail/", env!("CARGO_PKG_VERSION")))
+        .shutdown_timeout(std::time::Duration::from_secs(5));
+    let config = args.consumer.config(base, "tail")?;
+    let mut subscription = Subscription::connect(
+        &args.topic,
+        &channel,
+        &args.broker_tcp_addresses,
+        &args.lookupd_http_addresses,
+        config,
+    )
+    .await?;
     let result = tokio::select! {
-        r = print_loop(args, &mut rx, out, &shutdown) => r,
-        never = report_discovery(args, &consumers) => match never {},
+        r = print_loop(args, &mut subscription.messages, out, &shutdown) => r,
+        never = report_discovery(args, &subscription.consumers) => match never {},
     };
     // Stop consumers while still answering what arrives: extra messages are requeued.
-    let stop = async {
-        for c in &consumers {
-            c.stop().await;
-        }
-    };
-    let drain = async {
-        while let Some((_, msg)) = rx.recv().await {
-            let _ = msg.requeue_without_backoff(None).await;
-        }
-    };
-    tokio::join!(stop, drain);
-    for f in forwarders {
-        let _ = f.await;
-    }
+    subscription.stop().await;
     result
 }
 
 /// Says on stderr what tail waits for while a topic has no broker connected: that no lookupd
 /// lists a broker with it yet, and which lookupds cannot be reached (and when they answer
 /// again). Runs until dropped.
-async fn report_discovery(args: &TailArgs, consumers: &[Consumer]) -> std::convert::Infallible {
+async fn report_discovery(
+    args: &TailArgs,
+    consumers: &[ferry_client::Consumer],
+) -> std::convert::Infallible {
     if args.lookupd_http_addresses.is_empty() {
         return std::future::pending().await;
     }
