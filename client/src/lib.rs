@@ -70,7 +70,8 @@
 //!   owns RDY; `consumer/rdy.rs`: the RDY/backoff state machine (pure, unit-tested);
 //!   `consumer/lookup.rs`: discovery through lookupd.
 //!
-//! Not supported: TLS, snappy and deflate (never requested in IDENTIFY).
+//! - `tls.rs`: TLS (`tls_v1` in IDENTIFY, rustls, optional client certificate); compression
+//!   (snappy or DEFLATE, negotiated in IDENTIFY) comes from the `ferry-stream` crate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -3,12 +3,15 @@
 //!
 //! # Layout
 //! ```text
-//!  <data-path>/<topic>/
-//!      LOCK                       flock'd while a broker has the log open
-//!      01700000000000000000.seg   segments, named by their first seq (20 digits)
-//!      01700000000000451234.seg   ... the last one is being appended to
-//!      meta.dat                   paused flags + channel snapshots + the journal generation
-//!                                 that continues them (save_meta/load_meta)
+//!  <dir>/                         one topic (the broker uses <data-path>/topics/<name>.topic/)
+//!      LOCK                       flock'd while a log has it open (unless the caller holds a
+//!                                 lock of its own: LogOptions::dir_lock; brokerd does)
+//!      01700000000000000000.seg   segments, named by their first seq (20 digits), each
+//!      01700000000000451234.seg   starting with a header; the last one is being appended to
+//!      01700000000000460000.seg.tmp  a segment an append created, until that append commits
+//!      meta.dat                   snapshot: paused flags, backlog start, topic and channel
+//!                                 settings, every channel's cursor and owed entries, and the
+//!                                 journal generation that continues it (save_meta/load_meta)
 //!      journal.<gen>              channel ops since that snapshot: FIN, REQ, timeout, empty
 //!                                 (Journal::append, read_journal, replay)
 //! ```
