@@ -61,7 +61,7 @@
 //!
 //! - `config.rs`: [`Config`]; `error.rs`: [`Error`]; `message.rs`: [`Message`] and its answers;
 //!   `handler.rs`: [`Handler`], [`handler_fn`] and the handler workers.
-//! - `conn.rs`: one broker connection: handshake (IDENTIFY with feature negotiation, AUTH, SUB),
+//! - `conn/`: one broker connection: handshake (IDENTIFY with feature negotiation, AUTH, SUB),
 //!   a writer task batching commands, a reader task matching responses FIFO, answering
 //!   heartbeats and passing messages on.
 //! - `producer.rs`: [`Producer`].
