@@ -39,152 +39,9 @@ fn strip_nulls(value: &mut Value) {
     }
 }
 
-/// A broker's `/stats?format=json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Stats {
-    /// Broker version ("1.3.0", "ferry-0.1.0").
-    pub version: String,
-    /// "OK" or "NOK - reason".
-    pub health: String,
-    /// Unix seconds.
-    pub start_time: i64,
-    /// Topics.
-    pub topics: Vec<TopicStats>,
-}
-
-/// End-to-end processing latency as nsqd reports it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Latency {
-    /// Samples in the window.
-    pub count: u64,
-    /// Percentiles (`null` in nsqd when disabled).
-    pub percentiles: Vec<Percentile>,
-}
-
-/// One percentile; values are nanoseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Percentile {
-    /// 0..1.
-    pub quantile: f64,
-    /// Nanoseconds.
-    pub value: f64,
-}
-
-/// One topic of one broker.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopicStats {
-    /// Name.
-    pub topic_name: String,
-    /// Channels.
-    pub channels: Vec<ChannelStats>,
-    /// Messages waiting in the topic itself (memory + disk).
-    pub depth: u64,
-    /// Of which on disk.
-    pub backend_depth: u64,
-    /// Messages published since the broker started.
-    pub message_count: u64,
-    /// Bytes published (nsqd ≥ 1.2).
-    pub message_bytes: u64,
-    /// Paused.
-    pub paused: bool,
-    /// Latency.
-    pub e2e_processing_latency: Latency,
-    /// Messages older than this are deleted (ms; 0 = off; Ferry #17).
-    pub retention_ms: u64,
-    /// The log is cut to this many bytes (0 = off; Ferry #17).
-    pub retention_bytes: u64,
-    /// Timestamp of the oldest retained message (Unix ms; 0 = empty log or unknown).
-    pub oldest_timestamp_ms: u64,
-}
-
-/// One channel of one broker.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ChannelStats {
-    /// Name.
-    pub channel_name: String,
-    /// Waiting messages (memory + disk).
-    pub depth: u64,
-    /// Of which on disk.
-    pub backend_depth: u64,
-    /// In flight.
-    pub in_flight_count: u64,
-    /// Deferred.
-    pub deferred_count: u64,
-    /// Messages handed to this channel.
-    pub message_count: u64,
-    /// Explicit requeues.
-    pub requeue_count: u64,
-    /// Timeouts.
-    pub timeout_count: u64,
-    /// Connected clients.
-    pub client_count: u64,
-    /// Client rows.
-    pub clients: Vec<ClientStats>,
-    /// Paused.
-    pub paused: bool,
-    /// Latency.
-    pub e2e_processing_latency: Latency,
-    /// Messages dropped for being older than `max_age_ms` (Ferry #17).
-    pub expired_count: u64,
-    /// Messages moved to the dead-letter topic after `max_attempts` (Ferry #17).
-    pub dead_lettered_count: u64,
-    /// Oldest a message may be when delivered (ms; 0 = off).
-    pub max_age_ms: u64,
-    /// Deliveries before a message is dead-lettered (0 = unlimited).
-    pub max_attempts: u64,
-    /// Where dead letters go (None when `max_attempts` is 0, or on brokers without #17).
-    pub dead_letter_topic: Option<String>,
-}
-
-/// One client connection.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ClientStats {
-    /// IDENTIFY client_id (`name` in old nsqd).
-    #[serde(alias = "name")]
-    pub client_id: String,
-    /// IDENTIFY hostname.
-    pub hostname: String,
-    /// Protocol version ("V2").
-    pub version: String,
-    /// Peer address.
-    pub remote_address: String,
-    /// 0 init, 1 disconnected, 2 connected, 3 subscribed, 4 closing.
-    pub state: i64,
-    /// RDY.
-    pub ready_count: u64,
-    /// In flight.
-    pub in_flight_count: u64,
-    /// Delivered.
-    pub message_count: u64,
-    /// FINed.
-    pub finish_count: u64,
-    /// Requeued.
-    pub requeue_count: u64,
-    /// Unix seconds.
-    pub connect_ts: i64,
-    /// Sampling percentage (0 = off).
-    pub sample_rate: i64,
-    /// Deflate negotiated.
-    pub deflate: bool,
-    /// Snappy negotiated.
-    pub snappy: bool,
-    /// IDENTIFY user_agent.
-    pub user_agent: String,
-    /// TLS negotiated.
-    pub tls: bool,
-    /// TLS version (nsqd).
-    pub tls_version: String,
-    /// AUTHed.
-    pub authed: bool,
-    /// AUTH identity (nsqd).
-    pub auth_identity: String,
-}
+/// A broker's `/stats?format=json` (the model brokerd writes; nsqd's reads too, `null`s stripped
+/// by [`parse`]).
+pub use ferry_proto::stats::{ChannelStats, ClientStats, Latency, Percentile, Stats, TopicStats};
 
 /// A broker's `/info`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -396,7 +253,7 @@ mod tests {
         assert_eq!(s.topics[0].topic_name, "t");
         assert_eq!(s.topics[0].depth, 3);
         assert!(s.topics[0].channels.is_empty());
-        assert!(s.topics[0].e2e_processing_latency.percentiles.is_empty());
+        assert!(s.topics[0].e2e_processing_latency.percentiles.is_none());
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl ChannelSettings {
     pub fn of(c: &ChannelStats) -> ChannelSettings {
         ChannelSettings {
             max_age_ms: c.max_age_ms,
-            max_attempts: c.max_attempts,
+            max_attempts: u64::from(c.max_attempts),
             dead_letter_topic: c.dead_letter_topic.clone().filter(|t| !t.is_empty()),
         }
     }

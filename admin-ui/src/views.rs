@@ -362,10 +362,11 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         total.messages += t.message_count;
         total.paused |= t.paused;
         total.retention.add(Retention::of(t));
-        if t.oldest_timestamp_ms > 0
-            && (total.oldest_timestamp_ms == 0 || t.oldest_timestamp_ms < total.oldest_timestamp_ms)
+        let oldest_ms = t.oldest_timestamp_ms.max(0) as u64;
+        if oldest_ms > 0
+            && (total.oldest_timestamp_ms == 0 || oldest_ms < total.oldest_timestamp_ms)
         {
-            total.oldest_timestamp_ms = t.oldest_timestamp_ms;
+            total.oldest_timestamp_ms = oldest_ms;
         }
         brokers.push(row);
         merge_latency(&mut e2e, &t.e2e_processing_latency);
@@ -411,7 +412,7 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
     if let Some(t) = t {
         retention.add(Retention::of(t));
     }
-    let oldest_timestamp_ms = t.map_or(0, |t| t.oldest_timestamp_ms);
+    let oldest_timestamp_ms = t.map_or(0, |t| t.oldest_timestamp_ms.max(0) as u64);
     TopicBrokerRow {
         retention,
         oldest_timestamp_ms,
@@ -616,18 +617,19 @@ fn find_topic<'a>(topics: &'a [TopicStats], name: &str) -> Option<&'a TopicStats
 
 /// Adds `latency`'s percentiles into `into`, keeping the largest value per quantile.
 fn merge_latency(into: &mut Vec<Percentile>, latency: &Latency) {
-    for p in &latency.percentiles {
+    for p in latency.percentiles.iter().flatten() {
+        let value = p.value as f64;
         let label = quantile_label(p.quantile);
         match into.iter_mut().find(|x| x.label == label) {
-            Some(x) if x.value_ns >= p.value => {}
+            Some(x) if x.value_ns >= value => {}
             Some(x) => {
-                x.value_ns = p.value;
-                x.display = nanos(p.value);
+                x.value_ns = value;
+                x.display = nanos(value);
             }
             None => into.push(Percentile {
                 label,
-                value_ns: p.value,
-                display: nanos(p.value),
+                value_ns: value,
+                display: nanos(value),
             }),
         }
     }
@@ -681,7 +683,7 @@ mod tests {
     fn two_brokers() -> Snapshot {
         use crate::cluster::BrokerSnap;
         use crate::nsq::Stats;
-        let broker = |addr: &str, oldest: u64, retention_ms: u64, max_attempts: u64| {
+        let broker = |addr: &str, oldest: i64, retention_ms: u64, max_attempts: u32| {
             let channel = ChannelStats {
                 channel_name: "c".into(),
                 expired_count: 2,
@@ -770,14 +772,14 @@ mod tests {
         let mut into = Vec::new();
         let lat = |v| Latency {
             count: 1,
-            percentiles: vec![crate::nsq::Percentile {
+            percentiles: Some(vec![crate::nsq::Percentile {
                 quantile: 0.99,
                 value: v,
-            }],
+            }]),
         };
-        merge_latency(&mut into, &lat(2e6));
-        merge_latency(&mut into, &lat(1e6));
-        merge_latency(&mut into, &lat(3e6));
+        merge_latency(&mut into, &lat(2_000_000));
+        merge_latency(&mut into, &lat(1_000_000));
+        merge_latency(&mut into, &lat(3_000_000));
         assert_eq!(into.len(), 1);
         assert_eq!(into[0].display, "3.0ms");
     }

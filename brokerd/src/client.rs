@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use serde::Serialize;
 use tokio::sync::Notify;
 
 /// Client states as NSQ reports them in `/stats`.
@@ -161,20 +160,21 @@ impl ClientInfo {
         ClientStats {
             client_id: ident.client_id,
             hostname: ident.hostname,
-            version: "V2",
+            version: "V2".to_owned(),
             remote_address: self.remote.to_string(),
-            state: self.state() as u8,
+            state: self.state() as i64,
             ready_count: self.ready_count.load(Ordering::Relaxed),
             in_flight_count: self.in_flight.load(Ordering::Relaxed),
             message_count: self.message_count.load(Ordering::Relaxed),
             finish_count: self.finish_count.load(Ordering::Relaxed),
             requeue_count: self.requeue_count.load(Ordering::Relaxed),
             connect_ts: self.connect_ts,
-            sample_rate: ident.sample_rate,
+            sample_rate: i64::from(ident.sample_rate),
             deflate: self.deflate.load(Ordering::Relaxed),
             snappy: self.snappy.load(Ordering::Relaxed),
             user_agent: ident.user_agent,
             tls: self.tls.load(Ordering::Relaxed),
+            tls_version: String::new(),
             authed: !auth.0.is_empty(),
             auth_identity: auth.0,
             auth_identity_url: auth.1,
@@ -185,50 +185,4 @@ impl ClientInfo {
 }
 
 /// One client in `/stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClientStats {
-    /// IDENTIFY client_id.
-    pub client_id: String,
-    /// IDENTIFY hostname.
-    pub hostname: String,
-    /// Protocol version, always "V2".
-    pub version: &'static str,
-    /// Peer address.
-    pub remote_address: String,
-    /// See [`ClientState`].
-    pub state: u8,
-    /// RDY.
-    pub ready_count: u64,
-    /// In flight.
-    pub in_flight_count: u64,
-    /// Delivered.
-    pub message_count: u64,
-    /// FINed.
-    pub finish_count: u64,
-    /// REQed.
-    pub requeue_count: u64,
-    /// Unix seconds at connect.
-    pub connect_ts: i64,
-    /// Sample rate.
-    pub sample_rate: i32,
-    /// Deflate negotiated.
-    pub deflate: bool,
-    /// Snappy negotiated.
-    pub snappy: bool,
-    /// IDENTIFY user_agent.
-    pub user_agent: String,
-    /// TLS negotiated.
-    pub tls: bool,
-    /// AUTH done.
-    pub authed: bool,
-    /// Identity from the auth server.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub auth_identity: String,
-    /// Identity URL from the auth server.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub auth_identity_url: String,
-    /// Effective msg timeout (ms).
-    pub msg_timeout: i64,
-    /// Messages published by this client.
-    pub pub_count: u64,
-}
+pub use ferry_proto::stats::ClientStats;

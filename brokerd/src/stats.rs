@@ -3,10 +3,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use crate::broker::{Broker, VERSION};
-use crate::client::ClientStats;
 use crate::clock::now_secs;
 
 /// What `/stats` may be narrowed to.
@@ -20,133 +17,7 @@ pub struct StatsFilter {
     pub include_clients: bool,
 }
 
-/// The whole document.
-#[derive(Debug, Serialize)]
-pub struct Stats {
-    /// Broker version.
-    pub version: String,
-    /// "OK" or "NOK - reason".
-    pub health: String,
-    /// Unix seconds at start.
-    pub start_time: i64,
-    /// Topics.
-    pub topics: Vec<TopicStats>,
-    /// Connected clients that published.
-    pub producers: Vec<ClientStats>,
-}
-
-/// End-to-end (publish to FIN) latency summary over the window (`--e2e-processing-latency-*`).
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Latency {
-    /// Samples in the window.
-    pub count: u64,
-    /// Percentiles; `null` when disabled, like nsqd.
-    pub percentiles: Option<Vec<Percentile>>,
-}
-
-impl std::fmt::Display for Latency {
-    /// nsqd's `e2e%` column: the values, human-readable, comma-separated (empty when off).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, p) in self.percentiles.iter().flatten().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            f.write_str(&nanos_to_human(p.value as f64))?;
-        }
-        Ok(())
-    }
-}
-
-/// nsqd's `NanoSecondToHuman`: one decimal and the largest unit the value exceeds.
-fn nanos_to_human(v: f64) -> String {
-    let (v, unit) = if v > 1e9 {
-        (v / 1e9, "s")
-    } else if v > 1e6 {
-        (v / 1e6, "ms")
-    } else if v > 1e3 {
-        (v / 1e3, "us")
-    } else {
-        (v, "ns")
-    };
-    format!("{v:.1}{unit}")
-}
-
-/// One percentile.
-#[derive(Debug, Clone, Serialize)]
-pub struct Percentile {
-    /// 0..1.
-    pub quantile: f64,
-    /// Nanoseconds.
-    pub value: i64,
-}
-
-/// One topic.
-#[derive(Debug, Serialize)]
-pub struct TopicStats {
-    /// Name.
-    pub topic_name: String,
-    /// Channels.
-    pub channels: Vec<ChannelStats>,
-    /// Messages not yet handed to any channel (backlog of a topic with no channel).
-    pub depth: u64,
-    /// Of which on disk.
-    pub backend_depth: u64,
-    /// Messages published since start.
-    pub message_count: u64,
-    /// Bytes published since start.
-    pub message_bytes: u64,
-    /// Paused.
-    pub paused: bool,
-    /// Latency summary.
-    pub e2e_processing_latency: Latency,
-    /// Finished-with messages are kept this long (ms; 0: deleted once consumed).
-    pub retention_ms: u64,
-    /// At most this many bytes of them (0: no byte bound).
-    pub retention_bytes: u64,
-    /// Publish time of the oldest retained message (ms since the Unix epoch; 0: none).
-    pub oldest_timestamp_ms: i64,
-    /// Sequence (message ID) of the oldest retained message (the next one's when none).
-    pub oldest_sequence: u64,
-}
-
-/// One channel.
-#[derive(Debug, Serialize)]
-pub struct ChannelStats {
-    /// Name.
-    pub channel_name: String,
-    /// Waiting messages.
-    pub depth: u64,
-    /// Of which on disk.
-    pub backend_depth: u64,
-    /// In flight.
-    pub in_flight_count: u64,
-    /// Deferred.
-    pub deferred_count: u64,
-    /// Delivered for the first time since start.
-    pub message_count: u64,
-    /// Explicit REQs.
-    pub requeue_count: u64,
-    /// Timeouts.
-    pub timeout_count: u64,
-    /// Subscribed clients.
-    pub client_count: usize,
-    /// Client rows (when asked for).
-    pub clients: Vec<ClientStats>,
-    /// Paused.
-    pub paused: bool,
-    /// Latency summary.
-    pub e2e_processing_latency: Latency,
-    /// Messages dropped for being older than `max_age` since start.
-    pub expired_count: u64,
-    /// Messages sent to the dead-letter topic since start.
-    pub dead_lettered_count: u64,
-    /// Messages older than this (ms) are dropped, not delivered (0: no limit).
-    pub max_age_ms: u64,
-    /// Deliveries after which a REQ or timeout dead-letters a message (0: unlimited).
-    pub max_attempts: u16,
-    /// Where dead letters go (`null` when `max_attempts` is 0).
-    pub dead_letter_topic: Option<String>,
-}
+pub use ferry_proto::stats::{ChannelStats, Latency, Percentile, Stats, TopicStats};
 
 /// Collects stats.
 pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
@@ -183,14 +54,14 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
                 message_count: ch.message_count.load(Relaxed),
                 requeue_count: ch.requeue_count.load(Relaxed),
                 timeout_count: ch.timeout_count.load(Relaxed),
-                client_count: counts.clients.len(),
+                client_count: counts.clients.len() as u64,
                 clients,
                 paused: ch.is_paused(),
                 e2e_processing_latency: ch.e2e_latency(),
                 expired_count: counts.expired,
                 dead_lettered_count: counts.dead_lettered,
                 max_age_ms: limits.max_age.as_millis() as u64,
-                max_attempts: limits.max_attempts,
+                max_attempts: u32::from(limits.max_attempts),
                 dead_letter_topic: limits.dead_letter_topic,
             });
         }

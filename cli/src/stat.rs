@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use ferry_proto::stats::Stats;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{parse_channel, parse_topic};
@@ -58,38 +59,32 @@ pub struct Sample {
 
 impl Sample {
     /// Adds one broker's `/stats` JSON (already filtered to the topic).
-    pub fn add_stats(&mut self, stats: &serde_json::Value, topic: &str, channel: Option<&str>) {
-        let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-        let Some(t) = stats["topics"]
-            .as_array()
-            .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
-        else {
+    pub fn add_stats(&mut self, stats: &Stats, topic: &str, channel: Option<&str>) {
+        let Some(t) = stats.topic(topic) else {
             return;
         };
-        let channels = t["channels"].as_array().cloned().unwrap_or_default();
-        if let Some(name) = channel
-            && !channels.iter().any(|c| c["channel_name"] == name)
-        {
+        if channel.is_some_and(|name| t.channel(name).is_none()) {
             // The topic is here but not the channel: this broker does not count.
             return;
         }
         self.brokers += 1;
         if channel.is_none() {
-            self.depth += n(t, "depth");
-            self.messages += n(t, "message_count");
+            self.depth += t.depth;
+            self.messages += t.message_count;
         }
-        for c in channels
+        for c in t
+            .channels
             .iter()
-            .filter(|c| channel.is_none_or(|name| c["channel_name"] == name))
+            .filter(|c| channel.is_none_or(|name| c.channel_name == name))
         {
-            self.depth += n(c, "depth");
-            self.in_flight += n(c, "in_flight_count");
-            self.deferred += n(c, "deferred_count");
-            self.requeued += n(c, "requeue_count");
-            self.timed_out += n(c, "timeout_count");
-            self.clients += n(c, "client_count");
+            self.depth += c.depth;
+            self.in_flight += c.in_flight_count;
+            self.deferred += c.deferred_count;
+            self.requeued += c.requeue_count;
+            self.timed_out += c.timeout_count;
+            self.clients += c.client_count;
             if channel.is_some() {
-                self.messages += n(c, "message_count");
+                self.messages += c.message_count;
             }
         }
     }
@@ -149,7 +144,7 @@ pub async fn sample(
         }
         let result = async {
             let resp = client.get(&url).send().await?.error_for_status()?;
-            resp.json::<serde_json::Value>().await
+            resp.json::<Stats>().await
         }
         .await;
         match result {
@@ -207,14 +202,17 @@ pub async fn run(args: &StatArgs, cancel: CancellationToken) -> anyhow::Result<(
 mod tests {
     use super::*;
 
-    fn stats() -> serde_json::Value {
-        serde_json::json!({"topics": [{"topic_name": "t", "depth": 1, "message_count": 10,
-        "channels": [
-            {"channel_name": "a", "depth": 2, "in_flight_count": 3, "deferred_count": 4,
-             "requeue_count": 5, "timeout_count": 6, "message_count": 7, "client_count": 1},
-            {"channel_name": "b", "depth": 20, "in_flight_count": 30, "deferred_count": 40,
-             "requeue_count": 50, "timeout_count": 60, "message_count": 70, "client_count": 2}
-        ]}]})
+    fn stats() -> Stats {
+        serde_json::from_value(
+            serde_json::json!({"topics": [{"topic_name": "t", "depth": 1, "message_count": 10,
+            "channels": [
+                {"channel_name": "a", "depth": 2, "in_flight_count": 3, "deferred_count": 4,
+                 "requeue_count": 5, "timeout_count": 6, "message_count": 7, "client_count": 1},
+                {"channel_name": "b", "depth": 20, "in_flight_count": 30, "deferred_count": 40,
+                 "requeue_count": 50, "timeout_count": 60, "message_count": 70, "client_count": 2}
+            ]}]}),
+        )
+        .unwrap()
     }
 
     #[test]

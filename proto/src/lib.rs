@@ -30,6 +30,7 @@ pub mod id;
 pub mod identify;
 pub mod lookup;
 pub mod names;
+pub mod stats;
 pub mod v2;
 
 mod json;
