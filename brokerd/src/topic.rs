@@ -1046,9 +1046,13 @@ impl Topic {
             let started = Instant::now();
             let tried = self.log.next_seq();
             let result = self.log.sync();
+            // Counted before the waiters are told: a publisher that got its OK sees the sync
+            // in /metrics.
+            if result.is_ok() {
+                self.sync_latency.record(started.elapsed());
+            }
             self.note_synced(tried, &result);
             result?;
-            self.sync_latency.record(started.elapsed());
         }
         // Retention by time frees segments as time passes, without any channel activity.
         let retaining = self.retention().is_on() && self.log.stats().segments > 1;
