@@ -73,7 +73,8 @@ pub struct Percentile {
 pub struct TopicRow {
     /// Name.
     pub name: String,
-    /// Messages waiting in the topic itself, summed over brokers.
+    /// The topic's own backlog, summed over brokers: messages kept for a first channel
+    /// (a topic with channels hands every message on at once).
     pub depth: Num,
     /// Messages waiting in its channels, summed.
     pub channel_depth: Num,
@@ -105,12 +106,11 @@ pub struct TopicsView {
 pub struct TopicBrokerRow {
     /// Broker HTTP address.
     pub node: String,
-    /// Waiting in the topic.
+    /// Messages waiting in the topic's channels, summed (what the depth chart shows).
+    pub channel_depth: Num,
+    /// The topic's own backlog: messages kept for a first channel (0 once it has one).
+    /// nsqd's memory/disk split is not shown: a Ferry topic is one log on disk.
     pub depth: Num,
-    /// Of which in memory.
-    pub memory_depth: Num,
-    /// Of which on disk.
-    pub backend_depth: Num,
     /// Published.
     pub messages: Num,
     /// Channels on this broker.
@@ -132,10 +132,6 @@ pub struct ChannelRow {
     pub name: String,
     /// Waiting.
     pub depth: Num,
-    /// Of which in memory.
-    pub memory_depth: Num,
-    /// Of which on disk.
-    pub backend_depth: Num,
     /// In flight.
     pub in_flight: Num,
     /// Deferred.
@@ -357,8 +353,7 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         };
         let row = topic_broker_row(&b.addr, Some(t));
         total.depth += t.depth;
-        total.memory_depth += row.memory_depth.0;
-        total.backend_depth += t.backend_depth;
+        total.channel_depth += row.channel_depth.0;
         total.messages += t.message_count;
         total.paused |= t.paused;
         total.retention.add(Retention::of(t));
@@ -398,10 +393,10 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
 }
 
 fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
-    let (depth, backend, messages, channels, paused) = t.map_or((0, 0, 0, 0, false), |t| {
+    let (depth, channel_depth, messages, channels, paused) = t.map_or((0, 0, 0, 0, false), |t| {
         (
             t.depth,
-            t.backend_depth,
+            t.channels.iter().map(|c| c.depth).sum(),
             t.message_count,
             t.channels.len(),
             t.paused,
@@ -418,8 +413,7 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
         oldest: oldest(oldest_timestamp_ms),
         node: node.to_owned(),
         depth: Num(depth),
-        memory_depth: Num(depth.saturating_sub(backend)),
-        backend_depth: Num(backend),
+        channel_depth: Num(channel_depth),
         messages: Num(messages),
         channels,
         paused,
@@ -428,8 +422,6 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
 
 fn add_channel(row: &mut ChannelRow, ch: &ChannelStats) {
     row.depth += ch.depth;
-    row.memory_depth += ch.depth.saturating_sub(ch.backend_depth);
-    row.backend_depth += ch.backend_depth;
     row.in_flight += ch.in_flight_count;
     row.deferred += ch.deferred_count;
     row.requeued += ch.requeue_count;
