@@ -250,6 +250,7 @@ mod tests {
                     addr: format!("b{i}:1"),
                     producer: None,
                     info: None,
+                    disk_bytes: Default::default(),
                     stats: Ok(Stats {
                         topics: vec![TopicStats {
                             topic_name: "t".into(),

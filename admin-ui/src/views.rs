@@ -42,6 +42,38 @@ impl std::ops::AddAssign<u64> for Num {
     }
 }
 
+/// Disk space; `None` where the broker does not say (nsqd). Prints as `8.0 MiB` or `–`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Bytes(pub Option<u64>);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(n) = self.0 else {
+            return f.write_str("–");
+        };
+        let units = [
+            (1u64 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        match units.iter().find(|(size, _)| n >= *size) {
+            Some((size, unit)) => write!(f, "{:.1} {unit}", n as f64 / *size as f64),
+            None => write!(f, "{n} B"),
+        }
+    }
+}
+
+impl std::ops::AddAssign<Option<u64>> for Bytes {
+    /// A sum over brokers: known as soon as one broker says.
+    fn add_assign(&mut self, rhs: Option<u64>) {
+        if let Some(n) = rhs {
+            self.0 = Some(self.0.unwrap_or(0).saturating_add(n));
+        }
+    }
+}
+
 /// Messages per second; `None` until two samples exist. Prints as `12.5/s` or `–`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(transparent)]
@@ -111,6 +143,8 @@ pub struct TopicBrokerRow {
     /// The topic's own backlog: messages kept for a first channel (0 once it has one).
     /// nsqd's memory/disk split is not shown: a Ferry topic is one log on disk.
     pub depth: Num,
+    /// Disk space of the topic's log (Ferry's `/metrics`; `null` for nsqd).
+    pub disk_bytes: Bytes,
     /// Published.
     pub messages: Num,
     /// Channels on this broker.
@@ -351,7 +385,9 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         let Some(t) = b.ok().and_then(|s| find_topic(&s.topics, name)) else {
             continue;
         };
-        let row = topic_broker_row(&b.addr, Some(t));
+        let mut row = topic_broker_row(&b.addr, Some(t));
+        row.disk_bytes = Bytes(b.disk_bytes.get(name).copied());
+        total.disk_bytes += row.disk_bytes.0;
         total.depth += t.depth;
         total.channel_depth += row.channel_depth.0;
         total.messages += t.message_count;
@@ -414,6 +450,7 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
         node: node.to_owned(),
         depth: Num(depth),
         channel_depth: Num(channel_depth),
+        disk_bytes: Bytes(None),
         messages: Num(messages),
         channels,
         paused,
@@ -693,6 +730,7 @@ mod tests {
                 addr: addr.into(),
                 producer: None,
                 info: None,
+                disk_bytes: [("t".to_owned(), 3 << 20)].into(),
                 stats: Ok(Stats {
                     topics: vec![topic],
                     ..Stats::default()
@@ -730,6 +768,8 @@ mod tests {
         assert_eq!((c.expired, c.dead_lettered), (Num(4), Num(2)));
         assert_eq!(c.settings.max_age(), "10m", "both brokers agree");
         assert_eq!(c.settings.max_attempts(), "mixed");
+        assert_eq!(t.brokers[0].disk_bytes, Bytes(Some(3 << 20)));
+        assert_eq!(t.total.disk_bytes.to_string(), "6.0 MiB");
         let ch = channel(&snap, &history, "t", "c");
         assert_eq!(ch.brokers[1].settings.max_attempts(), "3");
         assert_eq!(ch.total.expired, Num(4));
@@ -744,6 +784,15 @@ mod tests {
         assert_eq!(Rate(None).to_string(), "–");
         assert_eq!(Rate(Some(2.25)).to_string(), "2.2/s");
         assert_eq!(Rate(Some(12_345.4)).to_string(), "12,345/s");
+        assert_eq!(Bytes(None).to_string(), "–");
+        assert_eq!(Bytes(Some(512)).to_string(), "512 B");
+        assert_eq!(Bytes(Some(1536)).to_string(), "1.5 KiB");
+        assert_eq!(Bytes(Some(8 << 30)).to_string(), "8.0 GiB");
+        let mut sum = Bytes(None);
+        sum += None;
+        assert_eq!(sum, Bytes(None), "no broker says");
+        sum += Some(0);
+        assert_eq!(sum, Bytes(Some(0)));
     }
 
     #[test]

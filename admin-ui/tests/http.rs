@@ -424,11 +424,15 @@ async fn nsqd_shaped_stats_render() {
     assert_eq!(billing["e2e"][0]["label"], "p99");
     assert_eq!(billing["e2e"][1]["label"], "p99.9");
     assert_eq!(channel(&t, "audit")["paused"], true);
+    // nsqd has no disk figure for a topic: hidden, not shown as 0.
+    assert_eq!(t["total"]["disk_bytes"], Value::Null, "{t}");
 
     let (status, html) = admin.get("/topics/orders").await;
     assert_eq!(status, 200);
     assert!(html.contains("2,469,134"), "depth formatted");
     assert!(html.contains("p99 12.3ms"));
+    assert!(!html.contains("Disk used"), "{html}");
+    assert!(html.contains("Topic backlog"), "{html}");
     assert!(html.contains("badge paused"));
     let (_, html) = admin.get("/topics/orders/billing").await;
     assert!(html.contains("go-nsq/1.1.0"));
@@ -852,6 +856,12 @@ async fn topic_and_channel_pages_say_what_their_numbers_mean() {
     assert_eq!(t["total"]["depth"], 0, "{t}");
     assert_eq!(t["brokers"][0]["channel_depth"], 30, "{t}");
     assert!(t["total"].get("memory_depth").is_none(), "{t}");
+    // What Ferry has instead: the disk its log takes (from the broker's /metrics).
+    let disk = t["total"]["disk_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(disk > 0, "{t}");
+    assert_eq!(t["brokers"][0]["disk_bytes"], disk, "{t}");
     // The chart plots the same number as the card.
     eventually("the depth chart shows the channels' total", || async {
         let h = admin.get_json("/api/history/shown").await;
@@ -866,6 +876,8 @@ async fn topic_and_channel_pages_say_what_their_numbers_mean() {
     );
     assert!(html.contains("Topic backlog"), "{html}");
     assert!(html.contains("kept for a first channel"), "{html}");
+    assert!(html.contains("Disk used"), "{html}");
+    assert!(html.contains(r#"data-field="disk_bytes">"#), "{html}");
     assert!(!html.contains("Memory + Disk"), "{html}");
     assert!(!html.contains("0 + 0"), "{html}");
 
