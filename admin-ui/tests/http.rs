@@ -869,17 +869,18 @@ async fn topic_and_channel_pages_say_what_their_numbers_mean() {
     })
     .await;
     let (_, html) = admin.get("/topics/shown").await;
-    assert!(html.contains("Channel depth (total)"), "{html}");
-    assert!(
-        html.contains(r#"<span class="v" data-field="channel_depth">30</span>"#),
-        "{html}"
+    assert_html(
+        &html,
+        &[
+            "Channel depth (total)",
+            r#"<span class="v" data-field="channel_depth">30</span>"#,
+            "Topic backlog",
+            "kept for a first channel",
+            "Disk used",
+            r#"data-field="disk_bytes">"#,
+        ],
+        &["Memory + Disk", "0 + 0"],
     );
-    assert!(html.contains("Topic backlog"), "{html}");
-    assert!(html.contains("kept for a first channel"), "{html}");
-    assert!(html.contains("Disk used"), "{html}");
-    assert!(html.contains(r#"data-field="disk_bytes">"#), "{html}");
-    assert!(!html.contains("Memory + Disk"), "{html}");
-    assert!(!html.contains("0 + 0"), "{html}");
 
     let t = admin.get_json("/api/topics/waiting").await;
     assert_eq!(t["total"]["depth"], 7, "{t}");
@@ -906,22 +907,15 @@ async fn topic_and_channel_pages_say_what_their_numbers_mean() {
     .await;
     assert_eq!(ch["total"]["timed_out"], 0, "{ch}");
     let (_, html) = admin.get("/topics/shown/c").await;
-    assert!(
-        html.contains(r#"<span class="k">Requeued</span>"#),
-        "{html}"
-    );
-    assert!(
-        html.contains(r#"<span class="k">Timed out</span>"#),
-        "{html}"
-    );
-    assert!(
-        html.contains(r#"data-field="timed_out">0</span>"#),
-        "{html}"
-    );
-    assert!(!html.contains("Memory + Disk"), "{html}");
-    assert!(
-        html.contains("redeliveries (requeued, timed out)"),
-        "{html}"
+    assert_html(
+        &html,
+        &[
+            r#"<span class="k">Requeued</span>"#,
+            r#"<span class="k">Timed out</span>"#,
+            r#"data-field="timed_out">0</span>"#,
+            "redeliveries (requeued, timed out)",
+        ],
+        &["Memory + Disk"],
     );
     // Keep requeueing until a sample interval sees it as a rate.
     let end = tokio::time::Instant::now() + DEADLINE;
@@ -942,4 +936,14 @@ async fn topic_and_channel_pages_say_what_their_numbers_mean() {
     );
     admin.stop().await;
     b.stop().await;
+}
+
+/// Asserts that `html` contains every one of `has` and none of `lacks`.
+fn assert_html(html: &str, has: &[&str], lacks: &[&str]) {
+    for needle in has {
+        assert!(html.contains(needle), "no {needle:?} in {html}");
+    }
+    for needle in lacks {
+        assert!(!html.contains(needle), "{needle:?} in {html}");
+    }
 }
