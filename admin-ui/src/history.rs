@@ -62,6 +62,16 @@ struct Point {
     depth: u64,
 }
 
+impl Point {
+    /// Adds `other`'s counters (not its time).
+    fn add(&mut self, other: &Point) {
+        self.messages += other.messages;
+        self.requeued += other.requeued;
+        self.timed_out += other.timed_out;
+        self.depth += other.depth;
+    }
+}
+
 /// Chart data in uPlot's column layout: `t[i]`, `rate[i]`, `depth[i]`... belong together.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Chart {
@@ -180,22 +190,28 @@ fn totals(snapshot: &Snapshot) -> BTreeMap<SeriesKey, Point> {
     let mut out: BTreeMap<SeriesKey, Point> = BTreeMap::new();
     for stats in snapshot.brokers.iter().filter_map(|b| b.ok()) {
         for topic in &stats.topics {
-            let t = out.entry(SeriesKey::topic(&topic.topic_name)).or_default();
-            t.messages += topic.message_count;
+            // The topic's point: its publishes, and its channels' redeliveries and depth.
+            let mut channels = Point::default();
             for ch in &topic.channels {
-                t.requeued += ch.requeue_count;
-                t.timed_out += ch.timeout_count;
-                t.depth += ch.depth;
+                let p = Point {
+                    t: 0.0,
+                    messages: ch.message_count,
+                    requeued: ch.requeue_count,
+                    timed_out: ch.timeout_count,
+                    depth: ch.depth,
+                };
+                out.entry(SeriesKey::channel(&topic.topic_name, &ch.channel_name))
+                    .or_default()
+                    .add(&p);
+                channels.add(&p);
             }
-            for ch in &topic.channels {
-                let c = out
-                    .entry(SeriesKey::channel(&topic.topic_name, &ch.channel_name))
-                    .or_default();
-                c.messages += ch.message_count;
-                c.requeued += ch.requeue_count;
-                c.timed_out += ch.timeout_count;
-                c.depth += ch.depth;
-            }
+            let p = Point {
+                messages: topic.message_count,
+                ..channels
+            };
+            out.entry(SeriesKey::topic(&topic.topic_name))
+                .or_default()
+                .add(&p);
         }
     }
     out

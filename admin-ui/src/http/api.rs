@@ -4,7 +4,10 @@
 //! [`Report`]: 200 when every node did it, 404 when no node holds the target, 502 when some
 //! node failed. Asked by htmx, it answers the same as an HTML fragment (always with the
 //! status), which the page shows in its result area. A peek answers its [`PeekReport`] the
-//! same way (JSON, or the peek panel's fragment); it is guarded like the actions.
+//! same way (JSON, or the peek panel's fragment); it is guarded like the actions. Before any
+//! of these handlers runs, `csrf` has refused cross-site-capable requests (a form or
+//! `text/plain` POST without `X-Ferry-Action`, a foreign `Origin`), answered by
+//! [`reply_error`] like the handlers' own refusals.
 
 use std::sync::Arc;
 
