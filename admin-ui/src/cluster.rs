@@ -1,5 +1,6 @@
 //! What the cluster looks like right now: the lookup daemons' view (`/nodes`, `/topics`) and
-//! every broker's `/stats`, fetched in parallel into one [`Snapshot`].
+//! every broker's `/stats`, fetched in parallel into one [`Snapshot`]; from a Ferry broker
+//! also `/metrics`, for what `/stats` lacks (the disk space of each topic's log, `metrics.rs`).
 //!
 //! Brokers are the ones given with `--broker-http-address` plus every broker a lookupd lists
 //! in `/nodes` (`broadcast_address:http_port`), each once. A node that cannot be reached or
@@ -10,7 +11,7 @@
 //! around the cache also makes concurrent callers wait for one fetch instead of each making
 //! their own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,6 +19,7 @@ use futures_util::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::config::Config;
+use crate::metrics;
 use crate::nsq::{self, BrokerInfo, Nodes, Producer, Stats, Topics};
 use crate::upstream::{Upstream, UpstreamError, query};
 
@@ -50,6 +52,9 @@ pub struct BrokerSnap {
     pub info: Option<BrokerInfo>,
     /// `/stats?format=json`, or why it could not be had.
     pub stats: Result<Stats, String>,
+    /// Disk space of each topic's log, from a Ferry broker's `/metrics` (empty for nsqd, or
+    /// when `/metrics` could not be had).
+    pub disk_bytes: BTreeMap<String, u64>,
 }
 
 impl BrokerSnap {
@@ -203,11 +208,25 @@ impl Cluster {
             let (stats, info) = tokio::join!(stats, info);
             (stats, info.ok())
         };
+        // Only Ferry's brokers have it; nsqd would answer 404 on every refresh.
+        let is_ferry = stats.as_ref().is_ok_and(|s| s.version.starts_with("ferry"));
+        let disk_bytes = if is_ferry {
+            match self.upstream.get_text(&addr, "/metrics").await {
+                Ok(text) => metrics::topic_disk_bytes(&text),
+                Err(e) => {
+                    tracing::debug!(broker = %addr, error = %e, "no disk figures from /metrics");
+                    BTreeMap::new()
+                }
+            }
+        } else {
+            BTreeMap::new()
+        };
         BrokerSnap {
             addr,
             producer,
             info,
             stats: stats.map_err(|e| e.to_string()),
+            disk_bytes,
         }
     }
 

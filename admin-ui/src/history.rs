@@ -1,6 +1,9 @@
 //! In-memory history for the charts: every `--sample-interval` the sampler task takes a
 //! snapshot of the cluster and records, per topic and per channel (summed over brokers), the
-//! message count and the depth. Each series is a ring of at most `--history /
+//! message count, the requeue and timeout counts (redeliveries, so a channel that is stuck
+//! redelivering shows on the rate chart) and the channels' depth (for a topic: the total of
+//! its channels', the same number as the topic page's "Channel depth (total)"; the topic's own
+//! backlog, kept for a first channel, is not charted). Each series is a ring of at most `--history /
 //! --sample-interval + 1` points; there are at most `--max-history-series` series, and a series
 //! that has not been seen for a whole history window is dropped.
 //!
@@ -44,22 +47,44 @@ impl SeriesKey {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// One sample of one series: counters summed over the brokers that answered.
+#[derive(Debug, Clone, Copy, Default)]
 struct Point {
     /// Unix seconds.
     t: f64,
+    /// Published (topic) or first deliveries (channel).
     messages: u64,
+    /// Explicit requeues (REQ), over the topic's channels for a topic.
+    requeued: u64,
+    /// In-flight timeouts, likewise.
+    timed_out: u64,
+    /// Messages waiting in the channel (for a topic: in all its channels).
     depth: u64,
 }
 
-/// Chart data in uPlot's column layout: `t[i]`, `rate[i]`, `depth[i]` belong together.
+impl Point {
+    /// Adds `other`'s counters (not its time).
+    fn add(&mut self, other: &Point) {
+        self.messages += other.messages;
+        self.requeued += other.requeued;
+        self.timed_out += other.timed_out;
+        self.depth += other.depth;
+    }
+}
+
+/// Chart data in uPlot's column layout: `t[i]`, `rate[i]`, `depth[i]`... belong together.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Chart {
     /// Unix seconds.
     pub t: Vec<f64>,
-    /// Messages per second since the previous point (`null` for the first).
+    /// Messages per second since the previous point (`null` for the first): published for a
+    /// topic, first deliveries for a channel.
     pub rate: Vec<Option<f64>>,
-    /// Messages waiting (for a topic: its own depth plus its channels').
+    /// Requeues per second (redeliveries a consumer asked for).
+    pub requeue_rate: Vec<Option<f64>>,
+    /// Timeouts per second (redeliveries after the message timeout).
+    pub timeout_rate: Vec<Option<f64>>,
+    /// Messages waiting in the channel; for a topic, in all its channels.
     pub depth: Vec<u64>,
 }
 
@@ -89,7 +114,7 @@ impl History {
         let t = unix_secs(snapshot.taken);
         let totals = totals(snapshot);
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, (messages, depth)) in totals {
+        for (key, point) in totals {
             let len = series.len();
             let points = match series.get_mut(&key) {
                 Some(p) => p,
@@ -99,7 +124,7 @@ impl History {
             if points.len() == self.capacity {
                 points.pop_front();
             }
-            points.push_back(Point { t, messages, depth });
+            points.push_back(Point { t, ..point });
         }
         let oldest = t - self.window.as_secs_f64();
         series.retain(|_, p| p.back().is_some_and(|last| last.t >= oldest));
@@ -113,7 +138,7 @@ impl History {
         if n < 2 {
             return None;
         }
-        rate_between(&points[n - 2], &points[n - 1])
+        rate_between(&points[n - 2], &points[n - 1], |p| p.messages)
     }
 
     /// A series' chart data (empty if never sampled).
@@ -129,10 +154,13 @@ impl History {
         for (i, p) in points.iter().enumerate() {
             chart.t.push(p.t);
             chart.depth.push(p.depth);
-            chart.rate.push(match i {
+            let rate = |count: fn(&Point) -> u64| match i {
                 0 => None,
-                _ => rate_between(&points[i - 1], p),
-            });
+                _ => rate_between(&points[i - 1], p, count),
+            };
+            chart.rate.push(rate(|p| p.messages));
+            chart.requeue_rate.push(rate(|p| p.requeued));
+            chart.timeout_rate.push(rate(|p| p.timed_out));
         }
         chart
     }
@@ -148,30 +176,42 @@ impl History {
     }
 }
 
-fn rate_between(a: &Point, b: &Point) -> Option<f64> {
+/// The per-second rate of the counter `count` between two points.
+fn rate_between(a: &Point, b: &Point, count: fn(&Point) -> u64) -> Option<f64> {
     let dt = b.t - a.t;
     if dt <= 0.0 {
         return None;
     }
-    Some(b.messages.saturating_sub(a.messages) as f64 / dt)
+    Some(count(b).saturating_sub(count(a)) as f64 / dt)
 }
 
-/// Per topic and channel: (message count, depth) summed over the brokers that answered.
-fn totals(snapshot: &Snapshot) -> BTreeMap<SeriesKey, (u64, u64)> {
-    let mut out: BTreeMap<SeriesKey, (u64, u64)> = BTreeMap::new();
+/// Per topic and channel: the counters summed over the brokers that answered (`t` unset).
+fn totals(snapshot: &Snapshot) -> BTreeMap<SeriesKey, Point> {
+    let mut out: BTreeMap<SeriesKey, Point> = BTreeMap::new();
     for stats in snapshot.brokers.iter().filter_map(|b| b.ok()) {
         for topic in &stats.topics {
-            let channel_depth: u64 = topic.channels.iter().map(|c| c.depth).sum();
-            let t = out.entry(SeriesKey::topic(&topic.topic_name)).or_default();
-            t.0 += topic.message_count;
-            t.1 += topic.depth + channel_depth;
+            // The topic's point: its publishes, and its channels' redeliveries and depth.
+            let mut channels = Point::default();
             for ch in &topic.channels {
-                let c = out
-                    .entry(SeriesKey::channel(&topic.topic_name, &ch.channel_name))
-                    .or_default();
-                c.0 += ch.message_count;
-                c.1 += ch.depth;
+                let p = Point {
+                    t: 0.0,
+                    messages: ch.message_count,
+                    requeued: ch.requeue_count,
+                    timed_out: ch.timeout_count,
+                    depth: ch.depth,
+                };
+                out.entry(SeriesKey::channel(&topic.topic_name, &ch.channel_name))
+                    .or_default()
+                    .add(&p);
+                channels.add(&p);
             }
+            let p = Point {
+                messages: topic.message_count,
+                ..channels
+            };
+            out.entry(SeriesKey::topic(&topic.topic_name))
+                .or_default()
+                .add(&p);
         }
     }
     out
@@ -226,6 +266,7 @@ mod tests {
                     addr: format!("b{i}:1"),
                     producer: None,
                     info: None,
+                    disk_bytes: Default::default(),
                     stats: Ok(Stats {
                         topics: vec![TopicStats {
                             topic_name: "t".into(),
@@ -233,6 +274,8 @@ mod tests {
                             channels: vec![ChannelStats {
                                 channel_name: "c".into(),
                                 message_count: messages,
+                                requeue_count: 2 * messages,
+                                timeout_count: messages / 10,
                                 depth,
                                 ..ChannelStats::default()
                             }],
@@ -258,7 +301,18 @@ mod tests {
         let chart = h.chart(&SeriesKey::channel("t", "c"));
         assert_eq!(chart.t, [100.0, 102.0, 104.0]);
         assert_eq!(chart.rate, [None, Some(20.0), Some(0.0)]);
+        assert_eq!(chart.requeue_rate, [None, Some(40.0), Some(0.0)]);
+        assert_eq!(chart.timeout_rate, [None, Some(2.0), Some(0.0)]);
         assert_eq!(chart.depth, [3, 3, 1]);
+        // A topic's depth is its channels' total, not its own backlog.
+        let mut with_backlog = snap(106.0, &[(30, 1)]);
+        if let Ok(stats) = &mut with_backlog.brokers[0].stats {
+            stats.topics[0].depth = 500;
+        }
+        h.record(&with_backlog);
+        let chart = h.chart(&SeriesKey::topic("t"));
+        assert_eq!(chart.depth, [3, 3, 1, 1]);
+        assert_eq!(chart.requeue_rate.last(), Some(&Some(0.0)));
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod config;
 pub mod history;
 pub mod http;
 pub mod lookup;
+pub mod metrics;
 pub mod nsq;
 pub mod peek;
 pub mod settings;

@@ -154,6 +154,12 @@ impl Upstream {
         nsq::parse(&body).map_err(|source| UpstreamError::Decode { url, source })
     }
 
+    /// `GET http://{addr}{path}`: the body as text (lossy UTF-8), e.g. Prometheus' `/metrics`.
+    pub async fn get_text(&self, addr: &str, path: &str) -> Result<String, UpstreamError> {
+        let body = self.send(reqwest::Method::GET, &url(addr, path)).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// `POST http://{addr}{path}` with an empty body; the reply body is returned.
     pub async fn post(&self, addr: &str, path: &str) -> Result<Vec<u8>, UpstreamError> {
         let url = url(addr, path);

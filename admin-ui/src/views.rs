@@ -42,6 +42,38 @@ impl std::ops::AddAssign<u64> for Num {
     }
 }
 
+/// Disk space; `None` where the broker does not say (nsqd). Prints as `8.0 MiB` or `–`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Bytes(pub Option<u64>);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(n) = self.0 else {
+            return f.write_str("–");
+        };
+        let units = [
+            (1u64 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        match units.iter().find(|(size, _)| n >= *size) {
+            Some((size, unit)) => write!(f, "{:.1} {unit}", n as f64 / *size as f64),
+            None => write!(f, "{n} B"),
+        }
+    }
+}
+
+impl std::ops::AddAssign<Option<u64>> for Bytes {
+    /// A sum over brokers: known as soon as one broker says.
+    fn add_assign(&mut self, rhs: Option<u64>) {
+        if let Some(n) = rhs {
+            self.0 = Some(self.0.unwrap_or(0).saturating_add(n));
+        }
+    }
+}
+
 /// Messages per second; `None` until two samples exist. Prints as `12.5/s` or `–`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(transparent)]
@@ -73,7 +105,8 @@ pub struct Percentile {
 pub struct TopicRow {
     /// Name.
     pub name: String,
-    /// Messages waiting in the topic itself, summed over brokers.
+    /// The topic's own backlog, summed over brokers: messages kept for a first channel
+    /// (a topic with channels hands every message on at once).
     pub depth: Num,
     /// Messages waiting in its channels, summed.
     pub channel_depth: Num,
@@ -105,12 +138,13 @@ pub struct TopicsView {
 pub struct TopicBrokerRow {
     /// Broker HTTP address.
     pub node: String,
-    /// Waiting in the topic.
+    /// Messages waiting in the topic's channels, summed (what the depth chart shows).
+    pub channel_depth: Num,
+    /// The topic's own backlog: messages kept for a first channel (0 once it has one).
+    /// nsqd's memory/disk split is not shown: a Ferry topic is one log on disk.
     pub depth: Num,
-    /// Of which in memory.
-    pub memory_depth: Num,
-    /// Of which on disk.
-    pub backend_depth: Num,
+    /// Disk space of the topic's log (Ferry's `/metrics`; `null` for nsqd).
+    pub disk_bytes: Bytes,
     /// Published.
     pub messages: Num,
     /// Channels on this broker.
@@ -132,10 +166,6 @@ pub struct ChannelRow {
     pub name: String,
     /// Waiting.
     pub depth: Num,
-    /// Of which in memory.
-    pub memory_depth: Num,
-    /// Of which on disk.
-    pub backend_depth: Num,
     /// In flight.
     pub in_flight: Num,
     /// Deferred.
@@ -355,10 +385,11 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         let Some(t) = b.ok().and_then(|s| find_topic(&s.topics, name)) else {
             continue;
         };
-        let row = topic_broker_row(&b.addr, Some(t));
+        let mut row = topic_broker_row(&b.addr, Some(t));
+        row.disk_bytes = Bytes(b.disk_bytes.get(name).copied());
+        total.disk_bytes += row.disk_bytes.0;
         total.depth += t.depth;
-        total.memory_depth += row.memory_depth.0;
-        total.backend_depth += t.backend_depth;
+        total.channel_depth += row.channel_depth.0;
         total.messages += t.message_count;
         total.paused |= t.paused;
         total.retention.add(Retention::of(t));
@@ -399,10 +430,10 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
 }
 
 fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
-    let (depth, backend, messages, channels, paused) = t.map_or((0, 0, 0, 0, false), |t| {
+    let (depth, channel_depth, messages, channels, paused) = t.map_or((0, 0, 0, 0, false), |t| {
         (
             t.depth,
-            t.backend_depth,
+            t.channels.iter().map(|c| c.depth).sum(),
             t.message_count,
             t.channels.len(),
             t.paused,
@@ -419,8 +450,8 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
         oldest: oldest(oldest_timestamp_ms),
         node: node.to_owned(),
         depth: Num(depth),
-        memory_depth: Num(depth.saturating_sub(backend)),
-        backend_depth: Num(backend),
+        channel_depth: Num(channel_depth),
+        disk_bytes: Bytes(None),
         messages: Num(messages),
         channels,
         paused,
@@ -429,8 +460,6 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
 
 fn add_channel(row: &mut ChannelRow, ch: &ChannelStats) {
     row.depth += ch.depth;
-    row.memory_depth += ch.depth.saturating_sub(ch.backend_depth);
-    row.backend_depth += ch.backend_depth;
     row.in_flight += ch.in_flight_count;
     row.deferred += ch.deferred_count;
     row.requeued += ch.requeue_count;
@@ -703,6 +732,7 @@ mod tests {
                 addr: addr.into(),
                 producer: None,
                 info: None,
+                disk_bytes: [("t".to_owned(), 3 << 20)].into(),
                 stats: Ok(Stats {
                     topics: vec![topic],
                     ..Stats::default()
@@ -740,6 +770,8 @@ mod tests {
         assert_eq!((c.expired, c.dead_lettered), (Num(4), Num(2)));
         assert_eq!(c.settings.max_age(), "10m", "both brokers agree");
         assert_eq!(c.settings.max_attempts(), "mixed");
+        assert_eq!(t.brokers[0].disk_bytes, Bytes(Some(3 << 20)));
+        assert_eq!(t.total.disk_bytes.to_string(), "6.0 MiB");
         let ch = channel(&snap, &history, "t", "c");
         assert_eq!(ch.brokers[1].settings.max_attempts(), "3");
         assert_eq!(ch.total.expired, Num(4));
@@ -754,6 +786,15 @@ mod tests {
         assert_eq!(Rate(None).to_string(), "–");
         assert_eq!(Rate(Some(2.25)).to_string(), "2.2/s");
         assert_eq!(Rate(Some(12_345.4)).to_string(), "12,345/s");
+        assert_eq!(Bytes(None).to_string(), "–");
+        assert_eq!(Bytes(Some(512)).to_string(), "512 B");
+        assert_eq!(Bytes(Some(1536)).to_string(), "1.5 KiB");
+        assert_eq!(Bytes(Some(8 << 30)).to_string(), "8.0 GiB");
+        let mut sum = Bytes(None);
+        sum += None;
+        assert_eq!(sum, Bytes(None), "no broker says");
+        sum += Some(0);
+        assert_eq!(sum, Bytes(Some(0)));
     }
 
     #[test]

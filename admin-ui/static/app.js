@@ -32,7 +32,8 @@
     return (Math.round(v * 10) / 10).toLocaleString("en-US");
   }
 
-  function makeChart(el, label, color, data) {
+  // `series`: [{label, field, color}]; the data columns are `t` and each series' field.
+  function makeChart(el, series, data) {
     var opts = {
       width: Math.max(el.clientWidth, 200),
       height: 180,
@@ -44,22 +45,24 @@
         { stroke: cssVar("--muted", "#667"), grid: { stroke: cssVar("--grid", "#eee") },
           size: 60, values: function (u, vals) { return vals.map(fmtNum); } },
       ],
-      series: [
-        {},
-        { label: label, stroke: color, width: 2, fill: color + "22", spanGaps: true,
-          value: function (u, v) { return fmtNum(v); } },
-      ],
+      series: [{}].concat(series.map(function (s, i) {
+        return { label: s.label, stroke: s.color, width: 2, fill: i === 0 ? s.color + "22" : undefined,
+          spanGaps: true, value: function (u, v) { return fmtNum(v); } };
+      })),
     };
     return new uPlot(opts, data, el);
   }
 
-  function columns(h, field) {
-    return [h.t || [], h[field] || []];
+  var seriesOf = {};
+
+  function columns(h, series) {
+    var t = h.t || [];
+    return [t].concat(series.map(function (s) { return h[s.field] || t.map(function () { return null; }); }));
   }
 
   function update(h) {
-    if (charts.rate) charts.rate.setData(columns(h, "rate"));
-    if (charts.depth) charts.depth.setData(columns(h, "depth"));
+    if (charts.rate) charts.rate.setData(columns(h, seriesOf.rate));
+    if (charts.depth) charts.depth.setData(columns(h, seriesOf.depth));
     var box = document.getElementById("charts");
     if (box) box.dataset.points = String((h.t || []).length);
   }
@@ -69,8 +72,17 @@
     if (!box || typeof uPlot === "undefined") return;
     var h = {};
     try { h = JSON.parse(document.getElementById("chart-data").textContent || "{}"); } catch (e) { h = {}; }
-    charts.rate = makeChart(document.getElementById("chart-rate"), "msg/s", cssVar("--accent", "#2563eb"), columns(h, "rate"));
-    charts.depth = makeChart(document.getElementById("chart-depth"), "depth", cssVar("--warn", "#d97706"), columns(h, "depth"));
+    // Redeliveries next to deliveries, so a channel stuck redelivering stands out.
+    seriesOf.rate = [
+      { label: box.dataset.rateLabel || "msg/s", field: "rate", color: cssVar("--accent", "#2563eb") },
+      { label: "requeued/s", field: "requeue_rate", color: cssVar("--warn", "#d97706") },
+      { label: "timed out/s", field: "timeout_rate", color: cssVar("--bad", "#dc2626") },
+    ];
+    seriesOf.depth = [
+      { label: box.dataset.depthLabel || "depth", field: "depth", color: cssVar("--warn", "#d97706") },
+    ];
+    charts.rate = makeChart(document.getElementById("chart-rate"), seriesOf.rate, columns(h, seriesOf.rate));
+    charts.depth = makeChart(document.getElementById("chart-depth"), seriesOf.depth, columns(h, seriesOf.depth));
     box.dataset.points = String((h.t || []).length);
     var resize = function () {
       ["rate", "depth"].forEach(function (k) {

@@ -280,6 +280,9 @@ async fn dashboard_in_a_real_browser() {
     .await;
     wait_js(&c, "no reload", "window.__sameDocument === 'yes'").await;
     assert_eq!(c.current_url().await.unwrap().as_str(), topic_url);
+    // The depth card is the channels' total, like the depth chart (#19).
+    wait_text(&c, ".tile [data-field='channel_depth']", "2,220").await;
+    wait_text(&c, ".tile [data-field='depth']", "0").await;
 
     // The charts are drawn and fed with samples.
     wait_js(
@@ -288,6 +291,15 @@ async fn dashboard_in_a_real_browser() {
         "document.querySelector('#chart-rate canvas') && \
          document.querySelector('#chart-depth canvas') && \
          Number(document.getElementById('charts').dataset.points) >= 3",
+    )
+    .await;
+    // The rate chart has redeliveries beside the message rate.
+    wait_js(
+        &c,
+        "requeue and timeout series",
+        "window.ferryCharts.rate.series.length === 4 && \
+         window.ferryCharts.rate.series[2].label === 'requeued/s' && \
+         window.ferryCharts.depth.series[1].label === 'channel depth (total)'",
     )
     .await;
     screenshot(&c, "admin-ui-topic.png").await;
@@ -336,6 +348,23 @@ async fn dashboard_in_a_real_browser() {
     })
     .await;
     wait_text(&c, "#state", "active").await;
+
+    // What another site could make this browser send (a text/plain POST, no preflight) is
+    // refused and changes nothing; the page's own requests carry X-Ferry-Action (#19).
+    c.execute(
+        "window.__csrf = 'pending'; \
+         fetch('/api/topics/browser/alpha', {method: 'POST', headers: {'Content-Type': 'text/plain'}, \
+           body: JSON.stringify({action: 'pause'})}).then(function (r) { window.__csrf = r.status; });",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_js(&c, "the text/plain POST refused", "window.__csrf === 415").await;
+    assert_eq!(
+        broker.channel_stats("browser", "alpha").await.unwrap()["paused"],
+        false
+    );
+    wait_text(&c, ".tile [data-field='requeued']", "0").await;
 
     // Peek: the next message the channel would deliver (the consumer finished 20), in the
     // panel; peeking changes nothing.

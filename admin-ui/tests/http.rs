@@ -195,9 +195,10 @@ async fn actions_apply_to_every_broker_and_lookupd() {
     let (status, _) = c.admin.get("/api/topics/jobs").await;
     assert_eq!(status, 404);
 
-    // Create (on the lookupd), from a form body as the page sends it.
+    // Create (on the lookupd), from a form body as the page sends it (with its header).
     let resp = client()
         .post(c.admin.url("/api/topics"))
+        .header("X-Ferry-Action", "1")
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("topic=fresh&channel=first")
         .send()
@@ -221,6 +222,7 @@ async fn actions_apply_to_every_broker_and_lookupd() {
     let resp = client()
         .post(c.admin.url("/api/topics/backlog"))
         .header("HX-Request", "true")
+        .header("X-Ferry-Action", "1")
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("action=pause")
         .send()
@@ -422,11 +424,15 @@ async fn nsqd_shaped_stats_render() {
     assert_eq!(billing["e2e"][0]["label"], "p99");
     assert_eq!(billing["e2e"][1]["label"], "p99.9");
     assert_eq!(channel(&t, "audit")["paused"], true);
+    // nsqd has no disk figure for a topic: hidden, not shown as 0.
+    assert_eq!(t["total"]["disk_bytes"], Value::Null, "{t}");
 
     let (status, html) = admin.get("/topics/orders").await;
     assert_eq!(status, 200);
     assert!(html.contains("2,469,134"), "depth formatted");
     assert!(html.contains("p99 12.3ms"));
+    assert!(!html.contains("Disk used"), "{html}");
+    assert!(html.contains("Topic backlog"), "{html}");
     assert!(html.contains("badge paused"));
     let (_, html) = admin.get("/topics/orders/billing").await;
     assert!(html.contains("go-nsq/1.1.0"));
@@ -701,6 +707,7 @@ async fn an_action_reports_a_broker_that_lookupd_lists_but_cannot_be_reached() {
     let resp = client()
         .post(admin.url("/api/topics/split/c"))
         .header("HX-Request", "true")
+        .header("X-Ferry-Action", "1")
         .body("action=unpause")
         .send()
         .await
@@ -711,4 +718,232 @@ async fn an_action_reports_a_broker_that_lookupd_lists_but_cannot_be_reached() {
     assert!(html.contains("alert error"), "{html}");
     admin.stop().await;
     good.stop().await;
+}
+
+/// Issue #19: a browser sends a `text/plain` or form POST to any site without a preflight;
+/// such a request, or one from a foreign `Origin`, must not act.
+#[tokio::test]
+async fn cross_site_requests_are_refused_and_change_nothing() {
+    let b = start_broker(None).await;
+    b.create("csrf", Some("c")).await;
+    let addr = b.http.to_string();
+    let admin = start_admin(|c| c.broker_http_addresses.push(addr)).await;
+    let own_origin = format!("http://{}", admin.http);
+    let post = |path: &str, content_type: &str, body: &str, headers: &[(&str, &str)]| {
+        let mut req = client()
+            .post(admin.url(path))
+            .header("Content-Type", content_type)
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let paused = || async { b.channel_stats("csrf", "c").await.unwrap()["paused"] == true };
+
+    // What a cross-site <form> or fetch(..., {mode: "no-cors"}) can send: refused.
+    let pause_json = r#"{"action":"pause"}"#;
+    let (status, body) = post("/api/topics/csrf/c", "text/plain", pause_json, &[]).await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("JSON_OR_X_FERRY_ACTION_REQUIRED"), "{body}");
+    let form = "application/x-www-form-urlencoded";
+    let (status, _) = post("/api/topics/csrf/c", form, "action=pause", &[]).await;
+    assert_eq!(status, 415);
+    let multipart = "multipart/form-data; boundary=x";
+    let (status, _) = post("/api/topics/csrf/c", multipart, "--x--", &[]).await;
+    assert_eq!(status, 415);
+    // The #17 actions and create are guarded the same way.
+    let (status, _) = post(
+        "/api/topics/csrf/c",
+        form,
+        "action=config&max_attempts=3",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 415);
+    let (status, _) = post("/api/topics/csrf/c", form, "action=rewind&to=earliest", &[]).await;
+    assert_eq!(status, 415);
+    let (status, _) = post("/api/topics", form, "topic=planted", &[]).await;
+    assert_eq!(status, 415);
+
+    // A foreign Origin is refused even with JSON or the header, and for DELETE.
+    let evil = ("Origin", "http://evil.example");
+    let json_ct = "application/json";
+    let (status, body) = post("/api/topics/csrf/c", json_ct, pause_json, &[evil]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("FOREIGN_ORIGIN"), "{body}");
+    let marked = [evil, ("X-Ferry-Action", "1")];
+    let (status, _) = post("/api/topics/csrf/c", form, "action=pause", &marked).await;
+    assert_eq!(status, 403);
+    let (status, html) = post(
+        "/api/topics/csrf/c",
+        form,
+        "action=pause",
+        &[evil, ("X-Ferry-Action", "1"), ("HX-Request", "true")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        html.contains("another site"),
+        "htmx gets an explanation: {html}"
+    );
+    let (status, _) = admin
+        .send(reqwest::Method::DELETE, "/api/topics/csrf", None, &[evil])
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = admin
+        .send(
+            reqwest::Method::DELETE,
+            "/api/topics/csrf",
+            None,
+            &[("Origin", "null")],
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Nothing changed on the broker.
+    let ch = b.channel_stats("csrf", "c").await.unwrap();
+    assert_eq!(ch["paused"], false, "{ch}");
+    assert_eq!(ch["max_attempts"], 0, "{ch}");
+    assert!(b.topic_stats("csrf").await.is_some(), "not deleted");
+    assert!(b.topic_stats("planted").await.is_none(), "not created");
+
+    // The proper requests work: the page's (form + header + own Origin), and JSON.
+    let page = [
+        ("X-Ferry-Action", "1"),
+        ("HX-Request", "true"),
+        ("Origin", own_origin.as_str()),
+    ];
+    let (status, html) = post("/api/topics/csrf/c", form, "action=pause", &page).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(paused().await);
+    let (status, body) = post(
+        "/api/topics/csrf/c",
+        json_ct,
+        r#"{"action":"unpause"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!paused().await);
+    // Reading is not affected.
+    let (status, _) = admin.get("/api/topics/csrf").await;
+    assert_eq!(status, 200);
+    admin.stop().await;
+    b.stop().await;
+}
+
+/// Issue #19: the topic page's depth card and chart show the same number (the channels'
+/// total), the topic's own backlog is shown apart, nsqd's "memory + disk" is gone; the
+/// channel page shows requeued and timed out, and charts redeliveries.
+#[tokio::test]
+async fn topic_and_channel_pages_say_what_their_numbers_mean() {
+    let b = start_broker(None).await;
+    b.create("shown", Some("c")).await;
+    b.create("shown", Some("d")).await;
+    b.publish("shown", 15).await;
+    // A topic with no channel keeps its messages for the first one.
+    b.create("waiting", None).await;
+    b.publish("waiting", 7).await;
+    let addr = b.http.to_string();
+    let admin = start_admin(|c| c.broker_http_addresses.push(addr)).await;
+
+    let t = admin.get_json("/api/topics/shown").await;
+    assert_eq!(t["total"]["channel_depth"], 30, "{t}");
+    assert_eq!(t["total"]["depth"], 0, "{t}");
+    assert_eq!(t["brokers"][0]["channel_depth"], 30, "{t}");
+    assert!(t["total"].get("memory_depth").is_none(), "{t}");
+    // What Ferry has instead: the disk its log takes (from the broker's /metrics).
+    let disk = t["total"]["disk_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(disk > 0, "{t}");
+    assert_eq!(t["brokers"][0]["disk_bytes"], disk, "{t}");
+    // The chart plots the same number as the card.
+    eventually("the depth chart shows the channels' total", || async {
+        let h = admin.get_json("/api/history/shown").await;
+        (h["depth"].as_array()?.last()? == 30).then_some(())
+    })
+    .await;
+    let (_, html) = admin.get("/topics/shown").await;
+    assert_html(
+        &html,
+        &[
+            "Channel depth (total)",
+            r#"<span class="v" data-field="channel_depth">30</span>"#,
+            "Topic backlog",
+            "kept for a first channel",
+            "Disk used",
+            r#"data-field="disk_bytes">"#,
+        ],
+        &["Memory + Disk", "0 + 0"],
+    );
+
+    let t = admin.get_json("/api/topics/waiting").await;
+    assert_eq!(t["total"]["depth"], 7, "{t}");
+    assert_eq!(t["total"]["channel_depth"], 0, "{t}");
+    let (_, html) = admin.get("/topics/waiting").await;
+    assert!(
+        html.contains(r#"<span class="v" data-field="depth">7</span>"#),
+        "{html}"
+    );
+    let (_, html) = admin.get("/topics").await;
+    assert!(html.contains("Topic backlog"), "{html}");
+
+    // A consumer that keeps requeueing: the channel is stuck redelivering.
+    let mut consumer = Consumer::subscribe(b.tcp, "shown", "c").await;
+    consumer.ready(1).await;
+    for _ in 0..5 {
+        let m = consumer.message().await;
+        consumer.requeue(m.id).await;
+    }
+    let ch = eventually("requeues counted", || async {
+        let ch = admin.get_json("/api/topics/shown/c").await;
+        (ch["total"]["requeued"].as_u64()? >= 4).then_some(ch)
+    })
+    .await;
+    assert_eq!(ch["total"]["timed_out"], 0, "{ch}");
+    let (_, html) = admin.get("/topics/shown/c").await;
+    assert_html(
+        &html,
+        &[
+            r#"<span class="k">Requeued</span>"#,
+            r#"<span class="k">Timed out</span>"#,
+            r#"data-field="timed_out">0</span>"#,
+            "redeliveries (requeued, timed out)",
+        ],
+        &["Memory + Disk"],
+    );
+    // Keep requeueing until a sample interval sees it as a rate.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let h = loop {
+        let m = consumer.message().await;
+        consumer.requeue(m.id).await;
+        let h = admin.get_json("/api/history/shown/c").await;
+        let rates = h["requeue_rate"].as_array().unwrap();
+        if rates.iter().any(|r| r.as_f64().is_some_and(|r| r > 0.0)) {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < end, "no requeue rate: {h}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        h["timeout_rate"].as_array().unwrap().len(),
+        h["t"].as_array().unwrap().len()
+    );
+    admin.stop().await;
+    b.stop().await;
+}
+
+/// Asserts that `html` contains every one of `has` and none of `lacks`.
+fn assert_html(html: &str, has: &[&str], lacks: &[&str]) {
+    for needle in has {
+        assert!(html.contains(needle), "no {needle:?} in {html}");
+    }
+    for needle in lacks {
+        assert!(!html.contains(needle), "{needle:?} in {html}");
+    }
 }

@@ -23,10 +23,12 @@ fn outcomes(report: &Value) -> &Vec<Value> {
 }
 
 const HTMX: (&str, &str) = ("HX-Request", "true");
+/// What the dashboard's htmx sends with every request (`hx-headers`).
+const ACTION: (&str, &str) = ("X-Ferry-Action", "1");
 
 /// Posts a form as the page does (htmx) and expects every node to have done it: the HTML.
 async fn submit(admin: &TestAdmin, path: &str, form: &[(&str, &str)]) -> String {
-    let (status, html) = admin.post_form(path, form, &[HTMX]).await;
+    let (status, html) = admin.post_form(path, form, &[HTMX, ACTION]).await;
     assert_eq!(status, 200, "{html}");
     html
 }

@@ -50,6 +50,7 @@ fn snap(secs: u64, ch: Option<ChannelStats>) -> Snapshot {
             producer: None,
             info: None,
             stats,
+            disk_bytes: Default::default(),
         }],
     }
 }

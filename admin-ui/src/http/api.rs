@@ -4,7 +4,10 @@
 //! [`Report`]: 200 when every node did it, 404 when no node holds the target, 502 when some
 //! node failed. Asked by htmx, it answers the same as an HTML fragment (always with the
 //! status), which the page shows in its result area. A peek answers its [`PeekReport`] the
-//! same way (JSON, or the peek panel's fragment); it is guarded like the actions.
+//! same way (JSON, or the peek panel's fragment); it is guarded like the actions. Before any
+//! of these handlers runs, `csrf` has refused cross-site-capable requests (a form or
+//! `text/plain` POST without `X-Ferry-Action`, a foreign `Origin`), answered by
+//! [`reply_error`] like the handlers' own refusals.
 
 use std::sync::Arc;
 
@@ -385,7 +388,7 @@ fn render_fragment(t: &impl Template) -> Html<String> {
 }
 
 /// An error as JSON, or for htmx as a fragment explaining it.
-fn reply_error(headers: &HeaderMap, status: StatusCode, code: &str) -> Response {
+pub(super) fn reply_error(headers: &HeaderMap, status: StatusCode, code: &str) -> Response {
     if !is_htmx(headers) {
         return error(status, code);
     }
@@ -396,6 +399,10 @@ fn reply_error(headers: &HeaderMap, status: StatusCode, code: &str) -> Response 
         "INVALID_ACTION" => "Unknown action.",
         "MISSING_ARG_SETTING" => "Give at least one setting to change.",
         "MISSING_ARG_TO" => "Choose the time to rewind to.",
+        "FOREIGN_ORIGIN" => "Refused: the request came from another site.",
+        "JSON_OR_X_FERRY_ACTION_REQUIRED" => {
+            "Refused: an action needs a JSON body or the X-Ferry-Action header (reload the page)."
+        }
         "INVALID_N" => "Peek at 1 to 100 messages.",
         "INVALID_TOPIC" => "That is not a valid topic name (letters, digits, . _ - ; at most 64).",
         "INVALID_CHANNEL" => {

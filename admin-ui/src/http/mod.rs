@@ -18,10 +18,14 @@
 //! ```
 //! Actions accept JSON or a form body; they answer JSON, or an HTML fragment when htmx asks
 //! (`HX-Request`). With `--admin-user` set, an action or a peek needs `--acl-http-header` to
-//! name one.
+//! name one. Every request but GET/HEAD/OPTIONS passes the cross-site guard first (`csrf`):
+//! a POST needs a JSON body or `X-Ferry-Action`, and an `Origin`, when sent, must be this host.
 
 mod api;
+mod csrf;
 mod pages;
+
+pub use csrf::ACTION_HEADER;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/static/{file}", get(static_file))
         .merge(pages::routes())
         .merge(api::routes())
+        .layer(axum::middleware::from_fn(csrf::guard))
         .with_state(state)
 }
 

@@ -80,11 +80,15 @@ struct ChartInfo {
     json: String,
     sample_secs: f64,
     window: String,
+    /// A channel's charts (first deliveries; its own depth), else a topic's (published; the
+    /// total of its channels' depths).
+    channel: bool,
 }
 
 impl ChartInfo {
-    fn new(state: &AppState, chart: &Chart) -> ChartInfo {
+    fn new(state: &AppState, chart: &Chart, channel: bool) -> ChartInfo {
         ChartInfo {
+            channel,
             json: serde_json::to_string(chart).unwrap_or_else(|_| "{}".into()),
             sample_secs: state.sample_interval.as_secs_f64(),
             window: humantime::format_duration(state.history_window).to_string(),
@@ -241,7 +245,7 @@ async fn topic_page(
 ) -> Response {
     let snap = s.cluster.snapshot(s.max_age()).await;
     let v = views::topic(&snap, &s.history, &topic).with_alerts(&s.alerts.counts());
-    let chart = ChartInfo::new(&s, &s.history.chart(&SeriesKey::topic(&topic)));
+    let chart = ChartInfo::new(&s, &s.history.chart(&SeriesKey::topic(&topic)), false);
     let f = Frame::new(
         &s,
         format!("Topic {topic}"),
@@ -265,7 +269,7 @@ async fn channel_page(
     let snap = s.cluster.snapshot(s.max_age()).await;
     let v = views::channel(&snap, &s.history, &topic, &channel);
     let key = SeriesKey::channel(&topic, &channel);
-    let chart = ChartInfo::new(&s, &s.history.chart(&key));
+    let chart = ChartInfo::new(&s, &s.history.chart(&key), true);
     let f = Frame::new(
         &s,
         format!("Channel {topic}/{channel}"),
