@@ -8,11 +8,11 @@
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::{DEADLINE, eventually_blocking};
+use crate::DEADLINE;
 
 /// A daemon running as a child process; killed when dropped (a failed test leaves nothing
 /// running).
@@ -44,6 +44,29 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Runs `bin` with `args` and `env`, and waits for it to log both listening addresses.
 pub fn spawn(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> DaemonProcess {
+    let (mut tcp, mut http) = (None, None);
+    let (child, log, (tcp, http)) = spawn_until(bin, args, env, |line| {
+        tcp = tcp.or(listening_on(line, "TCP"));
+        http = http.or(listening_on(line, "HTTP"));
+        tcp.zip(http)
+    });
+    DaemonProcess {
+        child,
+        tcp,
+        http,
+        log,
+    }
+}
+
+/// Runs `bin` with `args` and `env` (and `NO_COLOR=1`), collecting its stderr lines (ANSI
+/// codes removed) in the returned log, until `found` returns `Some` for a line; panics if it
+/// does not within [`DEADLINE`]. Stderr keeps being drained so the child never blocks.
+pub fn spawn_until<T>(
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    mut found: impl FnMut(&str) -> Option<T>,
+) -> (Child, Arc<Mutex<Vec<String>>>, T) {
     let mut child = Command::new(bin)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -62,34 +85,52 @@ pub fn spawn(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> DaemonProcess 
             let _ = tx.send(strip_ansi(&line));
         }
     });
-    let (mut tcp, mut http) = (None, None);
     let log = Arc::new(Mutex::new(Vec::new()));
     let end = Instant::now() + DEADLINE;
-    while tcp.is_none() || http.is_none() {
+    let value = loop {
         let left = end.saturating_duration_since(Instant::now());
         let line = rx
             .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("{} logs its listening addresses: {e}", bin.display()));
-        if let Some(a) = listening_on(&line, "TCP") {
-            tcp = Some(a);
-        }
-        if let Some(a) = listening_on(&line, "HTTP") {
-            http = Some(a);
-        }
+            .unwrap_or_else(|e| panic!("{} logs what the test waits for: {e}", bin.display()));
+        let value = found(&line);
         log.lock().unwrap().push(line);
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
+        if let Some(v) = value {
+            break v;
+        }
+    };
     let sink = log.clone();
     std::thread::spawn(move || {
         while let Ok(line) = rx.recv() {
             sink.lock().unwrap().push(line);
         }
     });
-    DaemonProcess {
-        child,
-        tcp: tcp.unwrap(),
-        http: http.unwrap(),
-        log,
+    (child, log, value)
+}
+
+/// Sends `signal` (`TERM`, `INT`...) to `child` with kill(1).
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Waits for `child` to exit within [`DEADLINE`] (killing it and failing if it does not);
+/// returns its status. Blocking: call it from `spawn_blocking` in an async test.
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pid {} did not exit in time", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -146,17 +187,10 @@ pub fn strip_ansi(s: &str) -> String {
 impl DaemonProcess {
     /// Sends `signal` (`TERM`, `INT`...) with kill(1) and expects a clean exit within
     /// [`DEADLINE`]. Blocking: call it from `spawn_blocking` in an async test.
-    pub fn signal_and_wait(mut self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal}");
-        let status = eventually_blocking(&format!("an exit on SIG{signal}"), || {
-            self.child.try_wait().expect("try_wait")
-        });
-        assert!(status.success(), "exited with {status} on SIG{signal}");
+    pub fn signal_and_wait(mut self, sig: &str) {
+        signal(&self.child, sig);
+        let status = wait_exit(&mut self.child);
+        assert!(status.success(), "exited with {status} on SIG{sig}");
     }
 
     /// [`signal_and_wait`](Self::signal_and_wait) with `TERM`.
