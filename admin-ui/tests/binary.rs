@@ -3,70 +3,22 @@
 
 mod common;
 
-use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Child, Command};
 
 use common::{DEADLINE, client, dead_addr};
+use ferry_testkit::process::{listening_on, signal, spawn_until};
 
 /// Runs `admin-ui` with `args`; waits for "HTTP: listening on ADDR".
 fn spawn(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_admin-ui"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn admin-ui");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let end = Instant::now() + DEADLINE;
-    let addr = loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("admin-ui logs its listening address");
-        if let Some(a) = line.split("HTTP: listening on ").nth(1) {
-            let a: String = a.chars().take_while(|c| !c.is_whitespace()).collect();
-            let a = a.trim_end_matches(|c: char| !c.is_ascii_digit());
-            break a.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
-        }
-    };
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let bin = Path::new(env!("CARGO_BIN_EXE_admin-ui"));
+    let (child, _log, addr) = spawn_until(bin, args, &[], |line| listening_on(line, "HTTP"));
     (child, addr)
 }
 
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn wait_exit(mut child: Child) -> std::process::ExitStatus {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("admin-ui did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ferry_testkit::process::wait_exit(&mut child)
 }
 
 #[tokio::test]

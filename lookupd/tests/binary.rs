@@ -3,119 +3,15 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-use common::{DEADLINE, Peer, broker_info, http};
-
-struct Process {
-    child: Child,
-    tcp: SocketAddr,
-    http: SocketAddr,
-    /// Every line it wrote to stderr so far.
-    log: Arc<Mutex<Vec<String>>>,
-}
+use common::{Peer, broker_info, http};
+use ferry_testkit::DaemonProcess;
 
 /// Runs `lookupd` with `args`; waits for both "listening on" lines.
-fn spawn(args: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookupd"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lookupd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut tcp, mut http) = (None, None);
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let end = Instant::now() + DEADLINE;
-    while tcp.is_none() || http.is_none() {
-        let left = end.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("lookupd logs its listening addresses");
-        let clean = strip_ansi(&line);
-        if let Some(a) = clean.split("TCP: listening on ").nth(1) {
-            tcp = Some(a.trim().parse().unwrap());
-        }
-        if let Some(a) = clean.split("HTTP: listening on ").nth(1) {
-            http = Some(a.trim().parse().unwrap());
-        }
-        log.lock().unwrap().push(clean);
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        while let Ok(line) = rx.recv() {
-            sink.lock().unwrap().push(strip_ansi(&line));
-        }
-    });
-    Process {
-        child,
-        tcp: tcp.unwrap(),
-        http: http.unwrap(),
-        log,
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-impl Process {
-    /// Sends `signal` with kill(1) and expects a clean exit within the deadline.
-    fn signal_and_wait(mut self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "lookupd exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < end, "lookupd did not stop on SIG{signal}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // Only reached with a live child when a test failed midway.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn spawn(args: &[&str]) -> DaemonProcess {
+    ferry_testkit::spawn_lookupd(Path::new(env!("CARGO_BIN_EXE_lookupd")), args)
 }
 
 #[tokio::test]
@@ -226,51 +122,27 @@ fn bad_flags_exit_with_an_error() {
 
 #[tokio::test]
 async fn json_log_format_writes_one_json_object_per_line() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookupd"))
-        .args([
-            "--tcp-address=127.0.0.1:0",
-            "--http-address=127.0.0.1:0",
-            "--log-format=json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lookupd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut process = Process {
-        child,
-        tcp: "127.0.0.1:0".parse().unwrap(),
-        http: "127.0.0.1:0".parse().unwrap(),
-        log: Arc::default(),
-    };
-    let end = Instant::now() + DEADLINE;
+    let process = spawn(&[
+        "--tcp-address=127.0.0.1:0",
+        "--http-address=127.0.0.1:0",
+        "--log-format=json",
+    ]);
     let mut seen = 0;
-    while seen < 2 {
-        let left = end.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("lookupd logs its listeners");
+    for line in process.log_lines() {
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
         assert!(v["level"].is_string(), "{v}");
         let message = v["fields"]["message"].as_str().unwrap_or_default();
         if let Some(addr) = message.strip_prefix("HTTP: listening on ") {
-            process.http = addr.parse().unwrap();
+            assert_eq!(process.http, addr.parse().unwrap());
             seen += 1;
         }
         if let Some(addr) = message.strip_prefix("TCP: listening on ") {
-            process.tcp = addr.parse().unwrap();
+            assert_eq!(process.tcp, addr.parse().unwrap());
             seen += 1;
         }
     }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    assert_eq!(seen, 2, "both listening lines are JSON");
     let metrics = http(process.http, "GET", "/metrics").await;
     assert_eq!(metrics.status, 200);
     assert!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Peer, broker_info, eventually, start};
+use common::{LookupdPeers, Peer, broker_info, eventually, start};
 use ferry_proto::lookup::LookupCommand;
 use serde_json::json;
 

@@ -1,114 +1,76 @@
-//! Test harness: real brokers and lookup daemons in this process (127.0.0.1, port 0, temp
-//! dirs), the dashboard itself, a raw protocol V2 consumer built on ferry-proto, tiny HTTP
-//! servers that play a broker from a JSON fixture (nsqd's shape) or a broken one, and an HTTP
-//! client. Every wait is a condition polled against a deadline.
-#![allow(dead_code)]
+//! Test harness: real brokers and lookup daemons in this process (ferry-testkit's: 127.0.0.1,
+//! port 0, temp dirs), the dashboard itself, a protocol V2 consumer over the testkit's raw
+//! connection, tiny HTTP servers that play a broker from a JSON fixture (nsqd's shape) or a
+//! broken one, and an HTTP client. Every wait is a condition polled against a deadline.
+#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use bytes::BytesMut;
-use ferry_proto::v2::{self, Command, Frame};
+use ferry_proto::v2::{self, Command};
+use ferry_testkit::TestConn;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Longest any single expected event may take before a test fails.
-pub const DEADLINE: Duration = Duration::from_secs(15);
+pub use ferry_testkit::http::client;
+pub use ferry_testkit::{DEADLINE, eventually, get_json};
 
-/// A broker running in this process.
+/// A broker running in this process, with the HTTP calls the dashboard tests make.
 pub struct TestBroker {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    inner: ferry_testkit::TestBroker,
 }
 
 /// Starts a broker in a fresh temp dir, registering with `lookupd_tcp` if given.
 pub async fn start_broker(lookupd_tcp: Option<SocketAddr>) -> TestBroker {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ferry_brokerd::config::Config::for_tests(dir.path());
-    if let Some(l) = lookupd_tcp {
-        cfg.lookupd_tcp_addresses.push(l.to_string());
-    }
-    let server = ferry_brokerd::Server::bind(cfg)
-        .await
-        .expect("broker binds");
-    let tcp = server.tcp_addr();
-    let http = server.http_addr();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(server.run(shutdown.clone()));
+    let inner = ferry_testkit::broker::start(|cfg| {
+        if let Some(l) = lookupd_tcp {
+            cfg.lookupd_tcp_addresses.push(l.to_string());
+        }
+    })
+    .await;
     TestBroker {
-        tcp,
-        http,
-        shutdown,
-        handle,
-        _dir: dir,
+        tcp: inner.tcp,
+        http: inner.http,
+        inner,
     }
 }
 
 impl TestBroker {
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, self.handle)
-            .await
-            .expect("broker stops in time")
-            .expect("broker task")
-            .expect("broker run ok");
+        self.inner.stop().await;
     }
 
     /// Publishes `n` messages with one MPUB over HTTP.
     pub async fn publish(&self, topic: &str, n: usize) {
         let body: Vec<String> = (0..n).map(|i| format!("message {i}")).collect();
-        let url = format!("http://{}/mpub?topic={topic}", self.http);
-        let resp = client()
-            .post(url)
-            .body(body.join("\n"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        self.inner
+            .post(&format!("/mpub?topic={topic}"), &body.join("\n"))
+            .await;
     }
 
     /// `POST /{kind}/create?...` on the broker.
     pub async fn create(&self, topic: &str, channel: Option<&str>) {
-        let url = match channel {
-            Some(c) => format!(
-                "http://{}/channel/create?topic={topic}&channel={c}",
-                self.http
-            ),
-            None => format!("http://{}/topic/create?topic={topic}", self.http),
+        let path = match channel {
+            Some(c) => format!("/channel/create?topic={topic}&channel={c}"),
+            None => format!("/topic/create?topic={topic}"),
         };
-        let resp = client().post(url).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        self.inner.post(&path, "").await;
     }
 
     /// `POST /channel/empty?...` on the broker.
     pub async fn empty_channel(&self, topic: &str, channel: &str) {
-        let url = format!(
-            "http://{}/channel/empty?topic={topic}&channel={channel}",
-            self.http
-        );
-        let resp = client().post(url).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let path = format!("/channel/empty?topic={topic}&channel={channel}");
+        self.inner.post(&path, "").await;
     }
 
     /// `POST /pub?topic=` with `body` (one message).
     pub async fn publish_body(&self, topic: &str, body: &str) {
-        let url = format!("http://{}/pub?topic={topic}", self.http);
-        let resp = client()
-            .post(url)
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        self.inner.post(&format!("/pub?topic={topic}"), body).await;
     }
 
     /// `GET path` on the broker, as JSON.
@@ -117,31 +79,16 @@ impl TestBroker {
     }
 
     pub async fn stats(&self) -> Value {
-        get_json(&format!("http://{}/stats?format=json", self.http)).await
+        self.inner.stats().await
     }
 
     /// A channel's stats object, if it exists.
     pub async fn channel_stats(&self, topic: &str, channel: &str) -> Option<Value> {
-        let s = self.stats().await;
-        let t = s["topics"]
-            .as_array()?
-            .iter()
-            .find(|t| t["topic_name"] == topic)?
-            .clone();
-        t["channels"]
-            .as_array()?
-            .iter()
-            .find(|c| c["channel_name"] == channel)
-            .cloned()
+        ferry_testkit::find_channel(&self.stats().await, topic, channel)
     }
 
     pub async fn topic_stats(&self, topic: &str) -> Option<Value> {
-        let s = self.stats().await;
-        s["topics"]
-            .as_array()?
-            .iter()
-            .find(|t| t["topic_name"] == topic)
-            .cloned()
+        ferry_testkit::find_topic(&self.stats().await, topic)
     }
 }
 
@@ -149,36 +96,24 @@ impl TestBroker {
 pub struct TestLookupd {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    inner: ferry_testkit::TestLookupd,
 }
 
 pub async fn start_lookupd() -> TestLookupd {
-    let server = ferry_lookupd::Server::bind(ferry_lookupd::config::Config::for_tests())
-        .await
-        .expect("lookupd binds");
-    let tcp = server.tcp_addr();
-    let http = server.http_addr();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(server.run(shutdown.clone()));
+    let inner = ferry_testkit::lookupd::start(|_| {}).await;
     TestLookupd {
-        tcp,
-        http,
-        shutdown,
-        handle,
+        tcp: inner.tcp,
+        http: inner.http,
+        inner,
     }
 }
 
 impl TestLookupd {
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, self.handle)
-            .await
-            .expect("lookupd stops in time")
-            .expect("lookupd task")
-            .expect("lookupd run ok");
+        self.inner.stop().await;
     }
 
+    /// `GET path`, which must answer 2xx with JSON.
     pub async fn get(&self, path: &str) -> Value {
         get_json(&format!("http://{}{path}", self.http)).await
     }
@@ -320,148 +255,57 @@ impl Cluster {
     }
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(DEADLINE)
-        .build()
-        .unwrap()
-}
-
-pub async fn get_json(url: &str) -> Value {
-    let resp = client().get(url).send().await.unwrap();
-    let status = resp.status();
-    let body = resp.text().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-/// Polls `check` until it returns Some; fails the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// A subscribed protocol V2 consumer.
-pub struct Consumer {
-    stream: TcpStream,
-    buf: BytesMut,
-}
+pub struct Consumer(TestConn);
 
 impl Consumer {
     /// Connects, IDENTIFYs (with a user agent), subscribes; RDY stays 0 until [`consume`].
     pub async fn subscribe(addr: SocketAddr, topic: &str, channel: &str) -> Consumer {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(&v2::MAGIC).await.unwrap();
-        let mut c = Consumer {
-            stream,
-            buf: BytesMut::new(),
-        };
-        let identify = serde_json::json!({
+        let mut c = TestConn::connect(addr).await;
+        c.identify(serde_json::json!({
             "client_id": "test-consumer",
             "hostname": "consumer.test",
             "user_agent": "admin-ui-test/1.0",
             "feature_negotiation": true,
-        });
-        c.send(&Command::Identify(
-            serde_json::to_vec(&identify).unwrap().into(),
-        ))
+        }))
         .await;
-        c.response().await;
-        c.send(&Command::Sub {
-            topic: topic.into(),
-            channel: channel.into(),
-        })
-        .await;
-        assert_eq!(c.response().await, b"OK");
-        c
-    }
-
-    async fn send(&mut self, cmd: &Command) {
-        let mut b = BytesMut::new();
-        cmd.encode(&mut b);
-        self.stream.write_all(&b).await.unwrap();
-    }
-
-    async fn frame(&mut self) -> Frame {
-        let fut = async {
-            loop {
-                if let Some(f) = v2::decode_frame(&mut self.buf, 64 << 20).expect("valid frame") {
-                    match f {
-                        Frame::Response(r) if &r[..] == v2::HEARTBEAT => {
-                            self.send(&Command::Nop).await
-                        }
-                        f => return f,
-                    }
-                    continue;
-                }
-                let n = self.stream.read_buf(&mut self.buf).await.unwrap();
-                assert!(n > 0, "broker closed the connection");
-            }
-        };
-        tokio::time::timeout(DEADLINE, fut)
-            .await
-            .expect("frame within deadline")
-    }
-
-    async fn response(&mut self) -> Vec<u8> {
-        match self.frame().await {
-            Frame::Response(r) => r.to_vec(),
-            f => panic!("expected a response, got {f:?}"),
-        }
+        c.sub(topic, channel).await;
+        Consumer(c)
     }
 
     /// Receives `n` messages (RDY `n`), sets RDY 0 so no more come, then FINs them.
     pub async fn consume(&mut self, n: u64) {
-        self.send(&Command::Rdy(n)).await;
+        self.0.rdy(n).await;
         let mut ids = Vec::new();
         for _ in 0..n {
-            match self.frame().await {
-                Frame::Message(m) => ids.push(m.id),
-                f => panic!("expected a message, got {f:?}"),
-            }
+            ids.push(self.0.message().await.id);
         }
-        self.send(&Command::Rdy(0)).await;
+        self.0.rdy(0).await;
         for id in ids {
-            self.send(&Command::Fin(id)).await;
+            self.0.fin(&id).await;
         }
     }
 
     /// Sets RDY to `n` and returns without waiting for messages.
     pub async fn ready(&mut self, n: u64) {
-        self.send(&Command::Rdy(n)).await;
+        self.0.rdy(n).await;
     }
 
     /// The next message delivered (RDY must allow it).
     pub async fn message(&mut self) -> v2::Message {
-        match self.frame().await {
-            Frame::Message(m) => m,
-            f => panic!("expected a message, got {f:?}"),
-        }
+        self.0.message().await
     }
 
     /// Requeues a message at once.
     pub async fn requeue(&mut self, id: ferry_proto::MessageId) {
-        self.send(&Command::Req { id, timeout_ms: 0 }).await;
+        self.0.send(&Command::Req { id, timeout_ms: 0 }).await;
     }
 
     /// Receives `n` messages and keeps them in flight.
     pub async fn hold(&mut self, n: u64) {
-        self.send(&Command::Rdy(n)).await;
+        self.0.rdy(n).await;
         for _ in 0..n {
-            match self.frame().await {
-                Frame::Message(_) => {}
-                f => panic!("expected a message, got {f:?}"),
-            }
+            self.0.message().await;
         }
     }
 }

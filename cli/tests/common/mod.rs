@@ -1,19 +1,20 @@
-//! Shared by the `ferry` process tests: in-process brokers and lookupds on loopback, and
-//! running the `ferry` binary.
+//! Shared by the `ferry` process tests: in-process brokers and lookupds on loopback
+//! (ferry-testkit's, with their addresses as strings, as the `ferry` command line takes them),
+//! and running the `ferry` binary.
 
-#![allow(dead_code)] // each test file uses its own subset
+#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 use std::process::{Command, Output};
 
 use ferry_brokerd::config::Config;
-use tokio_util::sync::CancellationToken;
 
+pub use ferry_testkit::{DEADLINE, eventually};
+
+/// An in-process broker in a temp dir.
 pub struct Broker {
     pub http: String,
     pub tcp: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    inner: ferry_testkit::TestBroker,
 }
 
 pub async fn broker() -> Broker {
@@ -22,46 +23,26 @@ pub async fn broker() -> Broker {
 
 /// A broker whose test config `tweak` adjusts.
 pub async fn broker_with(tweak: impl FnOnce(&mut Config)) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path());
-    tweak(&mut config);
-    let server = ferry_brokerd::Server::bind(config).await.unwrap();
-    let http = server.http_addr().to_string();
-    let tcp = server.tcp_addr().to_string();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(server.run(stop.clone()));
+    let inner = ferry_testkit::broker::start(tweak).await;
     Broker {
-        http,
-        tcp,
-        stop,
-        task,
-        _dir: dir,
+        http: inner.http.to_string(),
+        tcp: inner.tcp.to_string(),
+        inner,
     }
 }
 
 impl Broker {
+    /// `POST path` with `body`, which must succeed.
     pub async fn post(&self, path: &str, body: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("http://{}{path}", self.http))
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
+        self.inner.post(path, body).await
     }
 
     pub async fn stats(&self) -> serde_json::Value {
-        reqwest::get(format!("http://{}/stats?format=json", self.http))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.inner.stats().await
     }
 
     pub async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
+        self.inner.stop().await;
     }
 }
 
@@ -101,52 +82,21 @@ pub async fn broker_registered_with(lookupd_tcp: &str) -> Broker {
 pub struct Lookupd {
     pub tcp: String,
     pub http: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    inner: ferry_testkit::TestLookupd,
 }
 
 pub async fn lookupd() -> Lookupd {
-    let server = ferry_lookupd::Server::bind(ferry_lookupd::config::Config::for_tests())
-        .await
-        .unwrap();
-    let tcp = server.tcp_addr().to_string();
-    let http = server.http_addr().to_string();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(server.run(stop.clone()));
+    let inner = ferry_testkit::lookupd::start(|_| {}).await;
     Lookupd {
-        tcp,
-        http,
-        stop,
-        task,
+        tcp: inner.tcp.to_string(),
+        http: inner.http.to_string(),
+        inner,
     }
 }
 
 impl Lookupd {
     pub async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// How long a condition may take to come true.
-pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Polls `check` until it returns `Some`, failing with `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.inner.stop().await;
     }
 }
 

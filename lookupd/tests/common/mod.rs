@@ -1,103 +1,37 @@
-//! Test harness: real lookup daemons on 127.0.0.1 with port 0, a raw lookup protocol V1 peer
-//! built on ferry-proto, and a minimal HTTP/1.1 client.
-#![allow(dead_code)]
+//! Test harness: real lookup daemons (ferry-testkit) on 127.0.0.1 with port 0, a raw lookup
+//! protocol V1 peer built on ferry-proto, and HTTP through the testkit.
+#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ferry_lookupd::config::Config;
 use ferry_proto::lookup::{self, LookupCommand};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-/// Longest any single expected event may take before a test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use ferry_testkit::lookupd::start;
+pub use ferry_testkit::{DEADLINE, Reply, TestLookupd};
 
-/// A lookup daemon running in this process.
-pub struct TestLookupd {
-    pub tcp: SocketAddr,
-    pub http: SocketAddr,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// Starts a lookup daemon; `tweak` adjusts the config.
-pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestLookupd {
-    let mut config = Config::for_tests();
-    tweak(&mut config);
-    let server = ferry_lookupd::Server::bind(config)
-        .await
-        .expect("lookupd binds");
-    let tcp = server.tcp_addr();
-    let http = server.http_addr();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(server.run(shutdown.clone()));
-    TestLookupd {
-        tcp,
-        http,
-        shutdown,
-        handle,
-    }
-}
-
-impl TestLookupd {
-    /// Graceful stop; waits until every task is done.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, self.handle)
-            .await
-            .expect("lookupd stops in time")
-            .expect("lookupd task")
-            .expect("lookupd run ok");
-    }
-
+/// What a test does with a lookupd over its TCP interface.
+#[allow(async_fn_in_trait)] // used only here, on one runtime
+pub trait LookupdPeers {
     /// A raw connection that has sent the magic.
-    pub async fn peer(&self) -> Peer {
+    async fn peer(&self) -> Peer;
+    /// A peer that has IDENTIFYed as broker `broadcast_address` with the given ports.
+    async fn broker(&self, broadcast_address: &str, tcp_port: u16, http_port: u16) -> Peer;
+}
+
+impl LookupdPeers for TestLookupd {
+    async fn peer(&self) -> Peer {
         Peer::connect(self.tcp).await
     }
 
-    /// A peer that has IDENTIFYed as broker `broadcast_address` with the given ports.
-    pub async fn broker(&self, broadcast_address: &str, tcp_port: u16, http_port: u16) -> Peer {
+    async fn broker(&self, broadcast_address: &str, tcp_port: u16, http_port: u16) -> Peer {
         let mut peer = self.peer().await;
         peer.identify(broker_info(broadcast_address, tcp_port, http_port))
             .await;
         peer
-    }
-
-    pub async fn get(&self, path: &str) -> Reply {
-        http(self.http, "GET", path).await
-    }
-
-    pub async fn post(&self, path: &str) -> Reply {
-        http(self.http, "POST", path).await
-    }
-
-    /// The body of a `GET` that must answer 200 with JSON.
-    pub async fn get_json(&self, path: &str) -> Value {
-        let reply = self.get(path).await;
-        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
-        reply.json()
-    }
-
-    /// Broadcast addresses of `/lookup?topic=`'s producers, or None on 404.
-    pub async fn producers(&self, topic: &str) -> Option<Vec<String>> {
-        let reply = self.get(&format!("/lookup?topic={topic}")).await;
-        if reply.status == 404 {
-            return None;
-        }
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let producers = reply.json()["producers"].as_array().unwrap().clone();
-        Some(
-            producers
-                .iter()
-                .map(|p| p["broadcast_address"].as_str().unwrap().to_owned())
-                .collect(),
-        )
     }
 }
 
@@ -112,17 +46,9 @@ pub fn broker_info(broadcast_address: &str, tcp_port: u16, http_port: u16) -> Va
     })
 }
 
-/// Polls `check` until it holds; fails the test after [`DEADLINE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// [`ferry_testkit::eventually`] for a condition that is true or false.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    ferry_testkit::eventually(what, async || check().await.then_some(())).await
 }
 
 /// A raw lookup protocol V1 connection (what a broker opens).
@@ -232,77 +158,7 @@ impl Peer {
     }
 }
 
-/// An HTTP response.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    /// Header lines, names lowercased.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: body {:?}", self.body))
-    }
-
-    /// Asserts an NSQ error: `status` and `{"message": message}`, with the NSQ header.
-    pub fn assert_error(&self, status: u16, message: &str) {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(self.json(), serde_json::json!({ "message": message }));
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-
-    /// Asserts nsqlookupd's empty 200.
-    pub fn assert_empty_ok(&self) {
-        assert_eq!(self.status, 200, "{}", self.body);
-        assert_eq!(self.body, "");
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-}
-
-/// One HTTP/1.1 request without a body, with `Connection: close`.
+/// One HTTP/1.1 request without a body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        let text = String::from_utf8(raw).expect("UTF-8 response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("header end");
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        assert!(
-            !headers
-                .iter()
-                .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")),
-            "this client does not read chunked bodies"
-        );
-        Reply {
-            status,
-            headers,
-            body: body.to_owned(),
-        }
-    };
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .expect("HTTP within deadline")
+    ferry_testkit::http::request(addr, method, path, b"").await
 }
