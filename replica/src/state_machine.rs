@@ -1,0 +1,265 @@
+//! openraft's state machine over an [`Apply`]: the topic log and its channels, in brokerd.
+//!
+//! Applying a publish appends its messages; they get the sequence numbers that follow the
+//! previous publish's, on every replica alike, since every replica applies the same entries
+//! in the same order from the same first sequence (the group's `first_seq`).
+//!
+//! What was applied (`applied`: last log id, membership, next sequence) is rewritten after
+//! each batch of entries, atomically but without an fsync. After a crash it may lag behind the
+//! topic log: openraft applies those entries again, and a publish whose messages the topic
+//! already holds (its next sequence is past them) is counted, not appended twice. So a
+//! publish is applied exactly once whatever the crash point, as long as the topic log keeps
+//! what it was given (a killed process; for power loss, the topic's sync policy).
+
+use std::io::{self, Cursor};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::log_store::{read_small, write_small};
+use crate::{Applied, ChannelOp, Entry, Message, Node, NodeId, StorageError, TypeConfig};
+
+const APPLIED_FILE: &str = "applied";
+
+/// What a replica's state is: brokerd's topic implements it over its log and channels.
+pub trait Apply: Send + Sync + 'static {
+    /// The sequence the next appended message gets.
+    fn next_seq(&self) -> u64;
+    /// Appends `messages` with consecutive sequences from [`Apply::next_seq`], all or none.
+    fn publish(&self, messages: &[Message]) -> io::Result<Range<u64>>;
+    /// Applies a channel's ops (FIN, REQ, empty) made on the leader.
+    fn channel_ops(&self, channel: &str, ops: &[ChannelOp]) -> io::Result<()>;
+    /// The whole state as bytes, for a follower too far behind for the log.
+    fn snapshot(&self) -> io::Result<Vec<u8>>;
+    /// Replaces the whole state with a snapshot's.
+    fn install(&self, data: &[u8]) -> io::Result<()>;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
+    /// The sequence the next published message gets.
+    next_seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    next_seq: u64,
+    app: Vec<u8>,
+}
+
+/// The state machine of one group.
+pub struct StateMachine<A: Apply> {
+    dir: PathBuf,
+    app: Arc<A>,
+    state: AppliedState,
+    /// The last snapshot built or installed, shared with the builder handles.
+    current: Arc<Mutex<Option<CurrentSnapshot>>>,
+    snapshots_built: u64,
+}
+
+type CurrentSnapshot = (SnapshotMeta<NodeId, Node>, Vec<u8>);
+
+impl<A: Apply> std::fmt::Debug for StateMachine<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("dir", &self.dir)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl<A: Apply> StateMachine<A> {
+    /// Opens the state machine kept in `dir` over `app`. A new group starts at `first_seq`,
+    /// which must be the same on every replica (the creator's choice).
+    pub fn open(dir: &Path, app: Arc<A>, first_seq: u64) -> io::Result<StateMachine<A>> {
+        std::fs::create_dir_all(dir)?;
+        let state = read_small(&dir.join(APPLIED_FILE))?.unwrap_or(AppliedState {
+            next_seq: first_seq,
+            ..AppliedState::default()
+        });
+        Ok(StateMachine {
+            dir: dir.to_path_buf(),
+            app,
+            state,
+            current: Arc::default(),
+            snapshots_built: 0,
+        })
+    }
+
+    /// The application state.
+    pub fn app(&self) -> &Arc<A> {
+        &self.app
+    }
+
+    fn set_current(&self, meta: SnapshotMeta<NodeId, Node>, data: Vec<u8>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta, data));
+    }
+
+    fn save(&self) -> io::Result<()> {
+        write_small(&self.dir, APPLIED_FILE, &self.state, false)
+    }
+
+    fn publish(&mut self, messages: &[Message]) -> io::Result<Applied> {
+        let want = self.state.next_seq;
+        let end = want + messages.len() as u64;
+        let have = self.app.next_seq();
+        if have >= end {
+            // Applied before a crash that left `applied` behind.
+        } else if have == want {
+            let got = self.app.publish(messages)?;
+            if got != (want..end) {
+                return Err(io::Error::other(format!(
+                    "publish got sequences {got:?}, the group expected {want}..{end}"
+                )));
+            }
+        } else {
+            return Err(io::Error::other(format!(
+                "topic log at sequence {have}, the group's next publish starts at {want}"
+            )));
+        }
+        self.state.next_seq = end;
+        Ok(Applied::Published { first: want, end })
+    }
+
+    fn build(&mut self) -> io::Result<Snapshot<TypeConfig>> {
+        let data = postcard::to_stdvec(&SnapshotData {
+            next_seq: self.state.next_seq,
+            app: self.app.snapshot()?,
+        })
+        .map_err(io::Error::other)?;
+        self.snapshots_built += 1;
+        let snapshot_id = match self.state.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.snapshots_built),
+            None => format!("empty-{}", self.snapshots_built),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.state.last_applied,
+            last_membership: self.state.membership.clone(),
+            snapshot_id,
+        };
+        self.set_current(meta.clone(), data.clone());
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+fn storage_err(e: StorageIOError<NodeId>) -> StorageError {
+    e.into()
+}
+
+impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for StateMachine<A> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.build()
+            .map_err(|e| storage_err(StorageIOError::write_snapshot(None, &e)))
+    }
+}
+
+/// openraft builds snapshots through a second handle, taken between two applies: it shares the
+/// application, the directory and the current snapshot. The application may have moved on
+/// when the builder reads it, so a snapshot can hold more than its last log id says; applying
+/// those entries again after installing it is harmless (a publish the topic holds is counted,
+/// not appended; channel ops are idempotent).
+#[derive(Debug)]
+pub struct Builder<A: Apply>(StateMachine<A>);
+
+impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for Builder<A> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.0.build_snapshot().await
+    }
+}
+
+impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
+    type SnapshotBuilder = Builder<A>;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut answers = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let answer = match entry.payload {
+                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Membership(membership) => {
+                    self.state.membership = StoredMembership::new(Some(log_id), membership);
+                    Applied::Nothing
+                }
+                EntryPayload::Normal(crate::Command::Publish { messages }) => self
+                    .publish(&messages)
+                    .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?,
+                EntryPayload::Normal(crate::Command::Channels { channel, ops }) => {
+                    self.app
+                        .channel_ops(&channel, &ops)
+                        .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?;
+                    Applied::Nothing
+                }
+            };
+            self.state.last_applied = Some(log_id);
+            answers.push(answer);
+        }
+        self.save()
+            .map_err(|e| storage_err(StorageIOError::write_state_machine(&e)))?;
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Builder(StateMachine {
+            dir: self.dir.clone(),
+            app: Arc::clone(&self.app),
+            state: self.state.clone(),
+            current: Arc::clone(&self.current),
+            snapshots_built: self.snapshots_built,
+        })
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let fail =
+            |e: io::Error| storage_err(StorageIOError::read_snapshot(Some(meta.signature()), &e));
+        let data: SnapshotData = postcard::from_bytes(&bytes)
+            .map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        self.app.install(&data.app).map_err(fail)?;
+        self.state = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            next_seq: data.next_seq,
+        };
+        self.save().map_err(fail)?;
+        self.set_current(meta.clone(), bytes);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(current.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}
