@@ -8,10 +8,8 @@
 //! - a decoded command re-encodes to something that decodes to the same command;
 //! - the result does not depend on how the bytes were split into reads.
 
-mod common;
-
+use crate::common::{chunk_sizes, command, config, edits, lookup_command, mutate, token_soup};
 use bytes::BytesMut;
-use common::{chunk_sizes, command, config, edits, lookup_command, mutate, token_soup};
 use ferry_proto::ProtocolError;
 use ferry_proto::lookup::{self, LookupCommand};
 use ferry_proto::v2::{self, Command, DecodeLimits};

@@ -1,9 +1,7 @@
 //! Property tests: what is encoded decodes back to the same value.
 
-mod common;
-
+use crate::common::{body, command, config, lookup_command, message_id};
 use bytes::{Bytes, BytesMut};
-use common::{body, command, config, lookup_command, message_id};
 use ferry_proto::lookup;
 use ferry_proto::v2::{self, DecodeLimits, Frame, Message};
 use ferry_proto::{ErrorCode, MessageId, ProtocolError};

@@ -3,8 +3,6 @@
 //! `FERRY_PROPTEST_CASES` sets how many cases each property runs (default 256, which keeps
 //! `cargo test` fast); set it to e.g. 100000 for a long soak.
 
-#![allow(dead_code)] // each test binary uses part of this module
-
 use bytes::Bytes;
 use ferry_proto::MessageId;
 use ferry_proto::lookup::LookupCommand;
