@@ -1,11 +1,9 @@
 //! nsqlookupd's HTTP API against a real daemon: shapes, codes, header, tombstones and the
 //! inactive-producer timeout.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{LookupdPeers, eventually, start};
+use crate::common::{LookupdPeers, eventually, start};
 use serde_json::json;
 use tokio::time::Instant;
 

@@ -1,6 +1,5 @@
 //! Test harness: real lookup daemons (ferry-testkit) on 127.0.0.1 with port 0, a raw lookup
 //! protocol V1 peer built on ferry-proto, and HTTP through the testkit.
-#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 use std::net::SocketAddr;
 

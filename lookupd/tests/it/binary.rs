@@ -1,12 +1,10 @@
 //! The `lookupd` binary: flags, the config file, the "listening on" log lines, and a clean exit
 //! on SIGTERM and SIGINT.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Peer, broker_info, http};
+use crate::common::{Peer, broker_info, http};
 use ferry_testkit::DaemonProcess;
 
 /// Runs `lookupd` with `args`; waits for both "listening on" lines.

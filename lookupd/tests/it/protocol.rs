@@ -1,9 +1,7 @@
 //! Lookup protocol V1 against a real daemon: every command and error, and what registrations
 //! become visible over HTTP.
 
-mod common;
-
-use common::{LookupdPeers, Peer, broker_info, eventually, start};
+use crate::common::{LookupdPeers, Peer, broker_info, eventually, start};
 use ferry_proto::lookup::LookupCommand;
 use serde_json::json;
 
