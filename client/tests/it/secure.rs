@@ -1,14 +1,12 @@
 //! The client with TLS, snappy, DEFLATE and AUTH against a real brokerd; a wrong certificate and
 //! a refused AUTH fail with clear errors and leave other clients alone.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{DEADLINE, client_config};
+use crate::common::{DEADLINE, client_config};
 use ferry_brokerd::config::Config as BrokerConfig;
 use ferry_client::{Config, Consumer, Error, ErrorCode, Producer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};

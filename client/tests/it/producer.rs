@@ -1,17 +1,19 @@
 //! Producer against a real broker: PUB, MPUB, DPUB round trips, pipelining from many tasks,
 //! typed errors, reconnection after a fatal error, stop.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Seen, client_config, numbered, start, wait_until};
+use crate::common::{Seen, client_config, numbered, start, wait_until};
 use ferry_client::{Consumer, Error, ErrorCode, Producer};
 
 /// A consumer of `topic`/`channel` that records every body it finishes.
-async fn recorder(broker: &common::TestBroker, topic: &str, channel: &str) -> (Consumer, Seen) {
+async fn recorder(
+    broker: &crate::common::TestBroker,
+    topic: &str,
+    channel: &str,
+) -> (Consumer, Seen) {
     let (consumer, seen) =
-        common::recording_consumer(topic, channel, client_config().max_in_flight(100));
+        crate::common::recording_consumer(topic, channel, client_config().max_in_flight(100));
     consumer.connect_to_broker(broker.addr()).await.unwrap();
     (consumer, seen)
 }

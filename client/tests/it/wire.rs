@@ -2,12 +2,10 @@
 //! heartbeats answered with NOP, RDY capped by the broker's max_rdy_count, FIN/CLS, non-fatal
 //! errors, and requests in flight on a dying connection.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::DEADLINE;
 use bytes::{Bytes, BytesMut};
-use common::DEADLINE;
 use ferry_client::{Config, Consumer, Error, ErrorCode, Producer};
 use ferry_proto::identify::{IdentifyRequest, IdentifyResponse};
 use ferry_proto::v2::{self, Command};

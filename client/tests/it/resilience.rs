@@ -1,17 +1,15 @@
 //! Discovery through a (fake) lookupd, and a broker restart in the middle of a stream.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{TestBroker, client_config, start, wait_until};
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::{TestBroker, client_config, start, wait_until};
 use ferry_client::Producer;
 use serde_json::{Value, json};
 
@@ -70,7 +68,7 @@ async fn brokers_registering_later_are_discovered_and_vanished_ones_dropped() {
     let (lookupd, lookupd_addr) = FakeLookupd::start().await;
     lookupd.set(&[&first]);
 
-    let (consumer, seen) = common::recording_consumer(
+    let (consumer, seen) = crate::common::recording_consumer(
         "found#ephemeral",
         "c",
         client_config()
@@ -124,7 +122,7 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
     let addr = broker.addr();
 
     let (consumer, seen) =
-        common::recording_consumer("durable", "c", client_config().max_in_flight(50));
+        crate::common::recording_consumer("durable", "c", client_config().max_in_flight(50));
     consumer.connect_to_broker(addr.clone()).await.unwrap();
 
     // Publish continuously; remember what the broker acknowledged.
@@ -197,7 +195,7 @@ async fn a_broker_restart_loses_no_acknowledged_message() {
 async fn an_unknown_topic_is_polled_fast_until_a_broker_has_it() {
     let broker = start().await;
     let (lookupd, lookupd_addr) = FakeLookupd::start().await;
-    let (consumer, seen) = common::recording_consumer(
+    let (consumer, seen) = crate::common::recording_consumer(
         "later",
         "c",
         client_config()

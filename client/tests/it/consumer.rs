@@ -1,18 +1,16 @@
 //! Consumer against a real broker: load balancing, fan-out, requeue with backoff, max_attempts,
 //! the stream API, graceful stop.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Seen, client_config, numbered, start, wait_until};
+use crate::common::{Seen, client_config, numbered, start, wait_until};
 use ferry_client::{Consumer, Error, Producer, handler_fn};
 use tokio::sync::Notify;
 
 fn recording_consumer(topic: &str, channel: &str, max_in_flight: u64) -> (Consumer, Seen) {
-    common::recording_consumer(topic, channel, client_config().max_in_flight(max_in_flight))
+    crate::common::recording_consumer(topic, channel, client_config().max_in_flight(max_in_flight))
 }
 
 async fn publish_numbered(addr: &str, topic: &str, prefix: &str, n: usize) {
@@ -173,7 +171,7 @@ async fn stream_consumers_answer_messages_themselves() {
         .unwrap();
     producer.publish("streamed", "hello").await.unwrap();
 
-    let first = tokio::time::timeout(common::DEADLINE, messages.recv())
+    let first = tokio::time::timeout(crate::common::DEADLINE, messages.recv())
         .await
         .unwrap()
         .unwrap();
@@ -184,14 +182,14 @@ async fn stream_consumers_answer_messages_themselves() {
         .requeue_without_backoff(Some(std::time::Duration::ZERO))
         .await
         .unwrap();
-    let again = tokio::time::timeout(common::DEADLINE, messages.recv())
+    let again = tokio::time::timeout(crate::common::DEADLINE, messages.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(again.attempts(), 2);
     // Dropped unanswered: requeued at once, not after msg_timeout.
     drop(again);
-    let third = tokio::time::timeout(common::DEADLINE, messages.recv())
+    let third = tokio::time::timeout(crate::common::DEADLINE, messages.recv())
         .await
         .unwrap()
         .unwrap();
@@ -205,7 +203,7 @@ async fn stream_consumers_answer_messages_themselves() {
     let stop = tokio::spawn(async move { consumer.stop().await });
     // The stream ends once the consumer has stopped.
     assert!(
-        tokio::time::timeout(common::DEADLINE, messages.recv())
+        tokio::time::timeout(crate::common::DEADLINE, messages.recv())
             .await
             .unwrap()
             .is_none()
@@ -238,7 +236,7 @@ async fn stop_waits_for_in_flight_handlers() {
         .await
         .unwrap();
     producer.publish("slow", "work").await.unwrap();
-    tokio::time::timeout(common::DEADLINE, started.notified())
+    tokio::time::timeout(crate::common::DEADLINE, started.notified())
         .await
         .unwrap();
     let consumer = Arc::new(consumer);
@@ -254,7 +252,7 @@ async fn stop_waits_for_in_flight_handlers() {
         .await;
     assert!(!stopping.is_finished());
     release.notify_one();
-    tokio::time::timeout(common::DEADLINE, stopping)
+    tokio::time::timeout(crate::common::DEADLINE, stopping)
         .await
         .unwrap()
         .unwrap();

@@ -1,17 +1,13 @@
 //! Test harness: real brokers (ferry-testkit's in-process brokerd) on 127.0.0.1 in temp dirs,
 //! restartable on the same port and data directory, condition waits with deadlines, and
 //! consumers that record what they receive.
-#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_client::{Config, Consumer, Error, Message, handler_fn};
 
-pub use ferry_testkit::{DEADLINE, TestBroker, find_channel, wait_until};
+pub use ferry_testkit::{DEADLINE, TestBroker, wait_until};
 
 /// A client config for tests: fast reconnects and backoff.
 pub fn client_config() -> Config {
@@ -31,24 +27,6 @@ pub fn client_config() -> Config {
 /// Starts a broker in a fresh temp dir.
 pub async fn start() -> TestBroker {
     ferry_testkit::broker::start(|_| {}).await
-}
-
-/// Starts a broker on `dir`, listening for TCP on `tcp`.
-pub async fn start_in(dir: &Path, tcp: SocketAddr) -> TestBroker {
-    ferry_testkit::broker::start_in(dir, |c| c.tcp_address = tcp).await
-}
-
-/// [`wait_until`] with an async condition.
-pub async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    ferry_testkit::eventually(what, || {
-        let holds = cond();
-        async move { holds.await.then_some(()) }
-    })
-    .await
 }
 
 /// Bodies seen by a handler, shared with the test.
