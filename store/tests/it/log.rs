@@ -1,13 +1,11 @@
 //! Topic log behaviour: append/read, batches, rotation, retention, locking, in-memory logs,
 //! sync, destroy, concurrent readers, metadata.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{body, opts, read_all, rec, segment_files};
+use crate::common::{body, opts, read_all, rec, segment_files};
 use ferry_store::{
     ChannelMeta, ChannelSnapshot, ChannelState, EntryKind, LogOptions, META_FILE, NewRecord,
     SnapshotEntry, StoreError, TopicLog, TopicMeta, load_meta, save_meta,

@@ -1,13 +1,11 @@
 //! Recovery from damaged files, process crashes (SIGKILL) and a full disk.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{body, mount_tmpfs, opts, patch, read_all, rec, record_offsets, segment_files};
+use crate::common::{body, mount_tmpfs, opts, patch, read_all, rec, record_offsets, segment_files};
 use ferry_store::{LogOptions, NewRecord, TopicLog};
 
 #[test]
@@ -340,7 +338,7 @@ fn crash_sigkill() {
     for (round, kill_after) in [(1u64, 37 + jitter), (2, 1500 + jitter), (3, 4242), (4, 1)] {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "crash_sigkill",
+                "recovery::crash_sigkill", // its name in the tests/it binary
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

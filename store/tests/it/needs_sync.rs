@@ -1,9 +1,7 @@
 //! `TopicLog::needs_sync`: an idle log has nothing to sync, so a broker with thousands of idle
 //! topics does no periodic disk I/O for them.
 
-mod common;
-
-use common::{body, opts, rec};
+use crate::common::{body, opts, rec};
 use ferry_store::TopicLog;
 
 #[test]

@@ -1,11 +1,9 @@
 //! The channel-state journal: ops recorded by `ChannelState`, written by `Journal`, read back
 //! by `read_journal` and replayed over a snapshot by `replay`.
 
-mod common;
-
 use std::io::Write;
 
-use common::{body, rec};
+use crate::common::{body, rec};
 use ferry_store::{
     ChannelMeta, ChannelSnapshot, ChannelState, EntryKind, Journal, JournalOp, NewRecord, TopicLog,
     TopicMeta, journal_path, load_meta, read_journal, remove_other_journals, replay, save_meta,

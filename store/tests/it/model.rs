@@ -2,11 +2,9 @@
 //! checked against a plain in-memory model (`VecDeque`/`BTreeMap`), including closing and
 //! reopening the log with the channel restored from saved metadata.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use common::body;
+use crate::common::body;
 use ferry_store::{
     ChannelError, ChannelMeta, ChannelState, LogOptions, NewRecord, TopicLog, TopicMeta, load_meta,
     save_meta,

@@ -2,12 +2,10 @@
 //! every record, a full disk during a growth step fails cleanly, and recovery handles
 //! partly grown files (torn tails below the allocated length, odd and sparse lengths).
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{body, mount_tmpfs, opts, patch, read_all, rec, record_offsets, segment_files};
+use crate::common::{body, mount_tmpfs, opts, patch, read_all, rec, record_offsets, segment_files};
 use ferry_store::{NewRecord, TopicLog, TopicMeta, save_meta};
 
 const KIB: u64 = 1024;
