@@ -5,14 +5,12 @@
 //! them). Without them the test fails and says so, unless `FERRY_SKIP_BROWSER_TESTS=1`.
 //! Screenshots are written under Cargo's test temp dir (`CARGO_TARGET_TMPDIR`).
 
-mod common;
-
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::time::Instant;

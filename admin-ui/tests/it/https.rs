@@ -1,8 +1,6 @@
 //! admin-ui reading a broker over HTTPS (`https://` address + `--http-client-tls-root-ca-file`).
 
-mod common;
-
-use common::{eventually, start_admin};
+use crate::common::{eventually, start_admin};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio_util::sync::CancellationToken;
 

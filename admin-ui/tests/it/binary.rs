@@ -1,13 +1,11 @@
 //! The `admin-ui` binary: flags, the "listening on" log line, serving while a broker is
 //! unreachable, and a clean exit on SIGTERM and SIGINT even with a live page open.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command};
 
-use common::{DEADLINE, client, dead_addr};
+use crate::common::{DEADLINE, client, dead_addr};
 use ferry_testkit::process::{listening_on, signal, spawn_until};
 
 /// Runs `admin-ui` with `args`; waits for "HTTP: listening on ADDR".

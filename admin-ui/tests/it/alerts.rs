@@ -1,11 +1,9 @@
 //! Alerts (#18) end to end: real brokers and lookupd in this process, the dashboard sampling
 //! every 200ms, and a webhook receiver on 127.0.0.1:0.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[tokio::test]

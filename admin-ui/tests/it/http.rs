@@ -1,9 +1,7 @@
 //! HTTP-level tests of every page, JSON endpoint, event stream and action, against real
 //! brokers and lookup daemons in this process, nsqd-shaped fixtures, and broken nodes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -3,11 +3,9 @@
 //! peeking (bodies escaped), the admin guard on all of them, and the expired and
 //! dead-lettered counts.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

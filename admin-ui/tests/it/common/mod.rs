@@ -2,7 +2,6 @@
 //! port 0, temp dirs), the dashboard itself, a protocol V2 consumer over the testkit's raw
 //! connection, tiny HTTP servers that play a broker from a JSON fixture (nsqd's shape) or a
 //! broken one, and an HTTP client. Every wait is a condition polled against a deadline.
-#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -371,7 +370,7 @@ pub async fn dead_addr() -> SocketAddr {
 pub fn nsqd_fixture() -> String {
     std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/nsqd-1.2-stats.json"
+        "/tests/it/fixtures/nsqd-1.2-stats.json"
     ))
     .unwrap()
 }
