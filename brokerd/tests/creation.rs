@@ -1,7 +1,10 @@
+// Its own test binary, not in tests/it/: it keeps every core busy, starving tests run beside it.
 //! Creating topics and channels under contention, with every core kept busy: concurrent SUBs of
 //! a new channel end on one channel, and a new topic learns lookupd's channels before its first
 //! message or subscription.
 
+#[path = "it/common/mod.rs"]
+#[allow(dead_code, unused_imports)] // this binary uses part of it
 mod common;
 
 use std::net::SocketAddr;

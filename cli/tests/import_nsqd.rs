@@ -3,7 +3,7 @@
 //! its one-line errors.
 
 mod common;
-#[path = "../../brokerd/tests/common/nsqd.rs"]
+#[path = "../../brokerd/tests/it/common/nsqd.rs"]
 mod nsqd;
 
 use std::path::Path;

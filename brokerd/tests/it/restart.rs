@@ -2,12 +2,10 @@
 //! paused state come back, no acknowledged message is lost, everything not FINed is delivered
 //! again, and deferred messages keep their due time.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ferry_proto::v2::Command;
 
 const N: usize = 300;

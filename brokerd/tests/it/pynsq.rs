@@ -1,18 +1,16 @@
 //! Interop with pynsq, the real NSQ Python client from PyPI (installed into `.venv` by
 //! `scripts/setup-test-deps.sh`): Writer, Reader, HTTP publishing, two channels, shared channel.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pynsq_writer_reader_and_http_publish() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/interop.py");
     let (tcp, http) = (b.tcp.to_string(), b.http.to_string());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::python())
+        Command::new(crate::common::python())
             .arg(script)
             .arg(tcp)
             .arg(http)
@@ -29,7 +27,7 @@ async fn pynsq_writer_reader_and_http_publish() {
     );
     let s = b.stats().await;
     for ch in ["alpha", "beta"] {
-        let c = common::find_channel(&s, "interop", ch).unwrap();
+        let c = crate::common::find_channel(&s, "interop", ch).unwrap();
         assert_eq!(c["message_count"], 700, "{ch}: {c}");
         assert_eq!(c["depth"], 0);
     }

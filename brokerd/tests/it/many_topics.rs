@@ -2,12 +2,10 @@
 //! each. Disk use follows the data (each idle topic costs at most 256 KiB), and every topic
 //! survives a SIGKILL.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const TOPICS: usize = 2_000;
 /// Most disk an idle topic with one message may use, metadata included.

@@ -2,12 +2,10 @@
 //! survives a SIGKILL right after it, and FINs covered by a sync are never redelivered after a
 //! SIGKILL, while everything not FINed is.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ferry_proto::v2::Command;
 
 async fn post(p: &BrokerProcess, path: &str) {

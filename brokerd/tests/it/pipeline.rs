@@ -2,10 +2,8 @@
 //! as one batch, yet every command keeps its own answer in order (errors included), and with
 //! `--sync-every=1` the answers wait for group-committed syncs without blocking the connection.
 
-mod common;
-
+use crate::common::*;
 use bytes::{Bytes, BytesMut};
-use common::*;
 use ferry_proto::MessageId;
 use ferry_proto::v2::{Command, Frame};
 

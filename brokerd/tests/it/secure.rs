@@ -2,14 +2,12 @@
 //! certificates; pynsq (the real NSQ client) drives the upgrades, a raw rustls client the
 //! refusals. Certificates come from a CA generated here with rcgen.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{DEADLINE, Pki, TestConn, pki};
+use crate::common::{DEADLINE, Pki, TestConn, pki};
 use ferry_brokerd::config::Config;
 use ferry_proto::v2::{self, Frame};
 use rustls::pki_types::pem::PemObject as _;
@@ -66,7 +64,7 @@ async fn pynsq(
     client_cert: bool,
 ) -> (bool, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/secure.py");
-    let mut cmd = Command::new(common::python());
+    let mut cmd = Command::new(crate::common::python());
     cmd.arg(script)
         .arg(tcp.to_string())
         .arg(topic)
@@ -178,7 +176,7 @@ async fn tls_required_refuses_plain_commands_and_plain_http() {
         .unwrap();
     assert!(matches!(ok, Some(Frame::Response(r)) if &r[..] == b"OK"));
     // Plain HTTP: 403 TLS_REQUIRED. HTTPS: served.
-    let (code, body) = common::http(b.http, "GET", "/ping", b"").await;
+    let (code, body) = crate::common::http(b.http, "GET", "/ping", b"").await;
     assert_eq!(
         (code, body.as_str()),
         (403, r#"{"message":"TLS_REQUIRED"}"#)
@@ -227,7 +225,7 @@ async fn client_certificates_are_verified_and_a_wrong_one_disturbs_no_one() {
     let (ok, out) = pynsq(b.tcp, "certs2", "tls", &pki, true).await;
     assert!(ok, "{out}");
     // The plain consumer still gets its messages.
-    let (code, _) = common::http(b.http, "POST", "/pub?topic=certs", b"still here").await;
+    let (code, _) = crate::common::http(b.http, "POST", "/pub?topic=certs", b"still here").await;
     assert_eq!(code, 200);
     assert_eq!(&plain.message().await.body[..], b"still here");
     b.stop().await;

@@ -2,11 +2,9 @@
 //! with a reason (`E_TOO_MANY_CONNECTIONS` over TCP, 503 over HTTP) instead of hanging, a freed
 //! slot is served again, and `/metrics` counts the refusals.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ferry_proto::v2::{Command, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,7 +2,6 @@
 //! connection, HTTP and the `brokerd` binary as a process (all from ferry-testkit), plus what
 //! only the broker's tests need: tmpfs mounts, Prometheus checks, TLS certificates, an auth
 //! server.
-#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 pub mod lookupd;
 pub mod nsqd;
@@ -19,9 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 pub use ferry_testkit::broker::{start, start_in};
-pub use ferry_testkit::{
-    DEADLINE, TestBroker, TestConn, eventually, find_channel, find_topic, wait_until,
-};
+pub use ferry_testkit::{DEADLINE, TestBroker, TestConn, eventually, find_channel, find_topic};
 
 /// A `brokerd` process, for restart and signal tests.
 pub type BrokerProcess = ferry_testkit::DaemonProcess;

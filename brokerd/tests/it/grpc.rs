@@ -2,15 +2,13 @@
 //! consume, sharing a channel with a TCP consumer, REQ/TOUCH/timeouts, disconnects, credit,
 //! errors, deferred publish, Stats and shutdown.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::DEADLINE;
+use crate::common::DEADLINE;
 use ferry_brokerd::grpc::pb;
 use ferry_brokerd::grpc::pb::broker_client::BrokerClient;
 use ferry_brokerd::grpc::pb::subscribe_request::Command as Cmd;
@@ -183,7 +181,7 @@ fn client_rows(c: &serde_json::Value) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_and_consume_round_trip() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let mut sub = Sub::open(b.grpc, "orders", "ship", 10).await;
     let r = publish(&mut c, "orders", &[b"one"], 0).await.unwrap();
@@ -221,7 +219,7 @@ async fn publish_and_consume_round_trip() {
     // created before them would see them too, and HTTP's /stats counts them.
     let s = b.stats().await;
     assert_eq!(
-        common::find_topic(&s, "orders").unwrap()["message_count"],
+        crate::common::find_topic(&s, "orders").unwrap()["message_count"],
         4
     );
     drop(sub);
@@ -250,7 +248,7 @@ async fn drain_grpc(mut sub: Sub, seen: Arc<AtomicUsize>, total: usize) -> (Vec<
 }
 
 async fn drain_tcp(
-    mut conn: common::TestConn,
+    mut conn: crate::common::TestConn,
     seen: Arc<AtomicUsize>,
     total: usize,
 ) -> Vec<Vec<u8>> {
@@ -277,7 +275,7 @@ async fn drain_tcp(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_and_tcp_subscribers_share_a_channel() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let tcp = b.consumer("shared", "work", 5).await;
     let grpc = Sub::open(b.grpc, "shared", "work", 5).await;
     b.wait_channel("shared", "work", "two subscribers", |c| {
@@ -313,7 +311,7 @@ async fn grpc_and_tcp_subscribers_share_a_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn req_touch_and_timeout_redelivery() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let mut sub = Sub::open_with(b.grpc, open("retry", "ch", 1, 1000)).await;
     publish(&mut c, "retry", &[b"job"], 0).await.unwrap();
@@ -378,7 +376,7 @@ async fn req_touch_and_timeout_redelivery() {
 async fn disconnect_requeues_in_flight_at_once() {
     // The default msg timeout is 60 s: anything back within the test's deadline came back
     // because the subscriber left.
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let mut sub = Sub::open(b.grpc, "gone", "ch", 10).await;
     publish(&mut c, "gone", &[b"a", b"b", b"c"], 0)
@@ -408,7 +406,7 @@ async fn disconnect_requeues_in_flight_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_is_respected() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let mut sub = Sub::open(b.grpc, "flow", "ch", 2).await;
     let bodies: Vec<Vec<u8>> = (0..10).map(|i| vec![b'a' + i as u8]).collect();
@@ -456,7 +454,7 @@ async fn credit_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_get_nsq_codes() {
-    let b = common::start(|c| {
+    let b = crate::common::start(|c| {
         c.max_msg_size = 1024;
         c.max_body_size = 4096;
         c.max_channel_consumers = 1;
@@ -506,7 +504,7 @@ async fn invalid_requests_get_nsq_codes() {
     let r = publish(&mut c, "t", &[&huge], 0).await;
     assert_eq!(r.unwrap_err().code(), Code::OutOfRange);
     // Nothing was queued by any of them: the topic was never even created.
-    assert!(common::find_topic(&b.stats().await, "t").is_none());
+    assert!(crate::common::find_topic(&b.stats().await, "t").is_none());
     publish(&mut c, "t", &[&ok, &ok], 0).await.unwrap();
 
     // Subscribe refusals end the stream with a status.
@@ -552,7 +550,7 @@ async fn invalid_requests_get_nsq_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_publish() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let mut sub = Sub::open(b.grpc, "later", "ch", 10).await;
     let published = Instant::now();
@@ -577,7 +575,7 @@ async fn deferred_publish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_rpc_matches_http_stats() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let _sub = Sub::open_with(
         b.grpc,
@@ -632,7 +630,7 @@ async fn stats_rpc_matches_http_stats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_subscriptions() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let mut c = client(b.grpc).await;
     let mut sub = Sub::open(b.grpc, "bye", "ch", 10).await;
     publish(&mut c, "bye", &[b"x"], 0).await.unwrap();

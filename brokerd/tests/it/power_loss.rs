@@ -7,14 +7,12 @@
 //! (`--sync-every=1`), or lose only an unsynced tail, never a record in the middle and never
 //! a corrupt one (the default policy).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     BrokerProcess, TestConn, eventually, http, metric, scrape, spawn_brokerd, spawn_brokerd_env,
 };
 use ferry_proto::v2::{Command, Frame};
@@ -207,7 +205,7 @@ async fn drain(p: &BrokerProcess) -> Vec<Vec<u8>> {
             Err(()) => {
                 let (_, body) = http(p.http, "GET", "/stats?format=json", b"").await;
                 let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
-                let ch = common::find_channel(&stats, TOPIC, CHANNEL).unwrap();
+                let ch = crate::common::find_channel(&stats, TOPIC, CHANNEL).unwrap();
                 if ch["depth"] == 0 && ch["in_flight_count"] == 0 {
                     return got;
                 }

@@ -3,8 +3,6 @@
 //! for a channel nobody consumes, and evaluates every query of the Grafana dashboard.
 //! (`scripts/setup-test-deps.sh` installs Debian's `prometheus` package, which has both tools.)
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -119,7 +117,7 @@ async fn get_json(url: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_prometheus_fires_depth_rising_and_evaluates_the_dashboard() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let tmp = tempfile::tempdir().unwrap();
     // The rules as shipped, with their time windows scaled from minutes to seconds so the
     // alert fires within the test: `[2m]` -> `[6s]`, `for: 5m` -> `for: 4s`.
@@ -139,7 +137,7 @@ async fn real_prometheus_fires_depth_rising_and_evaluates_the_dashboard() {
     let http = b.http;
     let publisher = tokio::spawn(async move {
         loop {
-            common::http(http, "POST", "/pub?topic=backlog", b"more").await;
+            crate::common::http(http, "POST", "/pub?topic=backlog", b"more").await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

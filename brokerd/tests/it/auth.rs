@@ -2,13 +2,11 @@
 //! order of checks, permissions by topic/channel regex, ttl renewal, `/stats` identity, and
 //! pynsq's `auth_secret`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::common::{TestConn, auth_server, grant, start};
 use bytes::Bytes;
-use common::{TestConn, auth_server, grant, start};
 use ferry_proto::v2::Command;
 use serde_json::{Value, json};
 
@@ -136,7 +134,7 @@ async fn auth_is_required_checked_and_refusals_disturb_no_one() {
     assert!(asked.iter().any(|q| q["secret"] == "pub"));
     // /stats shows who the consumer is.
     let stats = b.stats().await;
-    let client = &common::find_channel(&stats, "orders", "billing").unwrap()["clients"][0];
+    let client = &crate::common::find_channel(&stats, "orders", "billing").unwrap()["clients"][0];
     assert_eq!(client["authed"], true, "{client}");
     assert_eq!(client["auth_identity"], "billing");
     assert_eq!(

@@ -1,8 +1,6 @@
 //! nsqd's HTTP API against a real broker.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn ping_info_and_header() {

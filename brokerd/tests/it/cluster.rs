@@ -3,12 +3,10 @@
 //! lookupd gets everything re-registered; pynsq's Reader finds both brokers through lookupd; a
 //! broker pre-creates the channels lookupd already knows.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 /// TCP ports of the producers `/lookup?topic=` lists.
 async fn lookup_ports(lookupd: SocketAddr, topic: &str) -> Vec<u64> {
@@ -205,7 +203,7 @@ async fn pynsq_reader_finds_both_brokers_through_lookupd() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/lookup_reader.py");
     let lookup_http = l.http.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(common::python())
+        std::process::Command::new(crate::common::python())
             .arg(script)
             .arg(lookup_http)
             .arg("spread")

@@ -3,13 +3,11 @@
 //! has no use for; and the scenarios of pynsq's and go-nsq's own test suites pass with pynsq
 //! against `brokerd` and `lookupd` installed under the names `nsqd` and `nsqlookupd`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command as ProcCommand;
 
+use crate::common::{DEADLINE, TestConn, auth_server, eventually, grant, http, pki, spawn_brokerd};
 use bytes::Bytes;
-use common::{DEADLINE, TestConn, auth_server, eventually, grant, http, pki, spawn_brokerd};
 use ferry_proto::v2::Command;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -227,7 +225,7 @@ async fn nsq_client_suites_scenarios_with_pynsq() {
         certs.ca.clone().into_os_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        ProcCommand::new(common::python())
+        ProcCommand::new(crate::common::python())
             .args(args)
             .env("NO_COLOR", "1")
             .output()

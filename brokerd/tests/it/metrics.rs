@@ -3,11 +3,9 @@
 //! `/stats` under an artificial handler delay, nsqd's text `/stats`, and JSON logs whose lines
 //! carry the connection's span (remote address, client id).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ferry_proto::v2::Command;
 
 const N: usize = 10;

@@ -1,12 +1,10 @@
 //! Protocol V2 against a real broker on loopback: every command, error codes, fatal vs non-fatal,
 //! fan-out, load balancing, timeouts, REQ, DPUB, TOUCH, pause, ephemeral cleanup.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ferry_proto::MessageId;
 use ferry_proto::v2::{Command, Frame};
 

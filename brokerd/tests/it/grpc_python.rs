@@ -1,20 +1,18 @@
 //! A Python client of the gRPC API: grpcio and grpcio-tools from PyPI (installed into `.venv` by
 //! `scripts/setup-test-deps.sh`), stubs generated from `proto/` by the script itself.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpc_client_publishes_and_consumes() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = root.join("tests/python/grpc_client.py");
     let proto = root.join("proto");
     let addr = b.grpc.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::python())
+        Command::new(crate::common::python())
             .arg(script)
             .arg(addr)
             .arg(proto)

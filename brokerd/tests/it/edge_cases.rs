@@ -2,13 +2,11 @@
 //! replay (`/channel/rewind`), expiry (`max_age`), dead letters (`max_attempts`), peek, and all
 //! of their state after a SIGKILL and restart.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command as ProcCommand;
 use std::time::{Duration, SystemTime};
 
-use common::{TestBroker, TestConn, find_channel, find_topic};
+use crate::common::{TestBroker, TestConn, find_channel, find_topic};
 use ferry_proto::v2::{Command, Message};
 use serde_json::Value;
 
@@ -65,7 +63,7 @@ fn topic_stat(stats: &Value, topic: &str, key: &str) -> u64 {
 /// retained message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_retained() {
-    let b = common::start(|c| {
+    let b = crate::common::start(|c| {
         c.retention = Duration::from_secs(3600);
         // Small segments, so consumed ones could be deleted, and quick syncs that would do it.
         c.max_bytes_per_file = 4096;
@@ -92,11 +90,12 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
         .collect();
     assert_eq!(got, first_bodies);
     // The control topic's consumed segments go; the retained topic keeps its first message.
-    let stats = common::eventually("the control topic deletes consumed segments", || async {
-        let s = b.stats().await;
-        (topic_stat(&s, "norelay", "oldest_sequence") > seq(&control_first[0])).then_some(s)
-    })
-    .await;
+    let stats =
+        crate::common::eventually("the control topic deletes consumed segments", || async {
+            let s = b.stats().await;
+            (topic_stat(&s, "norelay", "oldest_sequence") > seq(&control_first[0])).then_some(s)
+        })
+        .await;
     assert_eq!(
         topic_stat(&stats, "replay", "oldest_sequence"),
         seq(&first[0])
@@ -154,7 +153,7 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
     // Retention now bounded to 1 byte: the consumed segments go, and a rewind to before the
     // first publish answers with the oldest message still retained.
     ok(&b, "POST", "/topic/config?topic=replay&retention_bytes=1").await;
-    let oldest = common::eventually("retention_bytes deletes segments", || async {
+    let oldest = crate::common::eventually("retention_bytes deletes segments", || async {
         let s = b.stats().await;
         let oldest = topic_stat(&s, "replay", "oldest_sequence");
         (oldest > seq(&first[0])).then_some(oldest)
@@ -223,7 +222,7 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
 /// `start=` places a new channel in the topic's history; without it, nsqd's behaviour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_create_with_start() {
-    let b = common::start(|c| c.retention = Duration::from_secs(3600)).await;
+    let b = crate::common::start(|c| c.retention = Duration::from_secs(3600)).await;
     let mut first = b.consumer("s", "first", 10).await;
     mpub(&b, "s", &bodies("a", 3)).await;
     take_and_fin(&mut first, 3).await;
@@ -254,7 +253,7 @@ async fn channel_create_with_start() {
 /// fresh ones still flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_past_max_age_are_dropped_and_counted() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     ok(&b, "POST", "/channel/create?topic=exp&channel=c").await;
     let cfg = ok(&b, "POST", "/channel/config?topic=exp&channel=c&max_age=1s").await;
     assert_eq!(cfg["max_age_ms"], 1000, "{cfg}");
@@ -280,10 +279,10 @@ async fn messages_past_max_age_are_dropped_and_counted() {
     assert_eq!(ch["expired_count"], 20, "{ch}");
     assert_eq!(ch["message_count"], 5, "{ch}");
     assert_eq!(ch["depth"], 0, "{ch}");
-    let (scrape, _) = common::scrape(b.http).await;
+    let (scrape, _) = crate::common::scrape(b.http).await;
     let labels = [("topic", "exp"), ("channel", "c")];
     assert_eq!(
-        common::metric(&scrape, "ferry_channel_messages_expired_total", &labels),
+        crate::common::metric(&scrape, "ferry_channel_messages_expired_total", &labels),
         20.0
     );
     let (code, v) = call(
@@ -311,7 +310,7 @@ async fn pynsq_read(b: &TestBroker, topic: &str, channel: &str, n: usize) -> Vec
         n.to_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        ProcCommand::new(common::python())
+        ProcCommand::new(crate::common::python())
             .arg(script)
             .args(args)
             .output()
@@ -334,7 +333,7 @@ async fn pynsq_read(b: &TestBroker, topic: &str, channel: &str, n: usize) -> Vec
 /// in `<topic>.dead` (read there by pynsq, its origin shown by peek) and gone from the channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeued_past_max_attempts_goes_to_the_dead_letter_topic() {
-    let b = common::start(|_| {}).await;
+    let b = crate::common::start(|_| {}).await;
     ok(&b, "POST", "/channel/create?topic=dl&channel=c").await;
     let cfg = ok(
         &b,
@@ -392,10 +391,10 @@ async fn requeued_past_max_attempts_goes_to_the_dead_letter_topic() {
     let mut read = pynsq_read(&b, "dl.dead", "reader", 4).await;
     read.sort();
     assert_eq!(read, poison);
-    let (scrape, _) = common::scrape(b.http).await;
+    let (scrape, _) = crate::common::scrape(b.http).await;
     let labels = [("topic", "dl"), ("channel", "c")];
     assert_eq!(
-        common::metric(
+        crate::common::metric(
             &scrape,
             "ferry_channel_messages_dead_lettered_total",
             &labels
@@ -454,7 +453,7 @@ async fn requeued_past_max_attempts_goes_to_the_dead_letter_topic() {
 /// Dead letters by timeout, to a named topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_out_past_max_attempts_goes_to_the_named_dead_letter_topic() {
-    let b = common::start(|c| c.msg_timeout = Duration::from_millis(300)).await;
+    let b = crate::common::start(|c| c.msg_timeout = Duration::from_millis(300)).await;
     ok(&b, "POST", "/channel/create?topic=to&channel=c").await;
     ok(
         &b,
@@ -484,7 +483,7 @@ async fn timed_out_past_max_attempts_goes_to_the_named_dead_letter_topic() {
 /// Peek shows ready, in-flight and deferred messages with their state and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peek_shows_states_and_changes_nothing() {
-    let b = common::start(|c| c.max_peek_bytes = 16).await;
+    let b = crate::common::start(|c| c.max_peek_bytes = 16).await;
     ok(&b, "POST", "/channel/create?topic=pk&channel=c").await;
     mpub(&b, "pk", &bodies("m", 5)).await;
     let (code, _) = b.http("POST", "/pub?topic=pk&defer=60000", b"later").await;
@@ -570,13 +569,13 @@ async fn peek_shows_states_and_changes_nothing() {
 }
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> Value {
-    let (code, body) = common::http(addr, "GET", path, b"").await;
+    let (code, body) = crate::common::http(addr, "GET", path, b"").await;
     assert_eq!(code, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
 
 async fn post_json(addr: std::net::SocketAddr, path: &str) -> Value {
-    let (code, body) = common::http(addr, "POST", path, b"").await;
+    let (code, body) = crate::common::http(addr, "POST", path, b"").await;
     assert_eq!(code, 200, "POST {path}: {body}");
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
@@ -585,7 +584,7 @@ async fn post_json(addr: std::net::SocketAddr, path: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_rewind_and_dead_letters_survive_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = common::spawn_brokerd(tmp.path(), &["--sync-timeout=50ms"]);
+    let p = crate::common::spawn_brokerd(tmp.path(), &["--sync-timeout=50ms"]);
     let http = p.http;
     post_json(http, "/channel/create?topic=k&channel=c").await;
     post_json(http, "/channel/create?topic=k.dead&channel=d").await;
@@ -599,7 +598,7 @@ async fn settings_rewind_and_dead_letters_survive_sigkill() {
         "/channel/config?topic=k&channel=c&max_attempts=1&max_age=1h",
     )
     .await;
-    let (code, _) = common::http(
+    let (code, _) = crate::common::http(
         http,
         "POST",
         "/mpub?topic=k",
@@ -624,7 +623,7 @@ async fn settings_rewind_and_dead_letters_survive_sigkill() {
             c.fin(&m.id).await;
         }
     }
-    common::eventually("two dead letters, the rest finished", || async {
+    crate::common::eventually("two dead letters, the rest finished", || async {
         let s = get_json(http, "/stats?format=json").await;
         let ch = find_channel(&s, "k", "c")?;
         (ch["dead_lettered_count"] == 2 && ch["in_flight_count"] == 0 && ch["depth"] == 0)
@@ -636,7 +635,7 @@ async fn settings_rewind_and_dead_letters_survive_sigkill() {
     drop(c);
     p.kill9();
 
-    let p = common::spawn_brokerd(tmp.path(), &["--sync-timeout=50ms"]);
+    let p = crate::common::spawn_brokerd(tmp.path(), &["--sync-timeout=50ms"]);
     let http = p.http;
     let t = get_json(http, "/topic/config?topic=k").await;
     assert_eq!(

@@ -4,13 +4,11 @@
 //! timestamps over TCP and `/stats`; then that a restart imports nothing again and that nsqd's
 //! files were never changed.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::nsqd::{Queued, Rng, nsqd_files, write_nsqd_dat, write_queue};
-use common::{TestBroker, find_channel, find_topic};
+use crate::common::nsqd::{Queued, Rng, nsqd_files, write_nsqd_dat, write_queue};
+use crate::common::{TestBroker, find_channel, find_topic};
 use serde_json::json;
 
 /// What each channel must deliver (topic `lonely` has none: its backlog waits for the first).
@@ -96,7 +94,7 @@ async fn imports_nsqd_data_once_and_leaves_its_files_alone() {
     let before = nsqd_files(dir);
     assert!(before.len() > 30, "several data files per queue");
 
-    let b = common::start_in(dir, |_| {}).await;
+    let b = crate::common::start_in(dir, |_| {}).await;
     let stats = b.stats().await;
     let mut topics: Vec<&str> = stats["topics"]
         .as_array()
@@ -172,7 +170,7 @@ async fn imports_nsqd_data_once_and_leaves_its_files_alone() {
     assert!(!dir.join("nsqd-import.staging").exists());
 
     // A restart loads Ferry's topics and imports nothing again.
-    let b = common::start_in(dir, |_| {}).await;
+    let b = crate::common::start_in(dir, |_| {}).await;
     let stats = b.stats().await;
     assert_eq!(stats["topics"].as_array().unwrap().len(), 3);
     for (topic, channel) in [
@@ -195,9 +193,9 @@ async fn a_restart_before_consuming_keeps_the_imported_backlog() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = write_dataset(dir);
-    let b = common::start_in(dir, |_| {}).await;
+    let b = crate::common::start_in(dir, |_| {}).await;
     b.stop().await;
-    let b = common::start_in(dir, |_| {}).await;
+    let b = crate::common::start_in(dir, |_| {}).await;
     let stats = b.stats().await;
     for ((topic, channel), want) in &data.channels {
         let ch = find_channel(&stats, topic, channel).unwrap();
@@ -267,7 +265,7 @@ async fn corrupt_nsqd_data_stops_the_broker_with_the_file_named() {
 
     // Without nsqd.dat the broker starts (nsqd's queue files are ignored).
     std::fs::remove_file(dir.join("nsqd.dat")).unwrap();
-    let b = common::start_in(dir, |_| {}).await;
+    let b = crate::common::start_in(dir, |_| {}).await;
     assert!(b.stats().await["topics"].as_array().unwrap().is_empty());
     b.stop().await;
 }
@@ -276,7 +274,7 @@ async fn corrupt_nsqd_data_stops_the_broker_with_the_file_named() {
 fn logs_one_line_per_topic_and_a_summary() {
     let tmp = tempfile::tempdir().unwrap();
     write_dataset(tmp.path());
-    let p = common::spawn_brokerd(tmp.path(), &[]);
+    let p = crate::common::spawn_brokerd(tmp.path(), &[]);
     let log = p.log.lock().unwrap().join("\n");
     for topic in ["orders", "events", "lonely"] {
         let line = log
@@ -295,7 +293,7 @@ fn logs_one_line_per_topic_and_a_summary() {
     assert!(log.contains("messages=3900"), "{log}");
     assert!(log.contains("skipping invalid topic name"), "{log}");
     p.sigterm();
-    let p = common::spawn_brokerd(tmp.path(), &[]);
+    let p = crate::common::spawn_brokerd(tmp.path(), &[]);
     let log = p.log.lock().unwrap().join("\n");
     assert!(log.contains("nsqd data was imported before"), "{log}");
     assert!(!log.contains("imported nsqd topic"), "{log}");

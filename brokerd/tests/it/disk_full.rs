@@ -2,11 +2,9 @@
 //! `/ping` reports NOK, every acknowledged message is still delivered, and publishing works again
 //! once there is room. Needs root to mount a small tmpfs; otherwise it says why it skipped.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use ferry_proto::v2::{Command, Frame};
 
 #[tokio::test]

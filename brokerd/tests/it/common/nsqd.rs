@@ -1,6 +1,5 @@
 //! Writes nsqd 1.x data directories as nsqd does (go-diskqueue files, `nsqd.dat`), for the
 //! import tests (brokerd's and the CLI's, which includes this file).
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
