@@ -2,8 +2,6 @@
 //! (ferry-testkit's, with their addresses as strings, as the `ferry` command line takes them),
 //! and running the `ferry` binary.
 
-#![allow(dead_code, unused_imports)] // each test file uses its own subset
-
 use std::process::{Command, Output};
 
 use ferry_brokerd::config::Config;

@@ -1,12 +1,10 @@
 //! `ferry rewind|peek|config|redrive` (issue #17's broker API) run as processes against real
 //! brokers and a lookupd on loopback, with ferry-client consumers to see what gets delivered.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ferry_client::{Consumer, Message, Messages};
 
 /// A number of a channel in a broker's `/stats` (0 when the channel is not there).

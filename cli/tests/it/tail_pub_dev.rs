@@ -1,12 +1,10 @@
 //! `ferry tail`, `ferry pub` and `ferry dev` run as processes against real daemons on loopback.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 
 /// Waits until `topic` on `broker` has a `tail…#ephemeral` channel (the tail subscribed).
 async fn wait_tail_subscribed(broker: &Broker, topic: &str) -> String {

@@ -2,8 +2,6 @@
 //! brokers on loopback: nothing lost across SIGTERM, failing endpoints and a destination that
 //! goes away.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::Path;
@@ -11,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio_util::sync::CancellationToken;
 
 /// How long a feed may take to move everything (the to-http and to-broker tests back off).

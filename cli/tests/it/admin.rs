@@ -1,9 +1,7 @@
 //! `ferry pause|unpause|empty|delete|stat` run as processes against real brokers on loopback,
 //! and their answers to bad input.
 
-mod common;
-
-use common::{args, broker, ferry, text};
+use crate::common::{args, broker, ferry, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_unpause_empty_delete_on_every_broker() {

@@ -2,13 +2,12 @@
 //! test: its counts, that it changes nothing, that brokerd then imports what it counted, and
 //! its one-line errors.
 
-mod common;
-#[path = "../../brokerd/tests/it/common/nsqd.rs"]
+#[path = "../../../brokerd/tests/it/common/nsqd.rs"]
 mod nsqd;
 
 use std::path::Path;
 
-use common::{args, broker_with, ferry, text};
+use crate::common::{args, broker_with, ferry, text};
 use nsqd::{Queued, Rng, nsqd_files, write_nsqd_dat, write_queue};
 
 fn bytes(q: &[Queued]) -> usize {
