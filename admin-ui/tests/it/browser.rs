@@ -311,15 +311,18 @@ async fn dashboard_in_a_real_browser() {
         question.contains("Pause channel browser/alpha"),
         "{question}"
     );
-    assert_eq!(
-        broker.channel_stats("browser", "alpha").await.unwrap()["paused"],
-        false,
+    assert!(
+        !broker
+            .channel_stats("browser", "alpha")
+            .await
+            .unwrap()
+            .paused,
         "declining does nothing"
     );
     click_and_confirm(&c, "#btn-pause", true).await;
     eventually("the broker reports the channel paused", || async {
         let ch = broker.channel_stats("browser", "alpha").await?;
-        (ch["paused"] == true).then_some(())
+        ch.paused.then_some(())
     })
     .await;
     wait_text(
@@ -342,7 +345,7 @@ async fn dashboard_in_a_real_browser() {
     click_and_confirm(&c, "#btn-unpause", true).await;
     eventually("the broker reports the channel unpaused", || async {
         let ch = broker.channel_stats("browser", "alpha").await?;
-        (ch["paused"] == false).then_some(())
+        (!ch.paused).then_some(())
     })
     .await;
     wait_text(&c, "#state", "active").await;
@@ -358,9 +361,12 @@ async fn dashboard_in_a_real_browser() {
     .await
     .unwrap();
     wait_js(&c, "the text/plain POST refused", "window.__csrf === 415").await;
-    assert_eq!(
-        broker.channel_stats("browser", "alpha").await.unwrap()["paused"],
-        false
+    assert!(
+        !broker
+            .channel_stats("browser", "alpha")
+            .await
+            .unwrap()
+            .paused
     );
     wait_text(&c, ".tile [data-field='requeued']", "0").await;
 
@@ -374,7 +380,7 @@ async fn dashboard_in_a_real_browser() {
     )
     .await;
     let alpha = broker.channel_stats("browser", "alpha").await.unwrap();
-    assert_eq!(alpha["depth"], 1100, "{alpha}");
+    assert_eq!(alpha.depth, 1100, "{alpha:?}");
     c.execute("document.getElementById('peek').scrollIntoView();", vec![])
         .await
         .unwrap();
@@ -408,7 +414,7 @@ async fn dashboard_in_a_real_browser() {
     .await;
     eventually("the channel owes every message again", || async {
         let ch = broker.channel_stats("browser", "alpha").await?;
-        (ch["depth"] == 1120).then_some(())
+        (ch.depth == 1120).then_some(())
     })
     .await;
     wait_text(&c, "#brokers-table td[data-field='depth']", "1,120").await;

@@ -142,7 +142,7 @@ async fn rewind_redelivers_a_consumed_channel() {
         consumer.consume(10).await;
         eventually("the channel consumed", || async {
             let ch = b.channel_stats("replay", "ch1").await?;
-            (ch["depth"] == 0 && ch["in_flight_count"] == 0).then_some(())
+            (ch.depth == 0 && ch.in_flight_count == 0).then_some(())
         })
         .await;
     }
@@ -165,9 +165,9 @@ async fn rewind_redelivers_a_consumed_channel() {
     }
     for b in [&c.b1, &c.b2] {
         let ch = b.channel_stats("replay", "ch1").await.unwrap();
-        assert_eq!(ch["depth"], 10, "redelivered: {ch}");
+        assert_eq!(ch.depth, 10, "redelivered: {ch:?}");
         let ch2 = b.channel_stats("replay", "ch2").await.unwrap();
-        assert_eq!(ch2["depth"], 10, "ch2 untouched: {ch2}");
+        assert_eq!(ch2.depth, 10, "ch2 untouched: {ch2:?}");
     }
     let ch = c.admin.get_json("/api/topics/replay/ch1").await;
     assert_eq!(ch["total"]["depth"], 20, "{ch}");
@@ -178,7 +178,7 @@ async fn rewind_redelivers_a_consumed_channel() {
     drop(consumer);
     eventually("b1's ch1 consumed again", || async {
         let ch = c.b1.channel_stats("replay", "ch1").await?;
-        (ch["depth"] == 0 && ch["in_flight_count"] == 0).then_some(())
+        (ch.depth == 0 && ch.in_flight_count == 0).then_some(())
     })
     .await;
     let form = [("action", "rewind"), ("to", "earliest")];
@@ -189,7 +189,7 @@ async fn rewind_redelivers_a_consumed_channel() {
     );
     assert!(html.contains(": 10 owed"), "{html}");
     let ch = c.b1.channel_stats("replay", "ch1").await.unwrap();
-    assert_eq!(ch["depth"], 10, "{ch}");
+    assert_eq!(ch.depth, 10, "{ch:?}");
     let form = [("action", "rewind"), ("to", "-1h")];
     let html = submit(&c.admin, "/api/topics/replay/ch1", &form).await;
     assert!(html.contains("(to=-1h): 2 of 2 nodes OK"), "{html}");
@@ -269,7 +269,7 @@ async fn peek_shows_the_next_messages_escaped() {
 
     // Peeking changes nothing; an in-flight message shows with its deadline.
     let ch = b.channel_stats("peeked", "c").await.unwrap();
-    assert_eq!(ch["depth"], 4, "{ch}");
+    assert_eq!(ch.depth, 4, "{ch:?}");
     let mut consumer = Consumer::subscribe(b.tcp, "peeked", "c").await;
     consumer.hold(1).await;
     let v = eventually("the held message in flight", || async {
@@ -400,10 +400,10 @@ async fn expired_and_dead_lettered_counts_reach_the_channel_api() {
     old.ready(10).await;
     let expired = eventually("the old channel's messages expire", || async {
         let ch = b.channel_stats("counts", "old").await?;
-        (ch["expired_count"] == 3).then_some(ch)
+        (ch.expired_count == 3).then_some(ch)
     })
     .await;
-    assert_eq!(expired["depth"], 0, "{expired}");
+    assert_eq!(expired.depth, 0, "{expired:?}");
 
     // One attempt allowed: a requeued message is dead-lettered.
     let body = json!({"action": "config", "max_attempts": 1, "dead_letter_topic": "counts.dead"});
@@ -414,7 +414,7 @@ async fn expired_and_dead_lettered_counts_reach_the_channel_api() {
     retry.requeue(m.id).await;
     eventually("a dead letter", || async {
         let ch = b.channel_stats("counts", "retry").await?;
-        (ch["dead_lettered_count"].as_u64()? >= 1).then_some(())
+        (ch.dead_lettered_count >= 1).then_some(())
     })
     .await;
     let dead = b.channel_stats("counts", "retry").await.unwrap();
@@ -429,7 +429,7 @@ async fn expired_and_dead_lettered_counts_reach_the_channel_api() {
     assert_eq!(ch["total"]["dead_lettered"], 0, "{ch}");
     let ch = admin.get_json("/api/topics/counts/retry").await;
     assert_eq!(
-        ch["total"]["dead_lettered"], dead["dead_lettered_count"],
+        ch["total"]["dead_lettered"], dead.dead_lettered_count,
         "{ch}"
     );
     let t = admin.get_json("/api/topics/counts").await;
@@ -438,7 +438,7 @@ async fn expired_and_dead_lettered_counts_reach_the_channel_api() {
     assert_eq!(row("old")["expired"], 3, "{t}");
     assert_eq!(
         row("retry")["dead_lettered"],
-        dead["dead_lettered_count"],
+        dead.dead_lettered_count,
         "{t}"
     );
     let (_, html) = admin.get("/topics/counts/old").await;

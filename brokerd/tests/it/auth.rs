@@ -134,13 +134,10 @@ async fn auth_is_required_checked_and_refusals_disturb_no_one() {
     assert!(asked.iter().any(|q| q["secret"] == "pub"));
     // /stats shows who the consumer is.
     let stats = b.stats().await;
-    let client = &crate::common::find_channel(&stats, "orders", "billing").unwrap()["clients"][0];
-    assert_eq!(client["authed"], true, "{client}");
-    assert_eq!(client["auth_identity"], "billing");
-    assert_eq!(
-        client["auth_identity_url"],
-        "https://people.example/billing"
-    );
+    let client = &stats.channel("orders", "billing").unwrap().clients[0];
+    assert!(client.authed, "{client:?}");
+    assert_eq!(client.auth_identity, "billing");
+    assert_eq!(client.auth_identity_url, "https://people.example/billing");
     b.stop().await;
 }
 

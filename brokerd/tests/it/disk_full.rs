@@ -144,10 +144,10 @@ async fn full_disk_fails_creations_cleanly_and_leaves_no_phantom() {
     s.expect_error("E_SUB_FAILED").await;
     assert_eq!(topic_dirs(&data), before);
     let stats = b.stats().await;
-    let kept = find_topic(&stats, "kept").unwrap();
-    assert_eq!(kept["channels"].as_array().unwrap().len(), 0, "{kept}");
+    let kept = stats.topic("kept").unwrap();
+    assert!(kept.channels.is_empty(), "{kept:?}");
     for t in ["phantom", "phantom2", "phantom3"] {
-        assert!(find_topic(&stats, t).is_none(), "{t} in {stats}");
+        assert!(stats.topic(t).is_none(), "{t} in {stats:?}");
     }
     drop((p, s));
     b.stop().await;
@@ -156,14 +156,9 @@ async fn full_disk_fails_creations_cleanly_and_leaves_no_phantom() {
     std::fs::remove_file(filler).unwrap();
     let b = start_in(&data, |c| c.max_bytes_per_file = 512 * 1024).await;
     let stats = b.stats().await;
-    let topics: Vec<&str> = stats["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["topic_name"].as_str().unwrap())
-        .collect();
+    let topics: Vec<&str> = stats.topics.iter().map(|t| t.topic_name.as_str()).collect();
     assert_eq!(topics, ["kept"]);
-    assert!(find_channel(&stats, "kept", "phantom_channel").is_none());
+    assert!(stats.channel("kept", "phantom_channel").is_none());
     // And creating them now works.
     let (code, _) = b.http("POST", "/pub?topic=phantom", b"x").await;
     assert_eq!(code, 200);

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Command as ProcCommand;
 use std::time::{Duration, SystemTime};
 
-use crate::common::{TestBroker, TestConn, find_channel, find_topic};
+use crate::common::{TestBroker, TestConn, get_stats};
+use ferry_proto::stats::{ChannelStats, Stats, TopicStats};
 use ferry_proto::v2::{Command, Message};
 use serde_json::Value;
 
@@ -51,10 +52,10 @@ fn seq(m: &Message) -> u64 {
     m.id.to_seq().expect("a Ferry message id")
 }
 
-fn topic_stat(stats: &Value, topic: &str, key: &str) -> u64 {
-    find_topic(stats, topic).unwrap_or_else(|| panic!("no topic {topic} in {stats}"))[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{topic}.{key} in {stats}"))
+fn topic_stat<'a>(stats: &'a Stats, topic: &str) -> &'a TopicStats {
+    stats
+        .topic(topic)
+        .unwrap_or_else(|| panic!("no topic {topic} in {stats:?}"))
 }
 
 /// Replay after consumption: retention keeps what every channel finished, a rewind to
@@ -93,16 +94,13 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
     let stats =
         crate::common::eventually("the control topic deletes consumed segments", || async {
             let s = b.stats().await;
-            (topic_stat(&s, "norelay", "oldest_sequence") > seq(&control_first[0])).then_some(s)
+            (topic_stat(&s, "norelay").oldest_sequence > seq(&control_first[0])).then_some(s)
         })
         .await;
-    assert_eq!(
-        topic_stat(&stats, "replay", "oldest_sequence"),
-        seq(&first[0])
-    );
-    assert_eq!(topic_stat(&stats, "replay", "retention_ms"), 3_600_000);
+    assert_eq!(topic_stat(&stats, "replay").oldest_sequence, seq(&first[0]));
+    assert_eq!(topic_stat(&stats, "replay").retention_ms, 3_600_000);
     b.wait_channel("replay", "c", "all finished", |ch| {
-        ch["depth"] == 0 && ch["in_flight_count"] == 0
+        ch.depth == 0 && ch.in_flight_count == 0
     })
     .await;
 
@@ -129,7 +127,7 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
     mpub(&b, "replay", &late).await;
     take_and_fin(&mut c, 7).await;
     b.wait_channel("replay", "c", "late ones finished", |ch| {
-        ch["depth"] == 0 && ch["in_flight_count"] == 0
+        ch.depth == 0 && ch.in_flight_count == 0
     })
     .await;
     let r = ok(
@@ -146,7 +144,7 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
         .collect();
     assert_eq!(got, late);
     b.wait_channel("replay", "c", "nothing else owed", |ch| {
-        ch["depth"] == 0 && ch["in_flight_count"] == 0
+        ch.depth == 0 && ch.in_flight_count == 0
     })
     .await;
 
@@ -155,7 +153,7 @@ async fn rewind_replays_finished_messages_from_earliest_a_time_and_the_oldest_re
     ok(&b, "POST", "/topic/config?topic=replay&retention_bytes=1").await;
     let oldest = crate::common::eventually("retention_bytes deletes segments", || async {
         let s = b.stats().await;
-        let oldest = topic_stat(&s, "replay", "oldest_sequence");
+        let oldest = topic_stat(&s, "replay").oldest_sequence;
         (oldest > seq(&first[0])).then_some(oldest)
     })
     .await;
@@ -240,12 +238,9 @@ async fn channel_create_with_start() {
         "{v}"
     );
     let s = b.stats().await;
-    assert_eq!(find_channel(&s, "s", "late").unwrap()["depth"], 0);
-    assert_eq!(find_channel(&s, "s", "all").unwrap()["depth"], 3);
-    assert!(
-        find_channel(&s, "s", "x").is_none(),
-        "a bad start creates nothing"
-    );
+    assert_eq!(s.channel("s", "late").unwrap().depth, 0);
+    assert_eq!(s.channel("s", "all").unwrap().depth, 3);
+    assert!(s.channel("s", "x").is_none(), "a bad start creates nothing");
     b.stop().await;
 }
 
@@ -274,11 +269,11 @@ async fn messages_past_max_age_are_dropped_and_counted() {
         .collect();
     assert_eq!(got, fresh);
     let ch = b
-        .wait_channel("exp", "c", "finished", |ch| ch["in_flight_count"] == 0)
+        .wait_channel("exp", "c", "finished", |ch| ch.in_flight_count == 0)
         .await;
-    assert_eq!(ch["expired_count"], 20, "{ch}");
-    assert_eq!(ch["message_count"], 5, "{ch}");
-    assert_eq!(ch["depth"], 0, "{ch}");
+    assert_eq!(ch.expired_count, 20, "{ch:?}");
+    assert_eq!(ch.message_count, 5, "{ch:?}");
+    assert_eq!(ch.depth, 0, "{ch:?}");
     let (scrape, _) = crate::common::scrape(b.http).await;
     let labels = [("topic", "exp"), ("channel", "c")];
     assert_eq!(
@@ -361,15 +356,15 @@ async fn requeued_past_max_attempts_goes_to_the_dead_letter_topic() {
     assert_eq!(max_attempts, 3);
     let ch = b
         .wait_channel("dl", "c", "every message dead-lettered", |ch| {
-            ch["dead_lettered_count"] == 4
+            ch.dead_lettered_count == 4
         })
         .await;
     assert_eq!(
-        (&ch["depth"], &ch["in_flight_count"], &ch["deferred_count"]),
-        (&0.into(), &0.into(), &0.into()),
-        "{ch}"
+        (ch.depth, ch.in_flight_count, ch.deferred_count),
+        (0, 0, 0),
+        "{ch:?}"
     );
-    assert_eq!(ch["requeue_count"], 12, "{ch}");
+    assert_eq!(ch.requeue_count, 12, "{ch:?}");
     c.expect_no_message(Duration::from_millis(200)).await;
 
     // Peek at the dead-letter topic: same bodies, where they came from.
@@ -411,7 +406,7 @@ async fn requeued_past_max_attempts_goes_to_the_dead_letter_topic() {
     .await;
     assert_eq!(moved["moved"], 4, "{moved}");
     b.wait_channel("dl", "c", "redriven messages owed again", |ch| {
-        ch["depth"] == 4 || ch["in_flight_count"] == 4
+        ch.depth == 4 || ch.in_flight_count == 4
     })
     .await;
     let (code, v) = call(
@@ -469,13 +464,13 @@ async fn timed_out_past_max_attempts_goes_to_the_named_dead_letter_topic() {
     assert_eq!(c.message().await.attempts, 2);
     let ch = b
         .wait_channel("to", "c", "dead-lettered after its timeouts", |ch| {
-            ch["dead_lettered_count"] == 1
+            ch.dead_lettered_count == 1
         })
         .await;
-    assert_eq!(ch["timeout_count"], 2, "{ch}");
-    assert_eq!(ch["depth"], 0, "{ch}");
+    assert_eq!(ch.timeout_count, 2, "{ch:?}");
+    assert_eq!(ch.depth, 0, "{ch:?}");
     let dlq = b.channel_stats("to.dlq", "r").await;
-    assert_eq!(dlq["depth"], 1, "{dlq}");
+    assert_eq!(dlq.depth, 1, "{dlq:?}");
     c.expect_no_message(Duration::from_millis(500)).await;
     b.stop().await;
 }
@@ -503,21 +498,22 @@ async fn peek_shows_states_and_changes_nothing() {
     .await;
     let before = b
         .wait_channel("pk", "c", "one in flight, one requeued for later", |ch| {
-            ch["in_flight_count"] == 1 && ch["deferred_count"] == 1
+            ch.in_flight_count == 1 && ch.deferred_count == 1
         })
         .await;
     let peek = ok(&b, "GET", "/channel/peek?topic=pk&channel=c&n=10").await;
     let again = ok(&b, "GET", "/channel/peek?topic=pk&channel=c&n=10").await;
     let after = b.channel_stats("pk", "c").await;
-    for key in [
-        "depth",
-        "in_flight_count",
-        "deferred_count",
-        "message_count",
-        "requeue_count",
-    ] {
-        assert_eq!(before[key], after[key], "{key}: {before} vs {after}");
-    }
+    let counts = |c: &ChannelStats| {
+        (
+            c.depth,
+            c.in_flight_count,
+            c.deferred_count,
+            c.message_count,
+            c.requeue_count,
+        )
+    };
+    assert_eq!(counts(&before), counts(&after), "{before:?} vs {after:?}");
     assert_eq!(peek, again, "peek changes nothing");
     let ready = peek["messages"].as_array().unwrap();
     let states: Vec<&str> = ready.iter().map(|m| m["state"].as_str().unwrap()).collect();
@@ -624,10 +620,9 @@ async fn settings_rewind_and_dead_letters_survive_sigkill() {
         }
     }
     crate::common::eventually("two dead letters, the rest finished", || async {
-        let s = get_json(http, "/stats?format=json").await;
-        let ch = find_channel(&s, "k", "c")?;
-        (ch["dead_lettered_count"] == 2 && ch["in_flight_count"] == 0 && ch["depth"] == 0)
-            .then_some(())
+        let s = get_stats(http).await;
+        let ch = s.channel("k", "c")?;
+        (ch.dead_lettered_count == 2 && ch.in_flight_count == 0 && ch.depth == 0).then_some(())
     })
     .await;
     let r = post_json(http, "/channel/rewind?topic=k&channel=c&to=earliest").await;
@@ -647,12 +642,8 @@ async fn settings_rewind_and_dead_letters_survive_sigkill() {
     assert_eq!(ch["max_attempts"], 1, "{ch}");
     assert_eq!(ch["max_age_ms"], 3_600_000, "{ch}");
     assert_eq!(ch["dead_letter_topic"], "k.dead", "{ch}");
-    let s = get_json(http, "/stats?format=json").await;
-    assert_eq!(
-        find_channel(&s, "k", "c").unwrap()["depth"],
-        10,
-        "rewind kept: {s}"
-    );
+    let s = get_stats(http).await;
+    assert_eq!(s.channel("k", "c").unwrap().depth, 10, "rewind kept: {s:?}");
     let peek = get_json(http, "/channel/peek?topic=k.dead&channel=d").await;
     let dead = peek["messages"].as_array().unwrap();
     assert_eq!(dead.len(), 2, "{peek}");

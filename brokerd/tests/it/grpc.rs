@@ -175,10 +175,6 @@ async fn final_status(s: &mut Sub) -> Status {
     }
 }
 
-fn client_rows(c: &serde_json::Value) -> Vec<serde_json::Value> {
-    c["clients"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_and_consume_round_trip() {
     let b = crate::common::start(|_| {}).await;
@@ -204,29 +200,24 @@ async fn publish_and_consume_round_trip() {
     }
     let ch = b
         .wait_channel("orders", "ship", "all FINed", |c| {
-            c["in_flight_count"] == 0 && c["depth"] == 0 && c["message_count"] == 4
+            c.in_flight_count == 0 && c.depth == 0 && c.message_count == 4
         })
         .await;
     // The gRPC subscriber is a client of the channel like a TCP one, with tonic's user agent.
-    let clients = client_rows(&ch);
-    assert_eq!(clients.len(), 1, "{ch}");
-    assert_eq!(clients[0]["finish_count"], 4);
-    assert_eq!(clients[0]["ready_count"], 10);
-    assert_eq!(clients[0]["state"], 3);
-    let ua = clients[0]["user_agent"].as_str().unwrap();
+    let clients = &ch.clients;
+    assert_eq!(clients.len(), 1, "{ch:?}");
+    assert_eq!(clients[0].finish_count, 4);
+    assert_eq!(clients[0].ready_count, 10);
+    assert_eq!(clients[0].state, 3);
+    let ua = &clients[0].user_agent;
     assert!(ua.contains("tonic"), "{ua}");
     // Messages published over gRPC are ordinary messages: a TCP consumer of another channel
     // created before them would see them too, and HTTP's /stats counts them.
     let s = b.stats().await;
-    assert_eq!(
-        crate::common::find_topic(&s, "orders").unwrap()["message_count"],
-        4
-    );
+    assert_eq!(s.topic("orders").unwrap().message_count, 4);
     drop(sub);
-    b.wait_channel("orders", "ship", "subscriber gone", |c| {
-        c["client_count"] == 0
-    })
-    .await;
+    b.wait_channel("orders", "ship", "subscriber gone", |c| c.client_count == 0)
+        .await;
     b.stop().await;
 }
 
@@ -278,10 +269,8 @@ async fn grpc_and_tcp_subscribers_share_a_channel() {
     let b = crate::common::start(|_| {}).await;
     let tcp = b.consumer("shared", "work", 5).await;
     let grpc = Sub::open(b.grpc, "shared", "work", 5).await;
-    b.wait_channel("shared", "work", "two subscribers", |c| {
-        c["client_count"] == 2
-    })
-    .await;
+    b.wait_channel("shared", "work", "two subscribers", |c| c.client_count == 2)
+        .await;
     const N: usize = 400;
     let seen = Arc::new(AtomicUsize::new(0));
     let g = tokio::spawn(drain_grpc(grpc, seen.clone(), N));
@@ -303,7 +292,7 @@ async fn grpc_and_tcp_subscribers_share_a_channel() {
     all.dedup();
     assert_eq!(all.len(), N, "a message was delivered twice");
     b.wait_channel("shared", "work", "all FINed", |c| {
-        c["in_flight_count"] == 0 && c["depth"] == 0 && c["requeue_count"] == 0
+        c.in_flight_count == 0 && c.depth == 0 && c.requeue_count == 0
     })
     .await;
     b.stop().await;
@@ -332,7 +321,7 @@ async fn req_touch_and_timeout_redelivery() {
     );
     assert_eq!((m2.id.as_str(), m2.attempts), (m.id.as_str(), 2));
     let ch = b.channel_stats("retry", "ch").await;
-    assert_eq!(ch["requeue_count"], 1, "{ch}");
+    assert_eq!(ch.requeue_count, 1, "{ch:?}");
 
     // TOUCH keeps it in flight past its 1 s timeout.
     let touched_until = Instant::now() + Duration::from_millis(1800);
@@ -340,13 +329,13 @@ async fn req_touch_and_timeout_redelivery() {
         sub.send(Cmd::Touch(pb::Touch { id: m.id.clone() })).await;
         sub.expect_no_message(Duration::from_millis(300)).await;
     }
-    assert_eq!(b.channel_stats("retry", "ch").await["timeout_count"], 0);
+    assert_eq!(b.channel_stats("retry", "ch").await.timeout_count, 0);
 
     // Without TOUCH it times out and comes back with attempts 3.
     let m3 = sub.message().await;
     assert_eq!((m3.id.as_str(), m3.attempts), (m.id.as_str(), 3));
     let ch = b.channel_stats("retry", "ch").await;
-    assert_eq!(ch["timeout_count"], 1, "{ch}");
+    assert_eq!(ch.timeout_count, 1, "{ch:?}");
 
     // FIN of a message no longer in flight is refused without ending the stream ...
     sub.fin("0000000000000001").await;
@@ -362,7 +351,7 @@ async fn req_touch_and_timeout_redelivery() {
         e => panic!("expected operation_failed, got {e:?}"),
     }
     sub.fin(&m3.id).await;
-    b.wait_channel("retry", "ch", "FINed", |c| c["in_flight_count"] == 0)
+    b.wait_channel("retry", "ch", "FINed", |c| c.in_flight_count == 0)
         .await;
     // ... but an ID that is not 16 characters is fatal, as in V2.
     sub.fin("xyz").await;
@@ -385,11 +374,11 @@ async fn disconnect_requeues_in_flight_at_once() {
     for _ in 0..3 {
         sub.message().await;
     }
-    b.wait_channel("gone", "ch", "3 in flight", |c| c["in_flight_count"] == 3)
+    b.wait_channel("gone", "ch", "3 in flight", |c| c.in_flight_count == 3)
         .await;
     drop(sub);
     b.wait_channel("gone", "ch", "requeued", |c| {
-        c["in_flight_count"] == 0 && c["depth"] == 3 && c["client_count"] == 0
+        c.in_flight_count == 0 && c.depth == 3 && c.client_count == 0
     })
     .await;
     let mut tcp = b.consumer("gone", "ch", 10).await;
@@ -416,8 +405,8 @@ async fn credit_is_respected() {
     let mut held = vec![sub.message().await, sub.message().await];
     sub.expect_no_message(Duration::from_millis(300)).await;
     let ch = b.channel_stats("flow", "ch").await;
-    assert_eq!(ch["in_flight_count"], 2, "{ch}");
-    assert_eq!(ch["depth"], 8, "{ch}");
+    assert_eq!(ch.in_flight_count, 2, "{ch:?}");
+    assert_eq!(ch.depth, 8, "{ch:?}");
 
     // One FIN frees one slot.
     sub.fin(&held.remove(0).id).await;
@@ -431,18 +420,18 @@ async fn credit_is_respected() {
     }
     sub.expect_no_message(Duration::from_millis(300)).await;
     let ch = b.channel_stats("flow", "ch").await;
-    assert_eq!(ch["in_flight_count"], 5, "{ch}");
-    assert_eq!(client_rows(&ch)[0]["ready_count"], 5);
+    assert_eq!(ch.in_flight_count, 5, "{ch:?}");
+    assert_eq!(ch.clients[0].ready_count, 5);
 
     // Credit 0 pauses delivery; FINs still count.
     sub.credit(0).await;
     for m in held.drain(..) {
         sub.fin(&m.id).await;
     }
-    b.wait_channel("flow", "ch", "all FINed", |c| c["in_flight_count"] == 0)
+    b.wait_channel("flow", "ch", "all FINed", |c| c.in_flight_count == 0)
         .await;
     sub.expect_no_message(Duration::from_millis(300)).await;
-    assert_eq!(b.channel_stats("flow", "ch").await["depth"], 4);
+    assert_eq!(b.channel_stats("flow", "ch").await.depth, 4);
 
     // Credit above --max-rdy-count is fatal.
     sub.credit(2501).await;
@@ -504,7 +493,7 @@ async fn invalid_requests_get_nsq_codes() {
     let r = publish(&mut c, "t", &[&huge], 0).await;
     assert_eq!(r.unwrap_err().code(), Code::OutOfRange);
     // Nothing was queued by any of them: the topic was never even created.
-    assert!(crate::common::find_topic(&b.stats().await, "t").is_none());
+    assert!(b.stats().await.topic("t").is_none());
     publish(&mut c, "t", &[&ok, &ok], 0).await.unwrap();
 
     // Subscribe refusals end the stream with a status.
@@ -542,7 +531,7 @@ async fn invalid_requests_get_nsq_codes() {
     let st = final_status(&mut s).await;
     assert_eq!(st.message(), "E_INVALID cannot SUB in current state");
     b.wait_channel("t", "ch", "refused subscribers gone", |c| {
-        c["client_count"] == 0
+        c.client_count == 0
     })
     .await;
     b.stop().await;
@@ -556,7 +545,7 @@ async fn deferred_publish() {
     let published = Instant::now();
     publish(&mut c, "later", &[b"soon"], 400).await.unwrap();
     let ch = b.channel_stats("later", "ch").await;
-    assert_eq!(ch["deferred_count"], 1, "{ch}");
+    assert_eq!(ch.deferred_count, 1, "{ch:?}");
     let m = sub.message().await;
     assert!(
         published.elapsed() >= Duration::from_millis(350),
@@ -614,8 +603,8 @@ async fn stats_rpc_matches_http_stats() {
     );
     assert_eq!(cl.state, 3);
     let http = b.channel_stats("st", "ch").await;
-    assert_eq!(http["depth"], ch.depth);
-    assert_eq!(client_rows(&http)[0]["user_agent"], "stats-test/1.0");
+    assert_eq!(http.depth, ch.depth);
+    assert_eq!(http.clients[0].user_agent, "stats-test/1.0");
     let s = c
         .stats(pb::StatsRequest {
             include_clients: Some(false),

@@ -29,13 +29,11 @@ async fn python_grpc_client_publishes_and_consumes() {
     );
     println!("{stdout}");
     let c = b
-        .wait_channel("pygrpc", "py", "the stream ended", |c| {
-            c["client_count"] == 0
-        })
+        .wait_channel("pygrpc", "py", "the stream ended", |c| c.client_count == 0)
         .await;
-    assert_eq!(c["message_count"], 102, "{c}");
-    assert_eq!(c["depth"], 0, "{c}");
-    assert_eq!(c["in_flight_count"], 0, "{c}");
-    assert_eq!(c["requeue_count"], 0, "{c}");
+    assert_eq!(c.message_count, 102, "{c:?}");
+    assert_eq!(c.depth, 0, "{c:?}");
+    assert_eq!(c.in_flight_count, 0, "{c:?}");
+    assert_eq!(c.requeue_count, 0, "{c:?}");
     b.stop().await;
 }

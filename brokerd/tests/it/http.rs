@@ -66,7 +66,7 @@ async fn pub_with_defer() {
         b.http("POST", "/pub?topic=t&defer=300", b"later").await.0,
         200
     );
-    b.wait_channel("t", "c", "deferred", |c| c["deferred_count"] == 1)
+    b.wait_channel("t", "c", "deferred", |c| c.deferred_count == 1)
         .await;
     let m = c.message().await;
     assert!(ferry_brokerd::clock::now_ns() - m.timestamp_ns >= 300_000_000);
@@ -186,28 +186,28 @@ async fn topic_and_channel_admin() {
         b.http("POST", "/pub?topic=t", b"m").await;
     }
     let c = b.channel_stats("t", "c").await;
-    assert_eq!(c["depth"], 3);
+    assert_eq!(c.depth, 3);
     assert_eq!(
         b.http("POST", "/channel/empty?topic=t&channel=c", b"")
             .await
             .0,
         200
     );
-    assert_eq!(b.channel_stats("t", "c").await["depth"], 0);
+    assert_eq!(b.channel_stats("t", "c").await.depth, 0);
     assert_eq!(
         b.http("POST", "/channel/delete?topic=t&channel=c", b"")
             .await
             .0,
         200
     );
-    assert!(find_channel(&b.stats().await, "t", "c").is_none());
+    assert!(b.stats().await.channel("t", "c").is_none());
     // A topic with no channel keeps its backlog; /topic/empty drops it.
     b.http("POST", "/pub?topic=t", b"m").await;
-    assert_eq!(find_topic(&b.stats().await, "t").unwrap()["depth"], 1);
+    assert_eq!(b.stats().await.topic("t").unwrap().depth, 1);
     assert_eq!(b.http("POST", "/topic/empty?topic=t", b"").await.0, 200);
-    assert_eq!(find_topic(&b.stats().await, "t").unwrap()["depth"], 0);
+    assert_eq!(b.stats().await.topic("t").unwrap().depth, 0);
     assert_eq!(b.http("POST", "/topic/delete?topic=t", b"").await.0, 200);
-    assert!(find_topic(&b.stats().await, "t").is_none());
+    assert!(b.stats().await.topic("t").is_none());
     assert!(
         !b.dir.join("topics/t.topic").exists(),
         "topic files removed"
@@ -222,9 +222,11 @@ async fn stats_json_shape_filters_and_text() {
     b.http("POST", "/pub?topic=t", b"hello").await;
     b.http("POST", "/pub?topic=other", b"x").await;
     let m = c.message().await;
-    let s = b.stats().await;
+    // nsqd's field names, so the raw JSON: the typed model would default a missing one.
+    let s = b.stats_json().await;
     assert_eq!(s["health"], "OK");
-    let t = find_topic(&s, "t").unwrap();
+    let topics = s["topics"].as_array().unwrap();
+    let t = topics.iter().find(|t| t["topic_name"] == "t").unwrap();
     for k in [
         "topic_name",
         "depth",
@@ -239,7 +241,8 @@ async fn stats_json_shape_filters_and_text() {
     }
     assert_eq!(t["message_count"], 1);
     assert_eq!(t["message_bytes"], 5);
-    let ch = find_channel(&s, "t", "c").unwrap();
+    let channels = t["channels"].as_array().unwrap();
+    let ch = channels.iter().find(|c| c["channel_name"] == "c").unwrap();
     for k in [
         "channel_name",
         "depth",
@@ -283,22 +286,11 @@ async fn stats_json_shape_filters_and_text() {
     assert_eq!(client["in_flight_count"], 1);
     c.fin(&m.id).await;
 
-    let (_, body) = b
-        .http(
-            "GET",
-            "/stats?format=json&topic=t&include_clients=false",
-            b"",
-        )
-        .await;
-    let f: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(f["topics"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        f["topics"][0]["channels"][0]["clients"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    let f = ferry_testkit::http::get(b.http, "/stats?format=json&topic=t&include_clients=false")
+        .await
+        .stats();
+    assert_eq!(f.topics.len(), 1);
+    assert!(f.topics[0].channels[0].clients.is_empty());
 
     let (code, text) = b.http("GET", "/stats", b"").await;
     assert_eq!(code, 200);

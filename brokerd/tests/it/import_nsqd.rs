@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::common::TestBroker;
 use crate::common::nsqd::{Queued, Rng, nsqd_files, write_nsqd_dat, write_queue};
-use crate::common::{TestBroker, find_channel, find_topic};
 use serde_json::json;
 
 /// What each channel must deliver (topic `lonely` has none: its backlog waits for the first).
@@ -81,7 +81,7 @@ async fn drain(b: &TestBroker, topic: &str, channel: &str, want: &[Queued]) {
         "{topic}/{channel}: delivered messages differ from nsqd's queues"
     );
     b.wait_channel(topic, channel, "channel drained", |s| {
-        s["depth"] == 0 && s["in_flight_count"] == 0 && s["deferred_count"] == 0
+        s.depth == 0 && s.in_flight_count == 0 && s.deferred_count == 0
     })
     .await;
 }
@@ -96,38 +96,24 @@ async fn imports_nsqd_data_once_and_leaves_its_files_alone() {
 
     let b = crate::common::start_in(dir, |_| {}).await;
     let stats = b.stats().await;
-    let mut topics: Vec<&str> = stats["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["topic_name"].as_str().unwrap())
-        .collect();
+    let mut topics: Vec<&str> = stats.topics.iter().map(|t| t.topic_name.as_str()).collect();
     topics.sort();
     assert_eq!(topics, ["events", "lonely", "orders"]);
     for ((topic, channel), want) in &data.channels {
-        let ch = find_channel(&stats, topic, channel).unwrap();
-        assert_eq!(ch["depth"], want.len(), "{topic}/{channel} depth");
-        assert_eq!(ch["in_flight_count"], 0);
+        let ch = stats.channel(topic, channel).unwrap();
+        assert_eq!(ch.depth, want.len() as u64, "{topic}/{channel} depth");
+        assert_eq!(ch.in_flight_count, 0);
     }
-    let orders = find_topic(&stats, "orders").unwrap();
-    assert_eq!(orders["channels"].as_array().unwrap().len(), 2);
-    assert_eq!(orders["paused"], false);
-    assert_eq!(find_topic(&stats, "events").unwrap()["paused"], true);
-    assert_eq!(
-        find_channel(&stats, "orders", "audit").unwrap()["paused"],
-        true
-    );
-    assert_eq!(
-        find_channel(&stats, "orders", "billing").unwrap()["paused"],
-        false
-    );
-    assert_eq!(
-        find_channel(&stats, "events", "archive").unwrap()["paused"],
-        false
-    );
-    let lonely = find_topic(&stats, "lonely").unwrap();
-    assert_eq!(lonely["depth"], 300);
-    assert!(lonely["channels"].as_array().unwrap().is_empty());
+    let orders = stats.topic("orders").unwrap();
+    assert_eq!(orders.channels.len(), 2);
+    assert!(!orders.paused);
+    assert!(stats.topic("events").unwrap().paused);
+    assert!(stats.channel("orders", "audit").unwrap().paused);
+    assert!(!stats.channel("orders", "billing").unwrap().paused);
+    assert!(!stats.channel("events", "archive").unwrap().paused);
+    let lonely = stats.topic("lonely").unwrap();
+    assert_eq!(lonely.depth, 300);
+    assert!(lonely.channels.is_empty());
 
     // Every channel delivers exactly its own backlog plus the topic's, with nsqd's attempts
     // (+1 for this delivery) and timestamps.
@@ -172,18 +158,18 @@ async fn imports_nsqd_data_once_and_leaves_its_files_alone() {
     // A restart loads Ferry's topics and imports nothing again.
     let b = crate::common::start_in(dir, |_| {}).await;
     let stats = b.stats().await;
-    assert_eq!(stats["topics"].as_array().unwrap().len(), 3);
+    assert_eq!(stats.topics.len(), 3);
     for (topic, channel) in [
         ("orders", "billing"),
         ("orders", "audit"),
         ("events", "archive"),
         ("lonely", "first"),
     ] {
-        let ch = find_channel(&stats, topic, channel).unwrap();
-        assert_eq!(ch["depth"], 0, "{topic}/{channel} after restart: {ch}");
-        assert_eq!(ch["in_flight_count"], 0);
+        let ch = stats.channel(topic, channel).unwrap();
+        assert_eq!(ch.depth, 0, "{topic}/{channel} after restart: {ch:?}");
+        assert_eq!(ch.in_flight_count, 0);
     }
-    assert_eq!(find_topic(&stats, "lonely").unwrap()["depth"], 0);
+    assert_eq!(stats.topic("lonely").unwrap().depth, 0);
     b.stop().await;
     assert!(nsqd_files(dir) == before, "nsqd's files are untouched");
 }
@@ -198,19 +184,16 @@ async fn a_restart_before_consuming_keeps_the_imported_backlog() {
     let b = crate::common::start_in(dir, |_| {}).await;
     let stats = b.stats().await;
     for ((topic, channel), want) in &data.channels {
-        let ch = find_channel(&stats, topic, channel).unwrap();
+        let ch = stats.channel(topic, channel).unwrap();
         assert_eq!(
-            ch["depth"],
-            want.len(),
+            ch.depth,
+            want.len() as u64,
             "{topic}/{channel} depth after restart"
         );
     }
-    assert_eq!(
-        find_channel(&stats, "orders", "audit").unwrap()["paused"],
-        true
-    );
-    assert_eq!(find_topic(&stats, "events").unwrap()["paused"], true);
-    assert_eq!(find_topic(&stats, "lonely").unwrap()["depth"], 300);
+    assert!(stats.channel("orders", "audit").unwrap().paused);
+    assert!(stats.topic("events").unwrap().paused);
+    assert_eq!(stats.topic("lonely").unwrap().depth, 300);
     drain(
         &b,
         "orders",
@@ -266,7 +249,7 @@ async fn corrupt_nsqd_data_stops_the_broker_with_the_file_named() {
     // Without nsqd.dat the broker starts (nsqd's queue files are ignored).
     std::fs::remove_file(dir.join("nsqd.dat")).unwrap();
     let b = crate::common::start_in(dir, |_| {}).await;
-    assert!(b.stats().await["topics"].as_array().unwrap().is_empty());
+    assert!(b.stats().await.topics.is_empty());
     b.stop().await;
 }
 

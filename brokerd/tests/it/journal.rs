@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::common::*;
+use ferry_proto::stats::ChannelStats;
 use ferry_proto::v2::Command;
 
 async fn post(p: &BrokerProcess, path: &str) {
@@ -23,10 +24,11 @@ async fn mpub(p: &BrokerProcess, topic: &str, bodies: Vec<Vec<u8>>) {
     c.expect_ok().await;
 }
 
-async fn channel(p: &BrokerProcess, topic: &str, channel: &str) -> serde_json::Value {
-    let (_, body) = http(p.http, "GET", "/stats?format=json", b"").await;
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-    find_channel(&s, topic, channel).unwrap_or_else(|| panic!("no {topic}/{channel} in {s}"))
+async fn channel(p: &BrokerProcess, topic: &str, channel: &str) -> ChannelStats {
+    let s = get_stats(p.http).await;
+    s.channel(topic, channel)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {topic}/{channel} in {s:?}"))
 }
 
 /// Receives messages until one with body `marker`, FINing them; returns the bodies before it.
@@ -75,9 +77,9 @@ async fn channel_empty_answered_survives_an_immediate_sigkill() {
 
     let p = spawn_brokerd(dir.path(), &["--sync-timeout=60s"]);
     let ch = channel(&p, "t", "c").await;
-    assert_eq!(ch["depth"], 0, "{ch}");
-    assert_eq!(ch["in_flight_count"], 0, "{ch}");
-    assert_eq!(ch["deferred_count"], 0, "{ch}");
+    assert_eq!(ch.depth, 0, "{ch:?}");
+    assert_eq!(ch.in_flight_count, 0, "{ch:?}");
+    assert_eq!(ch.deferred_count, 0, "{ch:?}");
     // Nothing from before the empty is delivered: the first message is one published now.
     assert_first_delivery_is_new(&p).await;
     p.kill9();
@@ -131,7 +133,7 @@ async fn fins_covered_by_a_sync_are_not_redelivered_after_sigkill() {
     assert_eq!(finished.len(), 1_000);
     eventually("the FINs to be processed", || async {
         let ch = channel(&p, "t", "c").await;
-        (ch["clients"][0]["finish_count"] == 1_000).then_some(())
+        (ch.clients.first()?.finish_count == 1_000).then_some(())
     })
     .await;
     // The FINs are the only ops (nothing timed out or was requeued): a sync covered them all
@@ -186,10 +188,11 @@ async fn topic_empty_answered_survives_an_immediate_sigkill() {
     p.kill9();
 
     let p = spawn_brokerd(dir.path(), &flags);
-    let (_, body) = http(p.http, "GET", "/stats?format=json", b"").await;
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let t = find_topic(&s, "t").unwrap_or_else(|| panic!("no topic t in {s}"));
-    assert_eq!(t["depth"], 0, "{t}");
+    let s = get_stats(p.http).await;
+    let t = s
+        .topic("t")
+        .unwrap_or_else(|| panic!("no topic t in {s:?}"));
+    assert_eq!(t.depth, 0, "{t:?}");
     // A first channel starts after the emptied backlog.
     assert_first_delivery_is_new(&p).await;
     p.kill9();

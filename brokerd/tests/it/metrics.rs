@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::common::*;
+use ferry_proto::stats::Latency;
 use ferry_proto::v2::Command;
 
 const N: usize = 10;
@@ -58,9 +59,9 @@ async fn metrics_count_a_known_workload_exactly() {
             })
             .await;
     }
-    b.wait_channel("t", "mixed", "2 timeouts", |c| c["timeout_count"] == 2)
+    b.wait_channel("t", "mixed", "2 timeouts", |c| c.timeout_count == 2)
         .await;
-    b.wait_channel("t", "fast", "all FINed", |c| c["in_flight_count"] == 0)
+    b.wait_channel("t", "fast", "all FINed", |c| c.in_flight_count == 0)
         .await;
 
     let (m, text) = scrape(b.http).await;
@@ -177,14 +178,15 @@ async fn two_brokers_in_one_process_report_their_own_numbers() {
     b.stop().await;
 }
 
-fn percentile(latency: &serde_json::Value, q: f64) -> i64 {
-    latency["percentiles"]
-        .as_array()
-        .unwrap_or_else(|| panic!("percentiles in {latency}"))
+fn percentile(latency: &Latency, q: f64) -> i64 {
+    latency
+        .percentiles
+        .as_ref()
+        .unwrap_or_else(|| panic!("percentiles in {latency:?}"))
         .iter()
-        .find(|p| p["quantile"].as_f64() == Some(q))
-        .and_then(|p| p["value"].as_i64())
-        .unwrap_or_else(|| panic!("p{q} in {latency}"))
+        .find(|p| p.quantile == q)
+        .map(|p| p.value)
+        .unwrap_or_else(|| panic!("p{q} in {latency:?}"))
 }
 
 #[tokio::test]
@@ -202,8 +204,8 @@ async fn e2e_latency_percentiles_follow_the_handler_delay() {
     }
     // Before any FIN: tracked, nothing counted yet.
     let c = b.channel_stats("e2e", "slow").await;
-    assert_eq!(c["e2e_processing_latency"]["count"], 0, "{c}");
-    assert_eq!(percentile(&c["e2e_processing_latency"], 0.99), 0);
+    assert_eq!(c.e2e_processing_latency.count, 0, "{c:?}");
+    assert_eq!(percentile(&c.e2e_processing_latency, 0.99), 0);
 
     // Subscribed before publishing, so that `quick` measures little more than a round trip.
     let mut quick = b.consumer("e2e", "quick", N as u64).await;
@@ -224,43 +226,43 @@ async fn e2e_latency_percentiles_follow_the_handler_delay() {
     }
     let slow_c = b
         .wait_channel("e2e", "slow", "slow FINs counted", |c| {
-            c["e2e_processing_latency"]["count"] == N
+            c.e2e_processing_latency.count == N as u64
         })
         .await;
     let quick_c = b
         .wait_channel("e2e", "quick", "quick FINs counted", |c| {
-            c["e2e_processing_latency"]["count"] == N
+            c.e2e_processing_latency.count == N as u64
         })
         .await;
     let (slow_l, quick_l) = (
-        &slow_c["e2e_processing_latency"],
-        &quick_c["e2e_processing_latency"],
+        &slow_c.e2e_processing_latency,
+        &quick_c.e2e_processing_latency,
     );
     let delay_ns = DELAY.as_nanos() as i64;
     // HDR values are within 1% of the truth; the delay is a hard lower bound for `slow`.
     assert!(
         percentile(slow_l, 0.5) >= delay_ns * 99 / 100,
-        "slow p50 {slow_l}"
+        "slow p50 {slow_l:?}"
     );
     assert!(
         percentile(slow_l, 0.99) >= delay_ns * 99 / 100,
-        "slow p99 {slow_l}"
+        "slow p99 {slow_l:?}"
     );
     assert!(
         percentile(quick_l, 0.99) < percentile(slow_l, 0.99),
-        "quick {quick_l} vs slow {slow_l}"
+        "quick {quick_l:?} vs slow {slow_l:?}"
     );
     assert!(
         percentile(quick_l, 0.5) < delay_ns,
-        "quick p50 should not include the delay: {quick_l}"
+        "quick p50 should not include the delay: {quick_l:?}"
     );
 
     // The topic aggregates its channels.
     let stats = b.stats().await;
-    let topic = find_topic(&stats, "e2e").unwrap();
-    let tl = &topic["e2e_processing_latency"];
-    assert_eq!(tl["count"], 2 * N, "{tl}");
-    assert!(percentile(tl, 0.99) >= delay_ns * 99 / 100, "{tl}");
+    let topic = stats.topic("e2e").unwrap();
+    let tl = &topic.e2e_processing_latency;
+    assert_eq!(tl.count, 2 * N as u64, "{tl:?}");
+    assert!(percentile(tl, 0.99) >= delay_ns * 99 / 100, "{tl:?}");
 
     // nsqd's text /stats shows them in the e2e% column.
     let (code, text) = b.http("GET", "/stats", b"").await;
@@ -286,13 +288,10 @@ async fn e2e_latency_is_off_by_default_as_in_nsqd() {
     let m = c.message().await;
     c.fin(&m.id).await;
     let ch = b
-        .wait_channel("off", "c", "FIN", |c| c["in_flight_count"] == 0)
+        .wait_channel("off", "c", "FIN", |c| c.in_flight_count == 0)
         .await;
-    assert_eq!(ch["e2e_processing_latency"]["count"], 0);
-    assert!(
-        ch["e2e_processing_latency"]["percentiles"].is_null(),
-        "{ch}"
-    );
+    assert_eq!(ch.e2e_processing_latency.count, 0);
+    assert!(ch.e2e_processing_latency.percentiles.is_none(), "{ch:?}");
     let (_, text) = b.http("GET", "/stats", b"").await;
     assert!(text.contains("e2e%: \n"), "{text}");
     b.stop().await;

@@ -115,8 +115,8 @@ async fn two_topics_interleaved(sync_every: u64) {
     );
     assert_eq!(drain(&mut cb, 4).await, ["b0", "b1", "b2", "b3"]);
     let stats = b.stats().await;
-    assert_eq!(find_topic(&stats, "a").unwrap()["message_count"], 6);
-    assert_eq!(find_topic(&stats, "b").unwrap()["message_count"], 4);
+    assert_eq!(stats.topic("a").unwrap().message_count, 6);
+    assert_eq!(stats.topic("b").unwrap().message_count, 4);
     b.stop().await;
 }
 
@@ -166,7 +166,7 @@ async fn sub_and_fin_keep_order(sync_every: u64) {
     c.rdy(10).await;
     assert_eq!(drain(&mut c, 5).await, ["m0", "m1", "m2", "m3", "m4"]);
     b.wait_channel("t", "ch", "all finished", |ch| {
-        ch["in_flight_count"] == 0 && ch["message_count"] == 5
+        ch.in_flight_count == 0 && ch.message_count == 5
     })
     .await;
     b.stop().await;
@@ -202,8 +202,8 @@ async fn power_safe_pipelined_pubs_share_syncs() {
     assert!(syncs >= 1, "acknowledged without a sync");
     assert!(syncs <= N as u64 / 10, "{syncs} syncs for {N} PUBs");
     let stats = b.stats().await;
-    let topic = find_topic(&stats, "durable").expect("topic listed");
-    assert_eq!(topic["message_count"], N as u64);
+    let topic = stats.topic("durable").expect("topic listed");
+    assert_eq!(topic.message_count, N as u64);
     // The consumer gets them all, in order.
     let mut c = b.consumer("durable", "ch", 2500).await;
     let got = drain(&mut c, N).await;
@@ -252,9 +252,6 @@ async fn unauthorized_pub_mid_burst_answers_in_order() {
     c.expect_no_message(std::time::Duration::from_millis(200))
         .await;
     let stats = b.stats().await;
-    assert!(
-        find_topic(&stats, "secret").is_none(),
-        "nothing published to it"
-    );
+    assert!(stats.topic("secret").is_none(), "nothing published to it");
     b.stop().await;
 }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{
-    BrokerProcess, TestConn, eventually, http, metric, scrape, spawn_brokerd, spawn_brokerd_env,
+    BrokerProcess, TestConn, eventually, get_stats, http, metric, scrape, spawn_brokerd,
+    spawn_brokerd_env,
 };
 use ferry_proto::v2::{Command, Frame};
 use rand::Rng;
@@ -203,10 +204,9 @@ async fn drain(p: &BrokerProcess) -> Vec<Vec<u8>> {
             Ok(Some(Frame::Response(_))) => c.send(&Command::Nop).await,
             Ok(other) => panic!("unexpected {other:?}"),
             Err(()) => {
-                let (_, body) = http(p.http, "GET", "/stats?format=json", b"").await;
-                let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
-                let ch = crate::common::find_channel(&stats, TOPIC, CHANNEL).unwrap();
-                if ch["depth"] == 0 && ch["in_flight_count"] == 0 {
+                let stats = get_stats(p.http).await;
+                let ch = stats.channel(TOPIC, CHANNEL).unwrap();
+                if ch.depth == 0 && ch.in_flight_count == 0 {
                     return got;
                 }
             }

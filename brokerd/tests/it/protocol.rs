@@ -20,7 +20,7 @@ async fn pub_sub_fin_round_trip() {
     assert!(m.id.to_seq().is_some(), "ids are 16 hex chars");
     c.fin(&m.id).await;
     b.wait_channel("t", "ch", "fin", |c| {
-        c["in_flight_count"] == 0 && c["message_count"] == 1
+        c.in_flight_count == 0 && c.message_count == 1
     })
     .await;
     b.stop().await;
@@ -326,7 +326,7 @@ async fn only_owner_may_fin() {
     let e = other.expect_error("E_FIN_FAILED").await;
     assert!(e.ends_with("client does not own message"), "{e}");
     a.fin(&m.id).await;
-    b.wait_channel("t", "c", "fin", |c| c["in_flight_count"] == 0)
+    b.wait_channel("t", "c", "fin", |c| c.in_flight_count == 0)
         .await;
     b.stop().await;
 }
@@ -357,7 +357,7 @@ async fn mpub_and_dpub() {
     })
     .await;
     p.expect_ok().await;
-    b.wait_channel("t", "c", "deferred", |c| c["deferred_count"] == 1)
+    b.wait_channel("t", "c", "deferred", |c| c.deferred_count == 1)
         .await;
     let m = c.message().await;
     assert_eq!(&m.body[..], b"later");
@@ -464,15 +464,15 @@ async fn req_requeues_with_attempts_and_delay() {
         timeout_ms: 300,
     })
     .await;
-    b.wait_channel("t", "c", "deferred", |c| c["deferred_count"] == 1)
+    b.wait_channel("t", "c", "deferred", |c| c.deferred_count == 1)
         .await;
     let m3 = c.message().await;
     assert_eq!(m3.attempts, 3);
     c.fin(&m3.id).await;
     let s = b
-        .wait_channel("t", "c", "fin", |c| c["in_flight_count"] == 0)
+        .wait_channel("t", "c", "fin", |c| c.in_flight_count == 0)
         .await;
-    assert_eq!(s["requeue_count"], 2);
+    assert_eq!(s.requeue_count, 2);
     b.stop().await;
 }
 
@@ -491,7 +491,7 @@ async fn timeout_redelivers_and_touch_extends() {
     assert_eq!(m2.id, m.id);
     assert_eq!(m2.attempts, 2);
     let s = b.channel_stats("t2", "c").await;
-    assert_eq!(s["timeout_count"], 1);
+    assert_eq!(s.timeout_count, 1);
     // TOUCH keeps it in flight past its first deadline.
     let start = tokio::time::Instant::now();
     for _ in 0..3 {
@@ -500,9 +500,9 @@ async fn timeout_redelivers_and_touch_extends() {
     }
     assert!(start.elapsed() > Duration::from_millis(1100));
     t.fin(&m2.id).await;
-    b.wait_channel("t2", "c", "fin", |c| c["in_flight_count"] == 0)
+    b.wait_channel("t2", "c", "fin", |c| c.in_flight_count == 0)
         .await;
-    assert_eq!(b.channel_stats("t2", "c").await["timeout_count"], 1);
+    assert_eq!(b.channel_stats("t2", "c").await.timeout_count, 1);
     // The channel's timer task ended with its last deadline; the next delivery starts another.
     b.conn().await.publish("t2", b"slow again").await;
     let m3 = t.message().await;
@@ -553,7 +553,7 @@ async fn paused_channel_and_topic_hold_messages() {
     );
     b.conn().await.publish("t", b"held").await;
     c.expect_no_message(Duration::from_millis(200)).await;
-    assert_eq!(b.channel_stats("t", "c").await["paused"], true);
+    assert!(b.channel_stats("t", "c").await.paused);
     assert_eq!(
         b.http("POST", "/channel/unpause?topic=t&channel=c", b"")
             .await
@@ -577,7 +577,7 @@ async fn backlog_goes_to_first_channel_only() {
     for i in 0..3 {
         p.publish("t", format!("early{i}").as_bytes()).await;
     }
-    assert_eq!(find_topic(&b.stats().await, "t").unwrap()["depth"], 3);
+    assert_eq!(b.stats().await.topic("t").unwrap().depth, 3);
     let mut first = b.consumer("t", "first", 10).await;
     for i in 0..3 {
         assert_eq!(first.message().await.body, format!("early{i}").into_bytes());
@@ -601,12 +601,12 @@ async fn ephemeral_channel_and_topic_vanish_with_last_client() {
     drop(d);
     let s = eventually("ephemeral cleanup", || async {
         let s = b.stats().await;
-        let gone_topic = find_topic(&s, "e#ephemeral").is_none();
-        let gone_channel = find_channel(&s, "t", "tmp#ephemeral").is_none();
+        let gone_topic = s.topic("e#ephemeral").is_none();
+        let gone_channel = s.channel("t", "tmp#ephemeral").is_none();
         (gone_topic && gone_channel).then_some(s)
     })
     .await;
-    assert!(find_topic(&s, "t").is_some(), "durable topic stays");
+    assert!(s.topic("t").is_some(), "durable topic stays");
     b.stop().await;
 }
 

@@ -27,9 +27,9 @@ async fn pynsq_writer_reader_and_http_publish() {
     );
     let s = b.stats().await;
     for ch in ["alpha", "beta"] {
-        let c = crate::common::find_channel(&s, "interop", ch).unwrap();
-        assert_eq!(c["message_count"], 700, "{ch}: {c}");
-        assert_eq!(c["depth"], 0);
+        let c = s.channel("interop", ch).unwrap();
+        assert_eq!(c.message_count, 700, "{ch}: {c:?}");
+        assert_eq!(c.depth, 0);
     }
     b.stop().await;
 }

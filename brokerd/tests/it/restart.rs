@@ -63,9 +63,10 @@ async fn workload(p: &BrokerProcess) -> Before {
     assert_eq!(code, 200);
     // Make sure the FINs were processed (a NOP round trip is not acknowledged, so use stats).
     eventually("the broker to count 10 FINs", || async {
-        let (_, body) = http(p.http, "GET", "/stats?format=json&topic=t&channel=c", b"").await;
-        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-        (find_channel(&s, "t", "c").unwrap()["clients"][0]["finish_count"] == 10).then_some(())
+        let s = ferry_testkit::http::get(p.http, "/stats?format=json&topic=t&channel=c")
+            .await
+            .stats();
+        (s.channel("t", "c")?.clients.first()?.finish_count == 10).then_some(())
     })
     .await;
     Before {
@@ -75,14 +76,10 @@ async fn workload(p: &BrokerProcess) -> Before {
 }
 
 async fn verify_after_restart(p: &BrokerProcess, before: &Before, exact: bool) {
-    let (_, body) = http(p.http, "GET", "/stats?format=json", b"").await;
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        find_topic(&s, "empty_topic").is_some(),
-        "empty topic back: {s}"
-    );
-    let paused = find_channel(&s, "t", "paused").expect("paused channel back");
-    assert_eq!(paused["paused"], true);
+    let s = get_stats(p.http).await;
+    assert!(s.topic("empty_topic").is_some(), "empty topic back: {s:?}");
+    let paused = s.channel("t", "paused").expect("paused channel back");
+    assert!(paused.paused);
 
     // Every message not FINed comes again; with a clean stop, exactly those.
     let mut c = TestConn::connect(p.tcp).await;
@@ -107,15 +104,10 @@ async fn verify_after_restart(p: &BrokerProcess, before: &Before, exact: bool) {
     }
 
     // The paused channel still holds all N.
-    let (_, body) = http(
-        p.http,
-        "GET",
-        "/stats?format=json&topic=t&channel=paused",
-        b"",
-    )
-    .await;
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(find_channel(&s, "t", "paused").unwrap()["depth"], N as u64);
+    let s = ferry_testkit::http::get(p.http, "/stats?format=json&topic=t&channel=paused")
+        .await
+        .stats();
+    assert_eq!(s.channel("t", "paused").unwrap().depth, N as u64);
 
     // The deferred message comes at its time, not before.
     let mut d = TestConn::connect(p.tcp).await;

@@ -6,21 +6,23 @@ use std::time::Duration;
 
 use crate::common::*;
 use ferry_client::{Consumer, Message, Messages};
+use ferry_proto::stats::ChannelStats;
 
 /// A number of a channel in a broker's `/stats` (0 when the channel is not there).
-async fn channel_stat(broker: &Broker, topic: &str, channel: &str, key: &str) -> u64 {
-    channels(&broker.stats().await, topic)
-        .iter()
-        .find(|c| c["channel_name"] == channel)
-        .and_then(|c| c[key].as_u64())
-        .unwrap_or(0)
+async fn channel_stat(
+    broker: &Broker,
+    topic: &str,
+    channel: &str,
+    key: fn(&ChannelStats) -> u64,
+) -> u64 {
+    broker.stats().await.channel(topic, channel).map_or(0, key)
 }
 
 /// Waits until `topic`/`channel` on `broker` has `depth` ready messages and none in flight.
 async fn wait_depth(broker: &Broker, topic: &str, channel: &str, depth: u64) {
     eventually(&format!("{topic}/{channel} at depth {depth}"), || async {
-        let ready = channel_stat(broker, topic, channel, "depth").await;
-        let in_flight = channel_stat(broker, topic, channel, "in_flight_count").await;
+        let ready = channel_stat(broker, topic, channel, |c| c.depth).await;
+        let in_flight = channel_stat(broker, topic, channel, |c| c.in_flight_count).await;
         (ready == depth && in_flight == 0).then_some(())
     })
     .await;
@@ -199,7 +201,7 @@ async fn peek_shows_bodies_and_json() {
         .collect();
     assert_eq!(got, ["first", "second"]);
     // Never delivered: attempts 0. Peeking changed nothing.
-    assert_eq!(channel_stat(&b, "t", "c", "depth").await, 3);
+    assert_eq!(channel_stat(&b, "t", "c", |c| c.depth).await, 3);
 
     // One message deferred for a minute (requeued with a delay), one in flight (held).
     let config = ferry_client::Config::new().max_in_flight(1);
@@ -212,8 +214,8 @@ async fn peek_shows_bodies_and_json() {
         .unwrap();
     let held = receive(&mut msgs, 1).await;
     eventually("one message in flight and one deferred", || async {
-        let in_flight = channel_stat(&b, "t", "c", "in_flight_count").await;
-        let deferred = channel_stat(&b, "t", "c", "deferred_count").await;
+        let in_flight = channel_stat(&b, "t", "c", |c| c.in_flight_count).await;
+        let deferred = channel_stat(&b, "t", "c", |c| c.deferred_count).await;
         (in_flight == 1 && deferred == 1).then_some(())
     })
     .await;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
+use ferry_proto::stats::Stats;
 use tokio_util::sync::CancellationToken;
 
 /// How long a feed may take to move everything (the to-http and to-broker tests back off).
@@ -77,16 +78,9 @@ impl Feed {
 }
 
 /// (depth, in flight, deferred) of `topic`/`channel`, if the broker has it.
-fn channel_counts(stats: &serde_json::Value, topic: &str, channel: &str) -> Option<[u64; 3]> {
-    let topic = stats["topics"]
-        .as_array()?
-        .iter()
-        .find(|t| t["topic_name"] == topic)?;
-    let ch = topic["channels"]
-        .as_array()?
-        .iter()
-        .find(|c| c["channel_name"] == channel)?;
-    Some(["depth", "in_flight_count", "deferred_count"].map(|k| ch[k].as_u64().unwrap_or(0)))
+fn channel_counts(stats: &Stats, topic: &str, channel: &str) -> Option<[u64; 3]> {
+    let ch = stats.channel(topic, channel)?;
+    Some([ch.depth, ch.in_flight_count, ch.deferred_count])
 }
 
 /// Polls `check` until it holds, failing with `what` after [`FEED_DEADLINE`].
@@ -110,7 +104,7 @@ where
 async fn wait_drained(http: &str, topic: &str, channel: &str) {
     let url = format!("http://{http}/stats?format=json");
     wait_for(&format!("{topic}/{channel} drained"), || async {
-        let stats: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let stats: Stats = reqwest::get(&url).await.unwrap().json().await.unwrap();
         channel_counts(&stats, topic, channel) == Some([0, 0, 0])
     })
     .await;
@@ -400,10 +394,12 @@ async fn to_broker_loses_nothing_while_the_destination_is_down() {
     publish(&source, "orders", &all[1_000..]).await;
     let url = format!("http://{}/stats?format=json", source.http);
     wait_for("requeues while the destination is down", || async {
-        let stats: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
-        let requeued = stats["topics"][0]["channels"][0]["requeue_count"]
-            .as_u64()
-            .unwrap_or(0);
+        let stats: Stats = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let requeued = stats
+            .topics
+            .first()
+            .and_then(|t| t.channels.first())
+            .map_or(0, |c| c.requeue_count);
         requeued >= 3
     })
     .await;

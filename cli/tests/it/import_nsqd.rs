@@ -86,28 +86,10 @@ async fn dry_run_counts_what_brokerd_then_imports() {
     // brokerd imports exactly what the dry run counted.
     let b = broker_with(|c| c.data_path = dir.to_path_buf()).await;
     let stats = b.stats().await;
-    let topic = |name: &str| {
-        stats["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["topic_name"] == name)
-            .unwrap()
-            .clone()
-    };
-    let depth = |ch: &str| {
-        topic("orders")["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["channel_name"] == ch)
-            .unwrap()["depth"]
-            .as_u64()
-            .unwrap() as usize
-    };
+    let depth = |ch: &str| stats.channel("orders", ch).unwrap().depth as usize;
     assert_eq!(depth("billing"), billing.len() + orders.len());
     assert_eq!(depth("audit"), audit.len() + orders.len());
-    assert_eq!(topic("lonely")["depth"], lonely.len());
+    assert_eq!(stats.topic("lonely").unwrap().depth as usize, lonely.len());
     b.stop().await;
 
     let (ok, stdout, stderr) = dry_run(dir).await;

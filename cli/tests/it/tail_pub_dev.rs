@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
 use crate::common::*;
+use ferry_proto::stats::Stats;
 
 /// Waits until `topic` on `broker` has a `tail…#ephemeral` channel (the tail subscribed).
 async fn wait_tail_subscribed(broker: &Broker, topic: &str) -> String {
@@ -181,12 +182,8 @@ async fn tail_exits_cleanly_on_ctrl_c() {
     // Wait until all three were printed and finished.
     eventually("three messages finished", || async {
         let stats = b.stats().await;
-        let c = stats["topics"][0]["channels"]
-            .as_array()?
-            .iter()
-            .find(|c| c["channel_name"] == channel.as_str())?
-            .clone();
-        (c["message_count"] == 3 && c["in_flight_count"] == 0 && c["depth"] == 0).then_some(())
+        let c = stats.topics.first()?.channel(&channel)?;
+        (c.message_count == 3 && c.in_flight_count == 0 && c.depth == 0).then_some(())
     })
     .await;
     let pid = tail.id().to_string();
@@ -226,8 +223,8 @@ async fn pub_from_stdin_delivers_every_line_once_in_order() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(stdout.trim(), format!("published {N} messages to big"));
     let stats = b.stats().await;
-    assert_eq!(stats["topics"][0]["message_count"], N);
-    assert_eq!(stats["topics"][0]["channels"][0]["depth"], N);
+    assert_eq!(stats.topics[0].message_count, N as u64);
+    assert_eq!(stats.topics[0].channels[0].depth, N as u64);
 
     // Read them back through the channel: every line, once, in order.
     let out = ferry(args(&[
@@ -249,8 +246,8 @@ async fn pub_from_stdin_delivers_every_line_once_in_order() {
         assert_eq!(line, &format!("line-{i}"));
     }
     let stats = b.stats().await;
-    assert_eq!(stats["topics"][0]["channels"][0]["depth"], 0);
-    assert_eq!(stats["topics"][0]["channels"][0]["in_flight_count"], 0);
+    assert_eq!(stats.topics[0].channels[0].depth, 0);
+    assert_eq!(stats.topics[0].channels[0].in_flight_count, 0);
     b.stop().await;
 }
 
@@ -283,9 +280,10 @@ async fn pub_arguments_and_deferred_messages() {
     ]))
     .await;
     assert!(out.status.success(), "{}", text(&out).1);
-    let c = &b.stats().await["topics"][0]["channels"][0];
-    assert_eq!(c["deferred_count"], 2, "{c}");
-    assert_eq!(c["depth"], 1, "{c}");
+    let stats = b.stats().await;
+    let c = &stats.topics[0].channels[0];
+    assert_eq!(c.deferred_count, 2, "{c:?}");
+    assert_eq!(c.depth, 1, "{c:?}");
     b.stop().await;
 }
 
@@ -380,13 +378,13 @@ async fn dev_runs_lookupd_and_a_broker_until_sigterm() {
         producers[0]["tcp_port"].to_string(),
         broker_tcp.rsplit(':').next().unwrap()
     );
-    let stats: serde_json::Value = reqwest::get(format!("http://{broker_http}/stats?format=json"))
+    let stats: Stats = reqwest::get(format!("http://{broker_http}/stats?format=json"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["topics"][0]["message_count"], 1);
+    assert_eq!(stats.topics[0].message_count, 1);
     // The dashboard finds the topic through the dev lookupd.
     let topics = format!("http://{admin_http}/api/topics");
     eventually("hello on the dashboard", || async {
@@ -579,7 +577,7 @@ async fn readme_try_it_works_in_the_order_written() {
     assert_eq!(resp.text().await.unwrap(), "OK");
     until("hello from curl", &mut seen).await;
     // curl 'http://127.0.0.1:4151/stats?format=json'
-    let stats: serde_json::Value = client
+    let stats: Stats = client
         .get(format!("http://{}/stats?format=json", dev.broker_http))
         .send()
         .await
@@ -587,7 +585,7 @@ async fn readme_try_it_works_in_the_order_written() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["topics"][0]["message_count"], 3, "{stats}");
+    assert_eq!(stats.topics[0].message_count, 3, "{stats:?}");
 
     let _ = tail.kill();
     let _ = tail.wait();

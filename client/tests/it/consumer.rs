@@ -35,7 +35,7 @@ async fn two_consumers_on_one_channel_share_the_messages() {
     .await;
     broker
         .wait_channel("lb", "workers", "all finished", |c| {
-            c["in_flight_count"] == 0 && c["depth"] == 0
+            c.in_flight_count == 0 && c.depth == 0
         })
         .await;
     let mut all = seen_a.bodies();
@@ -102,13 +102,10 @@ async fn failures_are_requeued_with_growing_attempts_then_succeed() {
     // Every failure also triggers RDY backoff; all messages still get through.
     let channel = broker
         .wait_channel("flaky", "c", "every message finished", |c| {
-            c["depth"] == 0
-                && c["in_flight_count"] == 0
-                && c["deferred_count"] == 0
-                && c["requeue_count"] == 40
+            c.depth == 0 && c.in_flight_count == 0 && c.deferred_count == 0 && c.requeue_count == 40
         })
         .await;
-    assert_eq!(channel["timeout_count"], 0);
+    assert_eq!(channel.timeout_count, 0);
     let attempts = attempts.lock().unwrap().clone();
     assert_eq!(attempts.len(), 20);
     for (body, seen) in attempts.iter() {
@@ -148,10 +145,10 @@ async fn messages_failing_max_attempts_times_are_given_up_and_finished() {
     .await;
     let channel = broker
         .wait_channel("doomed", "c", "nothing left", |c| {
-            c["depth"] == 0 && c["in_flight_count"] == 0 && c["deferred_count"] == 0
+            c.depth == 0 && c.in_flight_count == 0 && c.deferred_count == 0
         })
         .await;
-    assert_eq!(channel["requeue_count"], 10, "two requeues per message");
+    assert_eq!(channel.requeue_count, 10, "two requeues per message");
     let mut given_up = given_up.lock().unwrap().clone();
     given_up.sort();
     let want: Vec<(String, u16)> = numbered("d", 5).into_iter().map(|b| (b, 3)).collect();
@@ -197,7 +194,7 @@ async fn stream_consumers_answer_messages_themselves() {
     third.finish().await.unwrap();
     broker
         .wait_channel("streamed", "c", "finished", |c| {
-            c["in_flight_count"] == 0 && c["depth"] == 0 && c["requeue_count"] == 2
+            c.in_flight_count == 0 && c.depth == 0 && c.requeue_count == 2
         })
         .await;
     let stop = tokio::spawn(async move { consumer.stop().await });
@@ -247,7 +244,7 @@ async fn stop_waits_for_in_flight_handlers() {
     // CLS reached the broker (client state 4 = closing) while the handler still runs.
     broker
         .wait_channel("slow", "c", "client closing", |c| {
-            c["clients"][0]["state"] == 4 && c["in_flight_count"] == 1
+            c.clients.first().is_some_and(|cl| cl.state == 4) && c.in_flight_count == 1
         })
         .await;
     assert!(!stopping.is_finished());
@@ -258,10 +255,10 @@ async fn stop_waits_for_in_flight_handlers() {
         .unwrap();
     // The message was finished, not requeued by a disconnect.
     let channel = broker
-        .wait_channel("slow", "c", "no client", |c| c["client_count"] == 0)
+        .wait_channel("slow", "c", "no client", |c| c.client_count == 0)
         .await;
-    assert_eq!(channel["depth"], 0);
-    assert_eq!(channel["in_flight_count"], 0);
-    assert_eq!(channel["requeue_count"], 0);
+    assert_eq!(channel.depth, 0);
+    assert_eq!(channel.in_flight_count, 0);
+    assert_eq!(channel.requeue_count, 0);
     assert_eq!(consumer.stats().messages_finished, 1);
 }

@@ -34,10 +34,10 @@ async fn publish_and_multi_publish_round_trip() {
     assert_eq!(seen.bodies()[0], "one");
     assert_eq!(seen.sorted(), ["four", "one", "three", "two"]);
     let channel = broker
-        .wait_channel("rt", "c", "all finished", |c| c["in_flight_count"] == 0)
+        .wait_channel("rt", "c", "all finished", |c| c.in_flight_count == 0)
         .await;
-    assert_eq!(channel["depth"], 0);
-    assert_eq!(channel["message_count"], 4);
+    assert_eq!(channel.depth, 0);
+    assert_eq!(channel.message_count, 4);
     consumer.stop().await;
     producer.stop().await;
     assert!(matches!(
@@ -96,7 +96,7 @@ async fn many_tasks_pipeline_on_one_connection() {
     wait_until("2000 messages", || seen.len() == 2000).await;
     assert_eq!(seen.sorted(), numbered("p", 2000));
     let stats = broker.stats().await;
-    let producers = stats["producers"].as_array().unwrap();
+    let producers = &stats.producers;
     assert_eq!(producers.len(), 1, "one shared connection: {producers:?}");
     consumer.stop().await;
 }

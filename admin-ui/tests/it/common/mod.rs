@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use ferry_proto::stats::{ChannelStats, Stats, TopicStats};
 use ferry_proto::v2::{self, Command};
 use ferry_testkit::TestConn;
 use serde_json::Value;
@@ -77,17 +78,17 @@ impl TestBroker {
         get_json(&format!("http://{}{path}", self.http)).await
     }
 
-    pub async fn stats(&self) -> Value {
+    pub async fn stats(&self) -> Stats {
         self.inner.stats().await
     }
 
-    /// A channel's stats object, if it exists.
-    pub async fn channel_stats(&self, topic: &str, channel: &str) -> Option<Value> {
-        ferry_testkit::find_channel(&self.stats().await, topic, channel)
+    /// A channel's stats, if it exists.
+    pub async fn channel_stats(&self, topic: &str, channel: &str) -> Option<ChannelStats> {
+        self.stats().await.channel(topic, channel).cloned()
     }
 
-    pub async fn topic_stats(&self, topic: &str) -> Option<Value> {
-        ferry_testkit::find_topic(&self.stats().await, topic)
+    pub async fn topic_stats(&self, topic: &str) -> Option<TopicStats> {
+        self.stats().await.topic(topic).cloned()
     }
 }
 

@@ -18,7 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 pub use ferry_testkit::broker::{start, start_in};
-pub use ferry_testkit::{DEADLINE, TestBroker, TestConn, eventually, find_channel, find_topic};
+pub use ferry_testkit::http::get_stats;
+pub use ferry_testkit::{DEADLINE, TestBroker, TestConn, eventually};
 
 /// A `brokerd` process, for restart and signal tests.
 pub type BrokerProcess = ferry_testkit::DaemonProcess;

@@ -5,6 +5,7 @@
 use std::process::{Command, Output};
 
 use ferry_brokerd::config::Config;
+use ferry_proto::stats::{ChannelStats, Stats};
 
 pub use ferry_testkit::{DEADLINE, eventually};
 
@@ -35,7 +36,7 @@ impl Broker {
         self.inner.post(path, body).await
     }
 
-    pub async fn stats(&self) -> serde_json::Value {
+    pub async fn stats(&self) -> Stats {
         self.inner.stats().await
     }
 
@@ -99,21 +100,15 @@ impl Lookupd {
 }
 
 /// The channels of `topic` in a broker's `/stats`, as JSON.
-pub fn channels(stats: &serde_json::Value, topic: &str) -> Vec<serde_json::Value> {
-    stats["topics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["topic_name"] == topic)
-        .flat_map(|t| t["channels"].as_array().cloned().unwrap_or_default())
-        .collect()
+pub fn channels<'a>(stats: &'a Stats, topic: &str) -> &'a [ChannelStats] {
+    stats.topic(topic).map_or(&[], |t| &t.channels)
 }
 
 /// Names of the channels of `topic` in a broker's `/stats`.
-pub fn channel_names(stats: &serde_json::Value, topic: &str) -> Vec<String> {
+pub fn channel_names(stats: &Stats, topic: &str) -> Vec<String> {
     channels(stats, topic)
         .iter()
-        .filter_map(|c| c["channel_name"].as_str().map(str::to_owned))
+        .map(|c| c.channel_name.clone())
         .collect()
 }
 
