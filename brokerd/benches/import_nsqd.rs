@@ -7,7 +7,8 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ferry_store::LogOptions;
 
-#[path = "../tests/common/nsqd.rs"]
+#[path = "../tests/it/common/nsqd.rs"]
+#[allow(dead_code)] // the bench uses part of the tests' nsqd writer
 mod nsqd;
 
 const MESSAGES: u64 = 200_000;

@@ -20,7 +20,8 @@
 //! theirs in TIME_WAIT for a minute. Only loopback addresses are used. Where the hard
 //! open-file limit cannot be raised (no CAP_SYS_RESOURCE), `--big` is capped to fit it.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code, unused_imports)] // the bench uses part of the tests' shared module
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};

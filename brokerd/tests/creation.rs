@@ -1,7 +1,10 @@
+// Its own test binary, not in tests/it/: it keeps every core busy, starving tests run beside it.
 //! Creating topics and channels under contention, with every core kept busy: concurrent SUBs of
 //! a new channel end on one channel, and a new topic learns lookupd's channels before its first
 //! message or subscription.
 
+#[path = "it/common/mod.rs"]
+#[allow(dead_code, unused_imports)] // this binary uses part of it
 mod common;
 
 use std::net::SocketAddr;
@@ -79,11 +82,11 @@ async fn concurrent_subs_of_a_new_channel_share_one_channel() {
             assert!(m.body.starts_with(b"m"), "round {round}");
         }
         let stats = b.stats().await;
-        let t = find_topic(&stats, &topic).expect("topic in stats");
-        let channels = t["channels"].as_array().unwrap();
-        assert_eq!(channels.len(), 1, "round {round}: {t}");
-        assert_eq!(channels[0]["clients"].as_array().unwrap().len(), CONSUMERS);
-        assert_eq!(channels[0]["in_flight_count"], CONSUMERS as u64);
+        let t = stats.topic(&topic).expect("topic in stats");
+        let channels = &t.channels;
+        assert_eq!(channels.len(), 1, "round {round}: {t:?}");
+        assert_eq!(channels[0].clients.len(), CONSUMERS);
+        assert_eq!(channels[0].in_flight_count, CONSUMERS as u64);
     }
     b.stop().await;
 }

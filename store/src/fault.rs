@@ -3,7 +3,7 @@
 //! When the environment variable [`SYNC_LOG_ENV`] names a file when the process first syncs,
 //! every completed sync appends one line per file it covered: `<path>\t<durable length>\n`.
 //! A test that SIGKILLs the broker then "cuts the power" by keeping, of each file, only the
-//! bytes some completed sync covered (see `brokerd/tests/power_loss.rs`). Files present when
+//! bytes some completed sync covered (see `brokerd/tests/it/power_loss.rs`). Files present when
 //! a log is opened are recorded at their full length (they survived the previous cut).
 //!
 //! Unset (production), this costs one cached environment lookup per sync.

@@ -1,7 +1,9 @@
+// Its own test binary, not in tests/it/: it measures the process's RSS, no other test's memory.
 //! Resident memory stays bounded independent of the backlog: pages behind the writer and
 //! behind each reader are released, maps of segments nobody reads are dropped.
-//! (Its own test binary, so no other test's memory is counted.)
 
+#[path = "it/common/mod.rs"]
+#[allow(dead_code)] // this binary uses part of it
 mod common;
 
 use common::{body, rec};

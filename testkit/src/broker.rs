@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ferry_brokerd::config::Config;
+use ferry_proto::stats::{ChannelStats, Stats};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -117,15 +118,22 @@ impl TestBroker {
             .assert_success(path);
     }
 
-    /// `/stats?format=json`.
-    pub async fn stats(&self) -> Value {
+    /// `/stats?format=json`, typed.
+    pub async fn stats(&self) -> Stats {
+        http::get_stats(self.http).await
+    }
+
+    /// `/stats?format=json` as raw JSON, for tests of its exact shape.
+    pub async fn stats_json(&self) -> Value {
         http::get_json(&format!("http://{}/stats?format=json", self.http)).await
     }
 
-    /// A channel's stats object; panics if there is no such channel.
-    pub async fn channel_stats(&self, topic: &str, channel: &str) -> Value {
+    /// A channel's stats; panics if there is no such channel.
+    pub async fn channel_stats(&self, topic: &str, channel: &str) -> ChannelStats {
         let s = self.stats().await;
-        find_channel(&s, topic, channel).unwrap_or_else(|| panic!("no {topic}/{channel} in {s}"))
+        s.channel(topic, channel)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {topic}/{channel} in {s:?}"))
     }
 
     /// Waits until `pred` holds for the channel's stats; returns them.
@@ -134,30 +142,12 @@ impl TestBroker {
         topic: &str,
         channel: &str,
         what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+        pred: impl Fn(&ChannelStats) -> bool,
+    ) -> ChannelStats {
         eventually(what, || async {
             let s = self.stats().await;
-            find_channel(&s, topic, channel).filter(|c| pred(c))
+            s.channel(topic, channel).filter(|c| pred(c)).cloned()
         })
         .await
     }
-}
-
-/// `topic`'s object in a `/stats` answer.
-pub fn find_topic(stats: &Value, topic: &str) -> Option<Value> {
-    stats["topics"]
-        .as_array()?
-        .iter()
-        .find(|t| t["topic_name"] == topic)
-        .cloned()
-}
-
-/// `topic/channel`'s object in a `/stats` answer.
-pub fn find_channel(stats: &Value, topic: &str, channel: &str) -> Option<Value> {
-    find_topic(stats, topic)?["channels"]
-        .as_array()?
-        .iter()
-        .find(|c| c["channel_name"] == channel)
-        .cloned()
 }

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 
+use ferry_proto::stats::Stats;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -39,6 +40,13 @@ impl Reply {
 
     /// The body as JSON; panics (with the body) if it is not.
     pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: body {:?}", self.body))
+    }
+
+    /// The body as brokerd's (or nsqd's) `/stats?format=json`, typed; panics (with the body) if
+    /// it is not one.
+    pub fn stats(&self) -> Stats {
+        assert_eq!(self.status, 200, "{}", self.body);
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: body {:?}", self.body))
     }
 
@@ -140,4 +148,9 @@ pub async fn get_json(url: &str) -> Value {
     let reply = send_url(Method::GET, url, Vec::new(), &[]).await;
     reply.assert_success(&format!("GET {url}"));
     reply.json()
+}
+
+/// `GET /stats?format=json` of the broker whose HTTP interface is `addr`, typed.
+pub async fn get_stats(addr: SocketAddr) -> Stats {
+    get(addr, "/stats?format=json").await.stats()
 }

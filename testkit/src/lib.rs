@@ -6,7 +6,9 @@
 //! - [`process`]: the `brokerd` / `lookupd` binaries as child processes, their listening
 //!   addresses read from their logs;
 //! - [`wait`]: [`eventually`], the one condition-with-deadline loop, and its sync variants;
-//! - [`http`]: one HTTP request (reqwest) answered as status + headers + body, with JSON;
+//! - [`http`]: one HTTP request (reqwest) answered as status + headers + body, with JSON, and
+//!   brokerd's `/stats` typed as [`ferry_proto::stats::Stats`] ([`http::get_stats`],
+//!   [`Reply::stats`]);
 //! - [`conn`]: [`TestConn`], a raw protocol V2 connection built on `ferry-proto`.
 //!
 //! Every wait is bounded by [`DEADLINE`]; nothing listens on a fixed port. The features
@@ -26,7 +28,7 @@ pub mod wait;
 use std::time::Duration;
 
 #[cfg(feature = "brokerd")]
-pub use broker::{TestBroker, find_channel, find_topic};
+pub use broker::TestBroker;
 pub use conn::TestConn;
 pub use http::{Reply, get_json};
 #[cfg(feature = "lookupd")]

@@ -1,6 +1,6 @@
 //! Test helpers: a go-diskqueue writer (as nsqd writes its queues) that rolls to the next file
 //! *after* a write reaches `max`, as go-diskqueue before 1.1 did, and can write raw (corrupt)
-//! records. `tests/common/nsqd.rs` writes the 1.1+ way (rolling *before* a write would pass the
+//! records. `tests/it/common/nsqd.rs` writes the 1.1+ way (rolling *before* a write would pass the
 //! limit); the reader must take both.
 
 use std::io::Write;
