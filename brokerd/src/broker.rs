@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::creation::{CreateError, Creations};
 use crate::latency::E2eConfig;
 use crate::lookup::{LookupPeers, RegistryEvent};
-use crate::topic::{Topic, TopicOptions, topic_dir};
+use crate::topic::{PublishError, Topic, TopicOptions, topic_dir};
 
 /// Version reported to clients and in `/info` and `/stats`.
 pub const VERSION: &str = concat!("ferry-", env!("CARGO_PKG_VERSION"));
@@ -68,6 +68,8 @@ pub struct Broker {
     /// To the dead-letter task, and its end until `Server::run` starts it.
     dead_letters: crate::dead_letter::DeadLetterTx,
     dead_letter_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::dead_letter::Job>>>,
+    /// Node id and Raft groups of replicated topics (`replication.rs`).
+    replication: Arc<crate::replication::Replication>,
     _lock: File,
 }
 
@@ -112,7 +114,12 @@ impl Broker {
             .context("cannot build the HTTP client")?;
         let limits = crate::limits::ConnLimits::new(config.max_connections);
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
+        let replication = Arc::new(crate::replication::Replication::open(
+            &config.data_path,
+            config.http_client_connect_timeout,
+        )?);
         let broker = Arc::new(Broker {
+            replication,
             dead_letters,
             dead_letter_rx: Mutex::new(Some(dead_letter_rx)),
             http_client,
@@ -254,6 +261,34 @@ impl Broker {
             .unwrap_or(crate::http::Ports { tcp: 0, http: 0 })
     }
 
+    /// Node id and Raft groups of this broker's replicated topics.
+    pub fn replication(&self) -> &Arc<crate::replication::Replication> {
+        &self.replication
+    }
+
+    /// The replicated topic `name`, created if missing as an empty replica whose log starts at
+    /// `first_seq`, its Raft node running before anyone can use it. An existing topic is
+    /// returned as it is (replicated or not).
+    pub(crate) async fn get_or_create_replicated_topic(
+        self: &Arc<Self>,
+        name: &str,
+        first_seq: u64,
+    ) -> Result<Arc<Topic>, CreateError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if self.cancel.is_cancelled() {
+            return Err(CreateError::Exiting);
+        }
+        let create = || {
+            let (broker, name) = (self.clone(), name.to_owned());
+            async move { broker.create_topic_with(&name, Some(first_seq)).await }
+        };
+        self.creations
+            .find_or_create(name, || self.topic(name), create)
+            .await
+    }
+
     /// The topic `name`, created if missing. A new topic learns the channels lookupd knows for
     /// it before anyone can publish to it or subscribe (bounded by the HTTP client's timeouts),
     /// so those channels get its first message; it is then registered with lookupd.
@@ -274,21 +309,36 @@ impl Broker {
         }
         let create = || {
             let (broker, name) = (self.clone(), name.to_owned());
-            async move { broker.create_topic(&name).await }
+            async move { broker.create_topic_with(&name, None).await }
         };
         self.creations
             .find_or_create(name, || self.topic(name), create)
             .await
     }
 
-    /// Creates a topic that does not exist yet (see [`Broker::get_or_create_topic`]).
-    async fn create_topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, CreateError> {
+    /// Creates a topic that does not exist yet (see [`Broker::get_or_create_topic`]); with
+    /// `replica_from`, a replica of a group whose log starts at that sequence, its Raft node
+    /// started before the topic is visible.
+    async fn create_topic_with(
+        self: &Arc<Self>,
+        name: &str,
+        replica_from: Option<u64>,
+    ) -> Result<Arc<Topic>, CreateError> {
         let channels = crate::lookup::channels_known(self, name).await;
         let broker = self.clone();
         let topic_name = name.to_owned();
         let known = channels.clone();
-        let topic =
-            tokio::task::spawn_blocking(move || broker.build_topic(&topic_name, &known)).await??;
+        let topic = tokio::task::spawn_blocking(move || {
+            broker.build_topic(&topic_name, &known, replica_from)
+        })
+        .await??;
+        if replica_from.is_some()
+            && let Err(e) = self.start_replica(&topic).await
+        {
+            warn!(topic = name, error = %e, "cannot start the replica's raft node");
+            topic.destroy();
+            return Err(CreateError::Replica(e.to_string()));
+        }
         self.topics_write().insert(name.to_owned(), topic.clone());
         info!(topic = name, channels = channels.len(), "topic created");
         self.emit(RegistryEvent::Register {
@@ -308,8 +358,16 @@ impl Broker {
     /// Makes a new topic's files (blocking I/O) with `channels` starting at its first message,
     /// and opens it. The files are made in `<name>.topic.new` and renamed into place only when
     /// complete; on any error they are removed.
-    fn build_topic(&self, name: &str, channels: &[String]) -> Result<Arc<Topic>, StoreError> {
-        let options = self.topic_options();
+    fn build_topic(
+        &self,
+        name: &str,
+        channels: &[String],
+        replica_from: Option<u64>,
+    ) -> Result<Arc<Topic>, StoreError> {
+        let mut options = self.topic_options();
+        if let Some(first_seq) = replica_from {
+            options.log.initial_seq = first_seq;
+        }
         if ferry_proto::names::is_ephemeral(name) {
             let topic = self.open_topic_with(name, options)?;
             topic.add_new_channels(channels);
@@ -317,7 +375,13 @@ impl Broker {
         }
         let dir = topic_dir(&self.topics_dir, name);
         let staging = staging_dir(&self.topics_dir, name);
-        let staged = stage_topic(&staging, &dir, &options.log, channels);
+        let staged = stage_topic(
+            &staging,
+            &dir,
+            &options.log,
+            channels,
+            replica_from.is_some(),
+        );
         if let Err(e) = staged {
             if let Err(e) = remove_dir_if_present(&staging) {
                 warn!(topic = name, error = %e, "cannot remove a failed topic's files");
@@ -375,6 +439,15 @@ impl Broker {
             .iter()
             .map(|c| c.name().to_owned())
             .collect();
+        // A replica's node stops with it; the group goes on with the other members (deleting
+        // a replicated topic everywhere is the caller's to do, broker by broker).
+        if topic.replica().is_some() {
+            let replication = self.replication.clone();
+            let topic_name = name.to_owned();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { replication.remove(&topic_name).await });
+            }
+        }
         topic.destroy();
         if !topic.is_ephemeral()
             && let Err(e) = fsync_dir(&self.topics_dir)
@@ -533,13 +606,27 @@ impl Broker {
             warn!(topic = topic_name, error = %e, "cannot create topic");
             ProtocolError::new(kind.failed_code(), format!("{} failed {e}", kind.name()))
         })?;
-        let result = topic.publish(bodies, defer);
+        let result = self.append_to(&topic, bodies, defer).await;
         if result.is_err() {
             self.note_write(&result);
         }
         match result {
             Ok(range) => Ok((topic, range)),
             Err(e) => Err(publish_failed(kind, topic_name, &e)),
+        }
+    }
+
+    /// Appends `bodies` to `topic` (all or none): through its group when it is replicated
+    /// (answered once committed), else to its log.
+    pub async fn append_to(
+        &self,
+        topic: &Topic,
+        bodies: &[&[u8]],
+        defer: Duration,
+    ) -> Result<Range<u64>, PublishError> {
+        match topic.replica() {
+            Some(raft) => self.propose_publish(topic, raft, bodies, defer).await,
+            None => topic.publish(bodies, defer),
         }
     }
 
@@ -580,9 +667,18 @@ fn stage_topic(
     dir: &Path,
     log: &LogOptions,
     channels: &[String],
+    replicated: bool,
 ) -> Result<(), StoreError> {
     remove_dir_if_present(staging)?;
     let (log, _) = TopicLog::open(staging, log.clone())?;
+    if replicated {
+        let raft = staging.join(crate::replication::RAFT_DIR);
+        std::fs::create_dir(&raft).map_err(|e| StoreError::Io {
+            op: "create raft directory",
+            path: raft,
+            source: e,
+        })?;
+    }
     if !channels.is_empty() {
         let start = log.next_seq();
         let meta = TopicMeta {

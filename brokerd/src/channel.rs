@@ -84,6 +84,9 @@ pub struct Channel {
     ephemeral: bool,
     log: Arc<TopicLog>,
     topic_paused: Arc<AtomicBool>,
+    /// The topic's "this replica delivers" flag: always set for a single-broker topic; for a
+    /// replicated one only while this broker leads its group.
+    leading: Arc<AtomicBool>,
     paused: AtomicBool,
     inner: Mutex<Inner>,
     ready: Arc<ReadySignal>,
@@ -134,6 +137,7 @@ impl Channel {
         let TopicLink {
             log,
             paused: topic_paused,
+            leading,
             waiting,
             dirty,
             tracker,
@@ -152,6 +156,7 @@ impl Channel {
             ephemeral: ferry_proto::names::is_ephemeral(name),
             log,
             topic_paused,
+            leading,
             paused: AtomicBool::new(paused),
             inner: Mutex::new(Inner {
                 queue,
@@ -234,6 +239,24 @@ impl Channel {
         self.notify_ready();
     }
 
+    /// Applies the queue ops its group's leader made (a replicated topic's follower: its
+    /// channels deliver nothing, so their state is only what the leader did), replayed over
+    /// the channel's snapshot as after a restart. The caller compacts the topic's metadata.
+    pub(crate) fn apply_replicated_ops(&self, ops: &[ferry_store::JournalOp]) {
+        let limits = self.limits();
+        let mut inner = self.lock();
+        let replayed = ferry_store::replay(inner.queue.snapshot(), ops, &self.log);
+        let mut state = ChannelState::restore(replayed, &self.log);
+        state.set_limits(
+            limits.max_age.as_nanos().min(i64::MAX as u128) as i64,
+            limits.max_attempts,
+        );
+        if !self.ephemeral {
+            state.enable_journal();
+        }
+        inner.queue = state;
+    }
+
     /// True for `#ephemeral` channels.
     pub fn is_ephemeral(&self) -> bool {
         self.ephemeral
@@ -260,7 +283,9 @@ impl Channel {
     }
 
     fn flowing(&self) -> bool {
-        !self.paused.load(Ordering::Acquire) && !self.topic_paused.load(Ordering::Acquire)
+        !self.paused.load(Ordering::Acquire)
+            && !self.topic_paused.load(Ordering::Acquire)
+            && self.leading.load(Ordering::Acquire)
     }
 
     /// Wakes the timer task if the queue's next wake-up is earlier than the one it sleeps for,
@@ -736,6 +761,8 @@ pub(crate) struct TopicLink {
     pub log: Arc<TopicLog>,
     /// The topic's paused flag.
     pub paused: Arc<AtomicBool>,
+    /// The topic's "this replica delivers" flag.
+    pub leading: Arc<AtomicBool>,
     /// The topic's list of channels with a consumer waiting.
     pub waiting: Arc<Waiting>,
     /// Set when a channel's queue state changed since the topic's last sync (which then writes

@@ -144,6 +144,12 @@ pub struct Config {
     #[arg(long = "auth-http-address", value_name = "ADDR")]
     pub auth_http_addresses: Vec<String>,
 
+    /// Replicas of a topic created by `POST /topic/create` without `replicas=`: 1 (one
+    /// broker, NSQ's behaviour) or an odd number of brokers, chosen among those lookupd lists,
+    /// that each hold the topic in one Raft group.
+    #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+    pub default_replicas: usize,
+
     /// Connect timeout of the HTTP requests this broker makes (auth servers, lookupd).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub http_client_connect_timeout: Duration,
@@ -327,6 +333,20 @@ pub fn parse_percentile(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a replica count: 1 or an odd number up to 9.
+pub fn parse_replicas(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of replicas: {e}"))?;
+    if n == 0 || n.is_multiple_of(2) || n > 9 {
+        return Err(format!(
+            "replicas must be 1 or an odd number up to 9 (a majority decides), not {n}"
+        ));
+    }
+    Ok(n)
+}
+
 /// Parses Go-style durations ("250ms", "60s", "15m", "1h") and plain milliseconds.
 pub use ferry_daemon::parse_duration;
 
@@ -378,6 +398,16 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn replicas_are_one_or_an_odd_number_up_to_nine() {
+        for ok in ["1", "3", "5", " 9 "] {
+            assert!(super::parse_replicas(ok).is_ok(), "{ok}");
+        }
+        for bad in ["0", "2", "4", "11", "-1", "three", ""] {
+            assert!(super::parse_replicas(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -28,6 +28,9 @@ pub enum CreateError {
     /// The creation task panicked or was cancelled.
     #[error("creation failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A replica's Raft node could not start (its files were removed).
+    #[error("replica failed: {0}")]
+    Replica(String),
 }
 
 /// The gates of the creations in progress, by name.

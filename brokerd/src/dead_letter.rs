@@ -222,7 +222,7 @@ async fn run(broker: Weak<Broker>, mut rx: mpsc::UnboundedReceiver<Job>) {
 async fn publish(broker: &Arc<Broker>, target: &str, jobs: &[Job]) -> anyhow::Result<()> {
     let topic = broker.get_or_create_topic(target).await?;
     let bodies: Vec<&[u8]> = jobs.iter().map(|j| &j.letter.record.body[..]).collect();
-    let range = topic.publish(&bodies, Duration::ZERO)?;
+    let range = broker.append_to(&topic, &bodies, Duration::ZERO).await?;
     let origins = jobs
         .iter()
         .zip(range.clone())

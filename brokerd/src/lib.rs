@@ -46,6 +46,7 @@ pub mod lookup;
 mod memory;
 pub mod nsqd_import;
 mod prom;
+pub mod replication;
 mod rlimit;
 pub mod settings;
 pub mod stats;
@@ -111,6 +112,9 @@ impl Server {
             tcp: tcp.local_addr()?.port(),
             http: http.local_addr()?.port(),
         });
+        // Replicated topics' nodes run before anything is served (their address is the HTTP
+        // port, known now).
+        broker.start_replicas().await?;
         Ok(Server {
             broker,
             tcp,
@@ -206,6 +210,7 @@ impl Server {
         });
         shutdown.cancelled().await;
         info!("shutting down");
+        broker.replication().shutdown_all().await;
         stop.cancel();
         let _ = tcp_task.await;
         for task in std::iter::once(http_task).chain(https_task) {

@@ -81,6 +81,7 @@ pub fn collect(broker: &Broker, filter: &StatsFilter) -> Stats {
             retention_bytes: retention.bytes,
             oldest_timestamp_ms: oldest.map_or(0, |(_, ts)| ts.div_euclid(1_000_000)),
             oldest_sequence: oldest.map_or(topic.log().next_seq(), |(seq, _)| seq),
+            replication: topic.replica().map(crate::replication::stats),
         });
     }
     let producers = if filter.include_clients {
@@ -284,6 +285,7 @@ mod tests {
                 retention_bytes: 0,
                 oldest_timestamp_ms: 0,
                 oldest_sequence: 0,
+                replication: None,
             }],
             producers: vec![],
         };

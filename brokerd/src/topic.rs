@@ -74,6 +74,10 @@ pub enum PublishError {
     /// failed, so they may not survive a power loss (they may still be delivered).
     #[error("sync failed: {0}")]
     NotDurable(String),
+    /// A replicated topic's group did not commit the publish (no leader or majority within
+    /// the wait, or the leader could not be reached).
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 /// How far the group commit has got (power-safe mode, `--sync-every=1`).
@@ -127,6 +131,16 @@ pub struct Topic {
     dir: Option<PathBuf>,
     log: Arc<TopicLog>,
     paused: Arc<AtomicBool>,
+    /// A replicated topic's Raft group, once its node runs (`replication.rs`).
+    replica: std::sync::OnceLock<ferry_replica::Raft>,
+    /// Whether this broker's channels deliver: always for a single-broker topic; for a
+    /// replicated one, only while it leads the group.
+    leading: Arc<AtomicBool>,
+    /// A replicated topic's leader: channel ops journaled here and not yet proposed to the
+    /// group (`replication.rs` drains it).
+    pub(crate) outbox: Mutex<Vec<(String, Vec<ferry_store::JournalOp>)>>,
+    /// Wakes the task that proposes the outbox.
+    pub(crate) outbox_ready: Arc<Notify>,
     channels: RwLock<HashMap<String, Arc<Channel>>>,
     /// Channels with a consumer waiting for messages: the only ones a publish wakes.
     waiting: Arc<Waiting>,
@@ -278,6 +292,10 @@ impl Topic {
             dir,
             log: log.clone(),
             paused: paused.clone(),
+            replica: std::sync::OnceLock::new(),
+            leading: Arc::new(AtomicBool::new(true)),
+            outbox: Mutex::default(),
+            outbox_ready: Arc::default(),
             channels: RwLock::new(HashMap::new()),
             waiting: Arc::default(),
             dirty: Arc::default(),
@@ -341,6 +359,68 @@ impl Topic {
         Ok(topic)
     }
 
+    /// The topic's Raft group, if it is replicated and its node runs.
+    pub fn replica(&self) -> Option<&ferry_replica::Raft> {
+        self.replica.get()
+    }
+
+    /// Makes this a replicated topic run by `raft`; its channels deliver only while it leads.
+    pub(crate) fn set_replica(&self, raft: ferry_replica::Raft) {
+        self.leading.store(false, Ordering::Release);
+        let _ = self.replica.set(raft);
+    }
+
+    /// Whether this broker's channels deliver (see `leading`).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Starts or stops this replica's deliveries as it gains or loses its group's lead; a new
+    /// leader wakes the consumers already waiting on its channels.
+    pub(crate) fn set_leading(&self, leading: bool) {
+        let was = self.leading.swap(leading, Ordering::AcqRel);
+        if leading && !was {
+            for channel in self.channels() {
+                channel.notify_ready();
+            }
+        }
+    }
+
+    /// Applies queue ops of channel `name` that the group's leader made (a follower); saved
+    /// by the next sync's compaction. A channel this replica does not have yet (its consumers
+    /// only reached the leader) is created at the lowest message the ops name, so what the
+    /// leader had not finished from there on stays owed here too.
+    pub(crate) fn apply_channel_ops(&self, name: &str, ops: &[ferry_store::JournalOp]) {
+        use ferry_store::JournalOp;
+        let channel = match self.channel(name) {
+            Some(channel) => channel,
+            None => {
+                let start = ops
+                    .iter()
+                    .map(|op| match *op {
+                        JournalOp::Finish { seq } | JournalOp::Requeue { seq, .. } => seq,
+                        JournalOp::Empty { cursor } => cursor,
+                    })
+                    .min();
+                match self.create_durable_channel(name, start) {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        warn!(topic = %self.name, channel = name, error = %e, "cannot make a replicated channel");
+                        return;
+                    }
+                }
+            }
+        };
+        channel.apply_replicated_ops(ops);
+        self.lock_persist().must_compact = true;
+        self.mark_dirty();
+    }
+
+    /// The topic's directory (durable topics).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     /// Topic name.
     pub fn name(&self) -> &str {
         &self.name
@@ -388,6 +468,7 @@ impl Topic {
                 TopicLink {
                     log: self.log.clone(),
                     paused: self.paused.clone(),
+                    leading: self.leading.clone(),
                     waiting: self.waiting.clone(),
                     dirty: self.dirty.clone(),
                     tracker: self.tracker.clone(),
@@ -419,39 +500,53 @@ impl Topic {
         }
     }
 
-    /// Appends messages (all or none) and wakes the channels. `defer` delays delivery (DPUB).
-    pub fn publish(&self, bodies: &[&[u8]], defer: Duration) -> Result<Range<u64>, PublishError> {
-        if self.deleted.load(Ordering::Acquire) || self.cancel.is_cancelled() {
-            return Err(PublishError::Exiting);
-        }
-        let started = Instant::now();
+    /// The publish time and delivery time of a publish made now with `defer` (DPUB).
+    pub fn stamp(defer: Duration) -> (i64, i64) {
         let now = now_ns();
         let deliver_at = if defer.is_zero() {
             0
         } else {
             now.saturating_add(defer.as_nanos() as i64)
         };
-        let range = if bodies.len() == 1 {
-            let seq = self.log.append(NewRecord {
+        (now, deliver_at)
+    }
+
+    /// Appends messages (all or none) and wakes the channels. `defer` delays delivery (DPUB).
+    /// A replicated topic's messages go through its group instead
+    /// ([`Broker::append`](crate::broker::Broker::append)); this appends them locally.
+    pub fn publish(&self, bodies: &[&[u8]], defer: Duration) -> Result<Range<u64>, PublishError> {
+        let (now, deliver_at) = Topic::stamp(defer);
+        let recs: Vec<NewRecord<'_>> = bodies
+            .iter()
+            .map(|b| NewRecord {
                 timestamp_ns: now,
                 deliver_at_ns: deliver_at,
-                body: bodies[0],
-            })?;
-            seq..seq + 1
-        } else {
-            let recs: Vec<NewRecord<'_>> = bodies
-                .iter()
-                .map(|b| NewRecord {
-                    timestamp_ns: now,
-                    deliver_at_ns: deliver_at,
-                    body: b,
-                })
-                .collect();
-            self.log.append_batch(&recs)?
+                body: b,
+            })
+            .collect();
+        self.append_records(&recs)
+    }
+
+    /// Appends records as they are (a replicated topic's committed publish keeps the leader's
+    /// times) and wakes the channels.
+    pub(crate) fn append_records(
+        &self,
+        recs: &[NewRecord<'_>],
+    ) -> Result<Range<u64>, PublishError> {
+        if self.deleted.load(Ordering::Acquire) || self.cancel.is_cancelled() {
+            return Err(PublishError::Exiting);
+        }
+        let started = Instant::now();
+        let range = match recs {
+            [one] => {
+                let seq = self.log.append(*one)?;
+                seq..seq + 1
+            }
+            _ => self.log.append_batch(recs)?,
         };
         self.message_count
-            .fetch_add(bodies.len() as u64, Ordering::Relaxed);
-        let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+            .fetch_add(recs.len() as u64, Ordering::Relaxed);
+        let bytes: usize = recs.iter().map(|r| r.body.len()).sum();
         self.message_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         // Only channels with a consumer waiting are woken: idle channels cost nothing here.
@@ -467,7 +562,8 @@ impl Topic {
     /// power-safe (`--sync-every=1`), else when the group commit's next sync covers them. All
     /// publishes waiting at that moment, from any connection, share that one sync.
     pub async fn wait_durable(&self, end: u64) -> Result<(), PublishError> {
-        if !self.power_safe {
+        // A replicated topic's publish is answered once committed on a majority.
+        if !self.power_safe || self.replica().is_some() {
             return Ok(());
         }
         let mut rx = self.durable.subscribe();
@@ -1003,6 +1099,13 @@ impl Topic {
             .collect();
         if batches.is_empty() {
             return Ok(());
+        }
+        if self.replica.get().is_some() && self.is_leading() {
+            self.outbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(batches.iter().cloned());
+            self.outbox_ready.notify_one();
         }
         let Some(journal) = p.journal.as_mut() else {
             return Ok(());

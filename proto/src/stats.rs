@@ -111,6 +111,46 @@ pub struct TopicStats {
     pub oldest_timestamp_ms: i64,
     /// Sequence (message ID) of the oldest retained message (the next one's when none). Ferry.
     pub oldest_sequence: u64,
+    /// A replicated topic's group, as this broker sees it (absent for a single-broker topic).
+    /// Ferry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStats>,
+}
+
+/// A replicated topic's Raft group seen from one member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationStats {
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    /// This broker's node id.
+    pub node_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// The leader's node id, if one is known.
+    pub leader: Option<u64>,
+    /// Highest log index known committed (the leader's; 0 before any).
+    pub commit_index: u64,
+    /// Highest log index applied here.
+    pub last_applied: u64,
+    /// Every member.
+    pub replicas: Vec<ReplicaStats>,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicaStats {
+    /// Node id.
+    pub node_id: u64,
+    /// Its HTTP address (broadcast address and port).
+    pub address: String,
+    /// `leader`, `voter` or `learner`.
+    pub state: String,
+    /// Highest log index the leader knows it holds (the leader only reports this).
+    pub matched: Option<u64>,
+    /// Entries it is behind the leader's log (the leader only reports this).
+    pub lag: Option<u64>,
 }
 
 impl TopicStats {

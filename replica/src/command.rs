@@ -64,6 +64,8 @@ pub enum Command {
     },
     /// Channel ops of one channel since the previous such entry.
     Channels {
+        /// The node that made them (the leader then): it does not apply them again.
+        origin: u64,
         /// The channel's name.
         channel: String,
         /// The ops, in the order the leader made them.
@@ -75,7 +77,9 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Publish { messages } => write!(f, "publish({})", messages.len()),
-            Command::Channels { channel, ops } => write!(f, "channels({channel}, {})", ops.len()),
+            Command::Channels { channel, ops, .. } => {
+                write!(f, "channels({channel}, {})", ops.len())
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ pub use log_store::{RaftLog, SyncMode};
 pub use network::{
     Groups, HttpNetwork, HttpNetworkFactory, ProposeError, propose_local, propose_remote, router,
 };
-pub use state_machine::{Apply, StateMachine};
+pub use state_machine::{Apply, StateMachine, group_first_seq};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of every Ferry group: node ids are `u64`, nodes are
@@ -50,6 +50,9 @@ pub type Entry = openraft::Entry<TypeConfig>;
 /// Errors of storage calls.
 pub type StorageError = openraft::StorageError<NodeId>;
 
+/// Most entries one append RPC carries (each can be a whole MPUB).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 /// Heartbeat interval of every group.
 pub const HEARTBEAT: Duration = Duration::from_millis(150);
 /// An election starts after this long without a heartbeat (randomised up to twice as much).
@@ -58,17 +61,21 @@ pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(750);
 /// The Raft settings of a Ferry group: heartbeats and election timeouts for a LAN, so a new
 /// leader is in place within about 3 s of the old one's death (a follower refuses to vote
 /// while its leader's lease, the longest election timeout, runs; measured 2.7-2.8 s on
-/// loopback in `tests/group.rs`), and a snapshot every
-/// `snapshot_every` entries so the Raft log can be purged.
-pub fn raft_config(snapshot_every: u64) -> anyhow::Result<openraft::Config> {
+/// loopback in `tests/group.rs`), and a snapshot every `snapshot_every` entries so the Raft
+/// log can be purged (`None`: never).
+pub fn raft_config(snapshot_every: Option<u64>) -> anyhow::Result<openraft::Config> {
     let election = ELECTION_TIMEOUT.as_millis() as u64;
     let config = openraft::Config {
         cluster_name: "ferry".to_string(),
         heartbeat_interval: HEARTBEAT.as_millis() as u64,
         election_timeout_min: election,
         election_timeout_max: election * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
+        snapshot_policy: match snapshot_every {
+            Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
+            None => openraft::SnapshotPolicy::Never,
+        },
         max_in_snapshot_log_to_keep: 0,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
     Ok(config.validate()?)

@@ -259,6 +259,10 @@ struct TopicQuery {
 
 type Shared = Arc<dyn Groups>;
 
+/// Largest RPC body accepted: an append carries at most `MAX_PAYLOAD_ENTRIES` entries, each a
+/// publish no larger than the broker's `--max-body-size`.
+const MAX_BODY: usize = 512 * 1024 * 1024;
+
 /// The server side: `/raft/{append,vote,snapshot,propose}?topic=T`.
 pub fn router(groups: Arc<dyn Groups>) -> Router {
     Router::new()
@@ -266,6 +270,7 @@ pub fn router(groups: Arc<dyn Groups>) -> Router {
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/propose", post(propose))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(groups)
 }
 

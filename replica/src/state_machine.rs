@@ -27,6 +27,15 @@ use crate::log_store::{read_small, write_small};
 use crate::{Applied, ChannelOp, Entry, Message, Node, NodeId, StorageError, TypeConfig};
 
 const APPLIED_FILE: &str = "applied";
+/// The group's first sequence, written (synced) when the replica is made: a member that
+/// replaces a lost one starts its log there too, to replay the group's log from its start.
+const FIRST_SEQ_FILE: &str = "first_seq";
+
+/// The first sequence of the group whose replica is kept in `dir` (written by
+/// [`StateMachine::open`]), if known.
+pub fn group_first_seq(dir: &Path) -> io::Result<Option<u64>> {
+    read_small(&dir.join(FIRST_SEQ_FILE))
+}
 
 /// What a replica's state is: brokerd's topic implements it over its log and channels.
 pub trait Apply: Send + Sync + 'static {
@@ -34,8 +43,9 @@ pub trait Apply: Send + Sync + 'static {
     fn next_seq(&self) -> u64;
     /// Appends `messages` with consecutive sequences from [`Apply::next_seq`], all or none.
     fn publish(&self, messages: &[Message]) -> io::Result<Range<u64>>;
-    /// Applies a channel's ops (FIN, REQ, empty) made on the leader.
-    fn channel_ops(&self, channel: &str, ops: &[ChannelOp]) -> io::Result<()>;
+    /// Applies a channel's ops (FIN, REQ, empty) made on node `origin` (the leader then; a
+    /// node skips its own).
+    fn channel_ops(&self, origin: u64, channel: &str, ops: &[ChannelOp]) -> io::Result<()>;
     /// The whole state as bytes, for a follower too far behind for the log.
     fn snapshot(&self) -> io::Result<Vec<u8>>;
     /// Replaces the whole state with a snapshot's.
@@ -82,6 +92,13 @@ impl<A: Apply> StateMachine<A> {
     /// which must be the same on every replica (the creator's choice).
     pub fn open(dir: &Path, app: Arc<A>, first_seq: u64) -> io::Result<StateMachine<A>> {
         std::fs::create_dir_all(dir)?;
+        let first_seq = match group_first_seq(dir)? {
+            Some(seq) => seq,
+            None => {
+                write_small(dir, FIRST_SEQ_FILE, &first_seq, true)?;
+                first_seq
+            }
+        };
         let state = read_small(&dir.join(APPLIED_FILE))?.unwrap_or(AppliedState {
             next_seq: first_seq,
             ..AppliedState::default()
@@ -205,9 +222,13 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                 EntryPayload::Normal(crate::Command::Publish { messages }) => self
                     .publish(&messages)
                     .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?,
-                EntryPayload::Normal(crate::Command::Channels { channel, ops }) => {
+                EntryPayload::Normal(crate::Command::Channels {
+                    origin,
+                    channel,
+                    ops,
+                }) => {
                     self.app
-                        .channel_ops(&channel, &ops)
+                        .channel_ops(origin, &channel, &ops)
                         .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?;
                     Applied::Nothing
                 }

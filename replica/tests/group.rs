@@ -80,7 +80,7 @@ impl Apply for LogApp {
             .map_err(io::Error::other)
     }
 
-    fn channel_ops(&self, channel: &str, ops: &[ChannelOp]) -> io::Result<()> {
+    fn channel_ops(&self, _origin: u64, channel: &str, ops: &[ChannelOp]) -> io::Result<()> {
         let mut all = self.ops.lock().unwrap();
         all.extend(ops.iter().map(|op| (channel.to_string(), *op)));
         Ok(())
@@ -154,7 +154,7 @@ impl Replica {
         let log = RaftLog::open(&dir.join("raft"), SyncMode::Written, 64 * 1024).unwrap();
         let sm = StateMachine::open(&dir.join("raft"), Arc::clone(&app), FIRST_SEQ).unwrap();
         let network = ferry_replica::HttpNetworkFactory::new(reqwest::Client::new(), TOPIC);
-        let config = Arc::new(raft_config(snapshot_every).unwrap());
+        let config = Arc::new(raft_config(Some(snapshot_every)).unwrap());
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .unwrap();
@@ -287,6 +287,7 @@ async fn a_group_commits_on_a_majority_and_survives_its_leaders_death() {
         &client,
         &addrs,
         Command::Channels {
+            origin: 1,
             channel: "billing".to_string(),
             ops: vec![ChannelOp::Finish { seq: FIRST_SEQ + 3 }],
         },

@@ -55,13 +55,16 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/channel/rewind", post(queue_ops::channel_rewind))
         .route("/channel/peek", get(queue_ops::channel_peek))
         .route("/channel/redrive", post(queue_ops::channel_redrive))
+        .route("/raft/join", post(raft_join))
+        .route("/raft/node", get(raft_node))
         .route("/config/{opt}", get(config_get))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
         })
         .layer(axum::middleware::map_response(nsq_header))
-        .with_state(broker)
+        .with_state(broker.clone())
+        .merge(ferry_replica::router(broker.replication().clone()))
 }
 
 async fn nsq_header(mut resp: Response) -> Response {
@@ -237,7 +240,7 @@ async fn publish(
 
 /// Appends, then (power-safe mode) waits for the sync that covers the records.
 async fn put(b: &Broker, topic: &Topic, bodies: &[&[u8]], defer: Duration) -> ApiResult<()> {
-    let result = match topic.publish(bodies, defer) {
+    let result = match b.append_to(topic, bodies, defer).await {
         Ok(range) => topic.wait_durable(range.end).await,
         Err(e) => Err(e),
     };
@@ -246,7 +249,9 @@ async fn put(b: &Broker, topic: &Topic, bodies: &[&[u8]], defer: Duration) -> Ap
         tracing::warn!(topic = topic.name(), error = %e, "HTTP publish failed");
         match e {
             PublishError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
-            PublishError::Store(_) | PublishError::NotDurable(_) => {
+            PublishError::Store(_)
+            | PublishError::NotDurable(_)
+            | PublishError::NotReplicated(_) => {
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
             }
         }
@@ -324,8 +329,67 @@ fn split_binary(body: &[u8], max_msg: usize) -> ApiResult<Vec<&[u8]>> {
 
 async fn topic_create(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let name = topic_param(&q)?;
-    create_topic(&b, name).await?;
+    let replicas = match q.get("replicas") {
+        Some(text) => crate::config::parse_replicas(text).map_err(|why| {
+            tracing::debug!(%why, "topic create: bad replicas");
+            ApiError(StatusCode::BAD_REQUEST, "INVALID_REPLICAS")
+        })?,
+        None => b.config.default_replicas,
+    };
+    if replicas == 1 {
+        create_topic(&b, name).await?;
+    } else {
+        if ferry_proto::names::is_ephemeral(name) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "EPHEMERAL_NOT_REPLICATED",
+            ));
+        }
+        b.create_replicated_topic(name, replicas)
+            .await
+            .map_err(replica_error)?;
+    }
     Ok(empty_ok())
+}
+
+/// `POST /raft/join?topic=T&first_seq=S`: become an empty replica of a new group (asked by
+/// the broker creating it); answers `{"node_id": N}`.
+async fn raft_join(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    let name = topic_param(&q)?;
+    let first_seq = q
+        .get("first_seq")
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_FIRST_SEQ"))?;
+    let node_id = b
+        .join_replicated_topic(name, first_seq)
+        .await
+        .map_err(replica_error)?;
+    Ok(axum::Json(crate::replication::Joined { node_id }).into_response())
+}
+
+/// `GET /raft/node`: this broker's node id in every group, `{"node_id": N}` (a broker whose
+/// disk was wiped has a new one).
+async fn raft_node(State(b): State<Arc<Broker>>) -> Response {
+    axum::Json(crate::replication::Joined {
+        node_id: b.replication().node_id(),
+    })
+    .into_response()
+}
+
+fn replica_error(e: crate::replication::ReplicaError) -> ApiError {
+    use crate::replication::ReplicaError;
+    tracing::warn!(error = %e, "replicated topic not created");
+    match e {
+        ReplicaError::TooFewBrokers(_) => {
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, "TOO_FEW_BROKERS")
+        }
+        ReplicaError::ExistsUnreplicated(_) => {
+            ApiError(StatusCode::CONFLICT, "TOPIC_EXISTS_UNREPLICATED")
+        }
+        ReplicaError::Create(_) | ReplicaError::Other(_) => {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "REPLICATION_FAILED")
+        }
+    }
 }
 
 async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {

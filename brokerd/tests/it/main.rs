@@ -21,5 +21,6 @@ mod power_loss;
 mod prometheus;
 mod protocol;
 mod pynsq;
+mod replication;
 mod restart;
 mod secure;
