@@ -150,6 +150,31 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "Disk space allocated to the topic's segment files.",
     ),
     (
+        "ferry_replication_leader",
+        None,
+        "1 when this broker leads the replicated topic's group (only the leader delivers), else 0.",
+    ),
+    (
+        "ferry_replication_term",
+        Some(Unit::Count),
+        "Raft term of the replicated topic's group as this broker knows it; a rise is an election.",
+    ),
+    (
+        "ferry_replication_commit_index",
+        Some(Unit::Count),
+        "Raft log index the group has committed (on a follower: what it applied).",
+    ),
+    (
+        "ferry_replication_replicas",
+        Some(Unit::Count),
+        "Members of the replicated topic's group.",
+    ),
+    (
+        "ferry_replication_lag_entries",
+        Some(Unit::Count),
+        "Raft log entries a replica is behind its leader (reported by the leader, per replica).",
+    ),
+    (
         "ferry_channel_depth",
         Some(Unit::Count),
         "Messages waiting on the channel (not in flight, not deferred).",
@@ -334,6 +359,23 @@ pub fn render(broker: &Broker) -> String {
         scrape.gauge("ferry_topic_paused", t, flag(topic.is_paused()));
         scrape.gauge("ferry_topic_segments", t, log.segments as f64);
         scrape.gauge("ferry_topic_disk_bytes", t, log.disk_bytes as f64);
+        if let Some(raft) = topic.replica() {
+            let r = crate::replication::stats(raft);
+            scrape.gauge("ferry_replication_leader", t, flag(r.role == "leader"));
+            scrape.gauge("ferry_replication_term", t, r.term as f64);
+            scrape.gauge("ferry_replication_commit_index", t, r.commit_index as f64);
+            scrape.gauge("ferry_replication_replicas", t, r.replicas.len() as f64);
+            for replica in r.replicas.iter().filter(|_| r.role == "leader") {
+                // A member the leader has not heard from has no matched index: it is behind by
+                // the whole log.
+                let lag = replica.lag.unwrap_or(r.commit_index.max(r.last_applied));
+                scrape.gauge(
+                    "ferry_replication_lag_entries",
+                    &[("topic", topic.name()), ("replica", &replica.address)],
+                    lag as f64,
+                );
+            }
+        }
         histograms.add(PUBLISH_LATENCY, t, topic.publish_latency.snapshot());
         if !log.is_memory {
             histograms.add(FSYNC_DURATION, t, topic.sync_latency.snapshot());

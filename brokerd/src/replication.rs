@@ -488,6 +488,24 @@ impl Broker {
         name: &str,
         first_seq: u64,
     ) -> Result<NodeId, ReplicaError> {
+        // A consumer that found this broker through lookupd may have made the topic here by
+        // subscribing (NSQ clients SUB wherever lookupd lists the topic), before the group
+        // asked; with no message in it, it gives way to the replica. One with messages is
+        // refused: they are not the group's.
+        if let Some(topic) = self.topic(name)
+            && topic.replica().is_none()
+            && !topic.is_ephemeral()
+            && topic.log().next_seq() == topic.log().first_seq()
+        {
+            info!(
+                topic = name,
+                "an empty topic made by a consumer gives way to the group's replica"
+            );
+            let (broker, topic_name) = (self.clone(), name.to_owned());
+            tokio::task::spawn_blocking(move || broker.delete_topic(&topic_name))
+                .await
+                .context("topic delete")?;
+        }
         let topic = self.get_or_create_replicated_topic(name, first_seq).await?;
         if topic.replica().is_none() {
             return Err(ReplicaError::ExistsUnreplicated(name.to_owned()));

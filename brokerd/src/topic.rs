@@ -641,7 +641,7 @@ impl Topic {
     /// Adds a channel that has no file to write (ephemeral channel or topic), atomically under
     /// the map's lock.
     fn add_channel_now(&self, name: &str, start: Option<u64>) -> Result<Arc<Channel>, CreateError> {
-        let ch = {
+        let (ch, start) = {
             let mut channels = self.channels_write();
             if self.deleted.load(Ordering::Acquire) {
                 return Err(CreateError::Exiting);
@@ -652,9 +652,9 @@ impl Topic {
             let start = self.start_for_new(channels.is_empty(), start);
             let ch = self.new_channel(name, ChannelState::new(start), false);
             channels.insert(name.to_owned(), ch.clone());
-            ch
+            (ch, start)
         };
-        self.channel_created(&ch);
+        self.channel_created(&ch, start);
         Ok(ch)
     }
 
@@ -691,12 +691,34 @@ impl Topic {
             }
             channels.insert(name.to_owned(), ch.clone());
         }
-        self.channel_created(&ch);
+        self.channel_created(&ch, start);
         Ok(ch)
     }
 
-    /// Starts a channel just added to the map and tells lookupd.
-    fn channel_created(&self, ch: &Arc<Channel>) {
+    /// Hands channel ops to the task that proposes them to the group (a replicated topic's
+    /// leader).
+    fn replicate_channel_ops(
+        &self,
+        batches: impl IntoIterator<Item = (String, Vec<ferry_store::JournalOp>)>,
+    ) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = outbox.len();
+        outbox.extend(batches);
+        if outbox.len() > before {
+            self.outbox_ready.notify_one();
+        }
+    }
+
+    /// Starts a channel just added to the map (its cursor at `start`) and tells lookupd; a
+    /// replicated topic's leader tells its group, whose replicas make the channel at the same
+    /// point (an empty channel there is what `Empty` leaves).
+    fn channel_created(&self, ch: &Arc<Channel>, start: u64) {
+        if self.replica.get().is_some() && self.is_leading() && !ch.is_ephemeral() {
+            self.replicate_channel_ops([(
+                ch.name().to_owned(),
+                vec![ferry_store::JournalOp::Empty { cursor: start }],
+            )]);
+        }
         ch.start();
         info!(topic = %self.name, channel = ch.name(), "channel created");
         self.emit_channel(ch.name(), true);
@@ -1087,7 +1109,10 @@ impl Topic {
         if self.dir.is_none() || self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        if p.must_compact {
+        // A replicated topic's leader sends its ops to the group even when a compaction
+        // saves them here.
+        let replicating = self.replica.get().is_some() && self.is_leading();
+        if p.must_compact && !replicating {
             return self.compact(p, None);
         }
         let batches: Vec<(String, Vec<ferry_store::JournalOp>)> = self
@@ -1097,15 +1122,14 @@ impl Topic {
             .map(|c| (c.name().to_owned(), c.take_journal_ops()))
             .filter(|(_, ops)| !ops.is_empty())
             .collect();
+        if replicating {
+            self.replicate_channel_ops(batches.iter().cloned());
+        }
+        if p.must_compact {
+            return self.compact(p, None);
+        }
         if batches.is_empty() {
             return Ok(());
-        }
-        if self.replica.get().is_some() && self.is_leading() {
-            self.outbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(batches.iter().cloned());
-            self.outbox_ready.notify_one();
         }
         let Some(journal) = p.journal.as_mut() else {
             return Ok(());
