@@ -47,7 +47,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
         "rules",
         "ferry-rules.yml",
     ]));
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
     let out = run_ok(Command::new(tool("promtool")).current_dir(&dir).args([
         "test",
         "rules",
