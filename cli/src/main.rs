@@ -10,6 +10,7 @@ use ferry_cli::admin::{self, Action, AdminArgs};
 use ferry_cli::api;
 use ferry_cli::bench::BenchArgs;
 use ferry_cli::config::{self, ConfigArgs};
+use ferry_cli::create::{self, CreateArgs};
 use ferry_cli::dev::{self, DevArgs};
 use ferry_cli::feed::{to_broker, to_file, to_http};
 use ferry_cli::import::{self, ImportArgs};
@@ -39,6 +40,9 @@ struct Cli {
 enum Command {
     // About and help text come from `BenchArgs`.
     Bench(BenchArgs),
+    /// Create a topic (and a channel of it) before anything is published; `--replicas N`
+    /// makes it a Raft group of N brokers, formed by one broker among those lookupd lists.
+    Create(CreateArgs),
     /// Pause a topic or channel on every broker that holds it (messages keep queueing).
     Pause(AdminArgs),
     /// Resume a paused topic or channel on every broker that holds it.
@@ -69,8 +73,9 @@ enum Command {
     Tail(TailArgs),
     /// Publish the given messages, or each line of stdin (batched with MPUB).
     Pub(PubArgs),
-    /// Run lookupd, a broker and the admin dashboard on loopback in this process, data under
-    /// the current directory: a complete Ferry for development. Ctrl-C stops it.
+    /// Run lookupd, a broker (three with `--replicas 3`) and the admin dashboard on loopback
+    /// in this process, data under the current directory: a complete Ferry for development.
+    /// Ctrl-C stops it.
     Dev(DevArgs),
     /// Count what brokerd would import from nsqd 1.x data (nsqd.dat and its disk queues) in a
     /// directory, without changing anything: messages, bytes and paused flag per topic and
@@ -122,6 +127,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     match cli.command {
+        Command::Create(a) => {
+            let report = create::run(&a).await?;
+            print!("{}", report.render());
+            if report.failed.len() > 1 {
+                for failure in &report.failed {
+                    eprintln!("ferry: {failure}");
+                }
+            }
+            report.outcome()
+        }
         Command::Pause(a) => admin_command(Action::Pause, &a).await,
         Command::Unpause(a) => admin_command(Action::Unpause, &a).await,
         Command::Empty(a) => admin_command(Action::Empty, &a).await,
@@ -181,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(a) => {
-            ferry_daemon::init_logging(&a.log_level, ferry_daemon::LogFormat::Text);
+            ferry_daemon::init_logging(&a.log_filter(), ferry_daemon::LogFormat::Text);
             dev::run(&a, shutdown, |addrs| {
                 print!("{}", dev::banner(addrs, &a.data_path));
                 let _ = std::io::stdout().flush();

@@ -128,3 +128,45 @@ pub async fn brokers_for_topic(
     }
     Ok(out.into_iter().collect())
 }
+
+/// HTTP addresses of every broker given or registered with a lookupd (its `/nodes`), whether
+/// or not it holds a topic: where a new topic can go. An error when none is found.
+pub async fn registered_brokers(
+    client: &reqwest::Client,
+    nodes: &NodeArgs,
+) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = nodes.broker_http_addresses.clone();
+    let mut errors = Vec::new();
+    for lookupd in &nodes.lookupd_http_addresses {
+        let url = format!("{}/nodes", base_url(lookupd));
+        let v: serde_json::Value = match client.get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => resp
+                .json()
+                .await
+                .with_context(|| format!("lookupd {lookupd}: reply is not JSON"))?,
+            Ok(resp) => {
+                errors.push(format!("lookupd {lookupd}: HTTP {}", resp.status()));
+                continue;
+            }
+            Err(e) => {
+                errors.push(format!("lookupd {lookupd}: {}", describe(&e)));
+                continue;
+            }
+        };
+        for p in v["producers"].as_array().into_iter().flatten() {
+            let host = p["broadcast_address"].as_str().unwrap_or_default();
+            let port = p["http_port"].as_u64().unwrap_or_default();
+            let addr = format!("{host}:{port}");
+            if !host.is_empty() && port > 0 && !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    if out.is_empty() {
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        bail!("no broker is registered with lookupd");
+    }
+    Ok(out)
+}

@@ -8,4 +8,5 @@ mod channel_tools;
 mod common;
 mod feeds;
 mod import_nsqd;
+mod replicated;
 mod tail_pub_dev;
