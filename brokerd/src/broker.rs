@@ -261,6 +261,17 @@ impl Broker {
             .unwrap_or(crate::http::Ports { tcp: 0, http: 0 })
     }
 
+    /// The ports others reach this broker on (`--broadcast-tcp-port`, `--broadcast-http-port`,
+    /// else the listening ports): registered with lookupd and used as its Raft address.
+    pub fn broadcast_ports(&self) -> crate::http::Ports {
+        let ports = self.ports();
+        let or = |flag: u16, port: u16| if flag == 0 { port } else { flag };
+        crate::http::Ports {
+            tcp: or(self.config.broadcast_tcp_port, ports.tcp),
+            http: or(self.config.broadcast_http_port, ports.http),
+        }
+    }
+
     /// Node id and Raft groups of this broker's replicated topics.
     pub fn replication(&self) -> &Arc<crate::replication::Replication> {
         &self.replication

@@ -43,6 +43,16 @@ pub struct Config {
     #[arg(long)]
     pub broadcast_address: Option<String>,
 
+    /// TCP port registered with lookupd, for a broker reached through a port mapping or proxy
+    /// (nsqd 1.3's flag). 0: the port `--tcp-address` listens on.
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_tcp_port: u16,
+
+    /// HTTP port registered with lookupd, and the one the other replicas of a replicated
+    /// topic send Raft traffic to (nsqd 1.3's flag). 0: the port `--http-address` listens on.
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_http_port: u16,
+
     /// Unique id of this broker (0-1023), reported in /info and /stats.
     #[arg(long, default_value_t = 0)]
     pub node_id: u16,

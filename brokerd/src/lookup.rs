@@ -141,7 +141,7 @@ async fn session(broker: &Arc<Broker>, addr: &str, backoff: &mut Duration) -> an
     conn.stream.write_all(&lookup::MAGIC).await?;
     // Subscribe before the full registration so nothing created meanwhile is missed.
     let mut events = broker.subscribe_events();
-    let ports = broker.ports();
+    let ports = broker.broadcast_ports();
     let me = PeerInfo {
         tcp_port: ports.tcp,
         http_port: ports.http,

@@ -46,6 +46,24 @@ const RETRY: Duration = Duration::from_millis(100);
 /// disk answers on the member's address under a new node id).
 const REPAIR_EVERY: Duration = Duration::from_secs(1);
 
+/// A leader delivers only while a majority answered it this recently (`ELECTION_TIMEOUT`, the
+/// shortest time after which another node may start an election, and less than the leader
+/// lease other nodes wait before they vote): a leader cut off from the others stops before a
+/// new one can be elected, so two leaders never deliver at the same time.
+const QUORUM_LOST_AFTER: Duration = ferry_replica::ELECTION_TIMEOUT;
+/// How often the role is checked when nothing else changes.
+const QUORUM_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether this node's channels deliver: it leads and a majority acknowledged it lately.
+fn delivers(m: &openraft::RaftMetrics<NodeId, Node>) -> bool {
+    m.state == ServerState::Leader
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| ms < QUORUM_LOST_AFTER.as_millis() as u64)
+}
+
+/// Tests only: an HTTP proxy this broker's Raft traffic goes through.
+const TEST_PROXY_ENV: &str = "FERRY_TEST_RAFT_PROXY";
+
 /// Whether the topic directory `dir` is a replica of a group.
 pub fn is_replicated_dir(dir: &Path) -> bool {
     dir.join(RAFT_DIR).is_dir()
@@ -83,8 +101,14 @@ impl Replication {
         let node_id = ferry_replica::node_id::load_or_create(data_path).with_context(|| {
             format!("cannot read or make the node id in {}", data_path.display())
         })?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
+        // Raft traffic goes straight to the other brokers, whatever proxy the environment
+        // names; a test can put its own in the way to cut a broker off (a partition).
+        let builder = reqwest::Client::builder().connect_timeout(connect_timeout);
+        let builder = match std::env::var(TEST_PROXY_ENV) {
+            Ok(proxy) => builder.proxy(reqwest::Proxy::http(&proxy).context("bad test proxy")?),
+            Err(_) => builder.no_proxy(),
+        };
+        let client = builder
             .build()
             .context("cannot build the replication HTTP client")?;
         Ok(Replication {
@@ -203,7 +227,7 @@ impl Apply for TopicState {
         // The leader made them on its own channels; a replica that leads now has live
         // deliveries these ops know nothing of (ops of a leader before it arrive late), and
         // skips them: at worst it delivers a finished message again.
-        if origin == self.1 || topic.is_leading() {
+        if origin == self.1 || topic.leads_group() {
             return Ok(());
         }
         let ops: Vec<JournalOp> = ops.iter().map(|op| journal_op(*op)).collect();
@@ -227,29 +251,48 @@ impl Apply for TopicState {
 }
 
 /// A leader's channel ops reach the group: each time the topic's sync journals ops (so at
-/// most every `--sync-timeout` under load), they are proposed, one entry per channel. A failed
-/// proposal (leadership lost) drops them: a new leader then delivers those messages again.
+/// most every `--sync-timeout` under load), they are proposed, one entry per channel, in order.
+/// A proposal that fails while this node still leads is tried again (with what follows it):
+/// a follower that missed a FIN would owe that message for ever. Once leadership is lost they
+/// are dropped: the new leader delivers those messages again.
 async fn propose_channel_ops(topic: Weak<Topic>, raft: Raft, me: NodeId) {
+    let mut pending: std::collections::VecDeque<(String, Vec<JournalOp>)> = Default::default();
     loop {
         let Some(t) = topic.upgrade() else { return };
         let (cancel, ready) = (t.cancel.clone(), t.outbox_ready.clone());
         drop(t);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ready.notified() => {}
+        if pending.is_empty() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ready.notified() => {}
+            }
+        } else {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
         }
         let Some(t) = topic.upgrade() else { return };
-        let batches = std::mem::take(&mut *t.outbox.lock().unwrap_or_else(PoisonError::into_inner));
+        pending.extend(std::mem::take(
+            &mut *t.outbox.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
         let name = t.name().to_owned();
         drop(t);
-        for (channel, ops) in batches {
+        while let Some((channel, ops)) = pending.pop_front() {
             let command = Command::Channels {
                 origin: me,
-                channel,
-                ops: ops.into_iter().map(channel_op).collect(),
+                channel: channel.clone(),
+                ops: ops.iter().copied().map(channel_op).collect(),
             };
             if let Err(e) = propose_local(&raft, command).await {
-                warn!(topic = name, error = %e, "channel ops not replicated");
+                if raft.metrics().borrow().state == ServerState::Leader {
+                    warn!(topic = name, error = %e, "channel ops not replicated yet; trying again");
+                    pending.push_front((channel, ops));
+                } else {
+                    warn!(topic = name, error = %e, "channel ops not replicated: leadership lost");
+                    pending.clear();
+                }
+                break;
             }
         }
     }
@@ -399,9 +442,13 @@ pub enum ReplicaError {
 
 impl Broker {
     /// This broker's address in its groups (what peers send Raft RPCs to): the broadcast
-    /// address and the HTTP port.
+    /// address and HTTP port.
     pub fn raft_addr(&self) -> String {
-        format!("{}:{}", self.config.broadcast_address(), self.ports().http)
+        format!(
+            "{}:{}",
+            self.config.broadcast_address(),
+            self.broadcast_ports().http
+        )
     }
 
     /// Starts the Raft node of `topic`, a replica (its directory has `raft/`), before anyone
@@ -452,16 +499,18 @@ impl Broker {
         ));
         let name = topic.name().to_owned();
         self.tracker.spawn(async move {
+            let mut recheck = tokio::time::interval(QUORUM_CHECK);
             loop {
-                let leading = metrics.borrow_and_update().state == ServerState::Leader;
+                let leading = delivers(&metrics.borrow_and_update());
                 let Some(topic) = weak.upgrade() else { break };
                 if leading != topic.is_leading() {
-                    info!(topic = name, leading, "replica role changed");
+                    info!(topic = name, leading, "replica delivers: {leading}");
                     topic.set_leading(leading);
                 }
                 drop(topic);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
+                    _ = recheck.tick() => {}
                     changed = metrics.changed() => if changed.is_err() { break },
                 }
             }
@@ -717,6 +766,7 @@ pub fn stats(raft: &Raft) -> ferry_proto::stats::ReplicationStats {
         .collect();
     ReplicationStats {
         role: role.to_owned(),
+        delivering: delivers(&m),
         node_id: m.id,
         term: m.current_term,
         leader: m.current_leader,

@@ -370,6 +370,14 @@ impl Topic {
         let _ = self.replica.set(raft);
     }
 
+    /// Whether this broker leads the topic's group (a replicated topic), whether or not it
+    /// delivers at the moment: its channel ops are the group's.
+    pub(crate) fn leads_group(&self) -> bool {
+        self.replica
+            .get()
+            .is_some_and(|r| r.metrics().borrow().state == openraft::ServerState::Leader)
+    }
+
     /// Whether this broker's channels deliver (see `leading`).
     pub fn is_leading(&self) -> bool {
         self.leading.load(Ordering::Acquire)
@@ -713,7 +721,7 @@ impl Topic {
     /// replicated topic's leader tells its group, whose replicas make the channel at the same
     /// point (an empty channel there is what `Empty` leaves).
     fn channel_created(&self, ch: &Arc<Channel>, start: u64) {
-        if self.replica.get().is_some() && self.is_leading() && !ch.is_ephemeral() {
+        if !ch.is_ephemeral() && self.leads_group() {
             self.replicate_channel_ops([(
                 ch.name().to_owned(),
                 vec![ferry_store::JournalOp::Empty { cursor: start }],
@@ -1111,7 +1119,7 @@ impl Topic {
         }
         // A replicated topic's leader sends its ops to the group even when a compaction
         // saves them here.
-        let replicating = self.replica.get().is_some() && self.is_leading();
+        let replicating = self.leads_group();
         if p.must_compact && !replicating {
             return self.compact(p, None);
         }

@@ -123,6 +123,9 @@ pub struct TopicStats {
 pub struct ReplicationStats {
     /// `leader`, `follower`, `candidate` or `learner`.
     pub role: String,
+    /// Whether this broker's channels deliver the topic's messages now: it leads and a
+    /// majority answered it lately (a leader cut off from the others stops at once).
+    pub delivering: bool,
     /// This broker's node id.
     pub node_id: u64,
     /// Current term.
