@@ -12,6 +12,13 @@
 //!
 //! The brokers "holding" a topic are those whose fresh `/stats` list it, plus those a lookupd
 //! lists for it in `/lookup` (a broker that is down still shows up as a failed outcome).
+//!
+//! A replicated topic (#20, create with `replicas` = N > 1) is created by ONE broker, which
+//! forms the group among N brokers registered with lookupd: admin-ui sends
+//! `/topic/create?topic=T&replicas=N` to the first Ferry broker that answered, and reports
+//! its refusal with the broker's code and status (`INVALID_REPLICAS`, `TOO_FEW_BROKERS`,
+//! `TOPIC_EXISTS_UNREPLICATED`, `EPHEMERAL_NOT_REPLICATED`). A channel asked for with it is
+//! then created on every broker holding the topic (channels are not replicated yet).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,7 +32,7 @@ use serde_json::Value;
 use crate::cluster::Cluster;
 use crate::nsq;
 use crate::settings::{self, ChannelSettings, Retention};
-use crate::upstream::query;
+use crate::upstream::{UpstreamError, query};
 use crate::views::Num;
 
 /// What the operator asked for.
@@ -106,6 +113,14 @@ impl Target {
         Ok(())
     }
 
+    /// The topic alone.
+    fn topic_only(&self) -> Target {
+        Target {
+            topic: self.topic.clone(),
+            channel: None,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         if self.channel.is_some() {
             "channel"
@@ -156,6 +171,53 @@ pub struct Outcome {
     /// The broker's JSON answer (config, rewind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<Value>,
+    /// The HTTP status it refused with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The NSQ error code it refused with (`TOO_FEW_BROKERS`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+impl Outcome {
+    /// `node`'s outcome, with no answer, status or code.
+    fn new(role: &'static str, node: &str, ok: bool, detail: String) -> Outcome {
+        Outcome {
+            role,
+            node: node.to_owned(),
+            ok,
+            detail,
+            answer: None,
+            status: None,
+            code: None,
+        }
+    }
+
+    /// The outcome of a request to `node` that failed with `e`.
+    fn error(role: &'static str, node: String, e: &UpstreamError) -> Outcome {
+        let code = e.code();
+        let detail = match code.as_deref().and_then(explain) {
+            Some(why) => format!("{why} ({e})"),
+            None => e.to_string(),
+        };
+        Outcome {
+            status: e.status(),
+            code,
+            ..Outcome::new(role, &node, false, detail)
+        }
+    }
+}
+
+/// What a broker's refusal of a replicated create means, for people.
+fn explain(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "INVALID_REPLICAS" => "replicas must be 1 or an odd number up to 9",
+        "TOO_FEW_BROKERS" => "fewer brokers are registered with lookupd than replicas asked for",
+        "TOPIC_EXISTS_UNREPLICATED" => "the topic already exists without replicas",
+        "EPHEMERAL_NOT_REPLICATED" => "an ephemeral topic cannot be replicated",
+        "REPLICATION_FAILED" => "the broker could not form the group (see its log)",
+        _ => return None,
+    })
 }
 
 /// Everything an action did.
@@ -199,8 +261,69 @@ impl Report {
     }
 }
 
-/// Applies `action` with `params` to `target` across the cluster.
+/// Applies `action` with `params` to `target` across the cluster (a create with `replicas`:
+/// through one broker).
 pub async fn apply(
+    cluster: &Cluster,
+    action: Action,
+    target: &Target,
+    params: Vec<Param>,
+) -> Report {
+    if action == Action::Create && params.iter().any(|(k, _)| *k == "replicas") {
+        return create_replicated(cluster, target, params).await;
+    }
+    apply_everywhere(cluster, action, target, params).await
+}
+
+/// Creates a replicated topic through one broker, then the channel (if any) on every broker
+/// holding the topic.
+async fn create_replicated(cluster: &Cluster, target: &Target, params: Vec<Param>) -> Report {
+    let group = match creator(cluster).await {
+        None => Outcome::new(
+            "broker",
+            "–",
+            false,
+            "no Ferry broker answered: a replicated topic is created by one".to_owned(),
+        ),
+        Some(node) => {
+            let path = target.topic_only().path(Action::Create, &params);
+            match cluster.upstream().post(&node, &path).await {
+                Ok(_) => Outcome::new("broker", &node, true, "OK (group formed)".to_owned()),
+                Err(e) => Outcome::error("broker", node, &e),
+            }
+        }
+    };
+    let formed = group.ok;
+    let mut outcomes = vec![group];
+    if formed && target.channel.is_some() {
+        cluster.invalidate().await;
+        let channel = apply_everywhere(cluster, Action::Create, target, Vec::new());
+        outcomes.extend(channel.await.outcomes);
+    }
+    cluster.invalidate().await;
+    Report {
+        action: Action::Create,
+        target: target.clone(),
+        ok: outcomes.iter().all(|o| o.ok),
+        params,
+        outcomes,
+    }
+}
+
+/// The broker that creates a replicated topic: the first Ferry broker that answered, else the
+/// first configured one.
+async fn creator(cluster: &Cluster) -> Option<String> {
+    let snapshot = cluster.snapshot(Duration::ZERO).await;
+    snapshot
+        .brokers
+        .iter()
+        .find(|b| b.ok().is_some_and(|s| s.version.starts_with("ferry")))
+        .map(|b| b.addr.clone())
+        .or_else(|| cluster.broker_addrs().first().cloned())
+}
+
+/// Applies `action` to every node concerned: see the module docs.
+async fn apply_everywhere(
     cluster: &Cluster,
     action: Action,
     target: &Target,
@@ -208,7 +331,16 @@ pub async fn apply(
 ) -> Report {
     let mut calls: Vec<(&'static str, String)> = Vec::new();
     let lookupds = cluster.lookupd_addrs();
+    let replicated_channel = action == Action::Create
+        && target.channel.is_some()
+        && is_replicated(cluster, target).await;
     match action {
+        // A channel of a replicated topic: on the brokers holding it (each keeps its own).
+        Action::Create if replicated_channel => {
+            for b in holders(cluster, &target.topic_only()).await {
+                calls.push(("broker", b));
+            }
+        }
         Action::Create => {
             if lookupds.is_empty() {
                 calls.extend(cluster.broker_addrs().iter().map(|a| ("broker", a.clone())));
@@ -227,7 +359,8 @@ pub async fn apply(
     }
     let sent = params.as_slice();
     let outcomes = join_all(calls.into_iter().map(|(role, node)| async move {
-        let result = if action == Action::Create && target.channel.is_some() {
+        let result = if action == Action::Create && target.channel.is_some() && !replicated_channel
+        {
             // A channel's topic must exist first.
             let topic = Target {
                 topic: target.topic.clone(),
@@ -248,23 +381,19 @@ pub async fn apply(
             let path = target.path(action, sent);
             cluster.upstream().post(&node, &path).await
         };
-        let (ok, detail, answer) = match result {
+        match result {
             Ok(body) => {
                 let (detail, answer) = describe(action, target, &body);
-                (true, detail, answer)
+                Outcome {
+                    answer,
+                    ..Outcome::new(role, &node, true, detail)
+                }
             }
             // A lookupd that never had the channel has nothing to delete: that is done.
             Err(e) if role == "lookupd" && action == Action::Delete && e.status() == Some(404) => {
-                (true, "OK (was not registered)".to_owned(), None)
+                Outcome::new(role, &node, true, "OK (was not registered)".to_owned())
             }
-            Err(e) => (false, e.to_string(), None),
-        };
-        Outcome {
-            role,
-            node,
-            ok,
-            detail,
-            answer,
+            Err(e) => Outcome::error(role, node, &e),
         }
     }))
     .await;
@@ -321,6 +450,13 @@ fn rewound(r: &nsq::Rewind) -> String {
         r.first_id,
         settings::time_ms(ts)
     )
+}
+
+/// Whether any broker reports `target`'s topic as replicated (fresh stats).
+async fn is_replicated(cluster: &Cluster, target: &Target) -> bool {
+    let snapshot = cluster.snapshot(Duration::ZERO).await;
+    crate::replication::copies(&snapshot)
+        .any(|(_, t)| t.topic_name == target.topic && t.replication.is_some())
 }
 
 /// HTTP addresses of the brokers holding `target`: from fresh stats and from every lookupd.

@@ -129,6 +129,12 @@ pub struct Config {
     #[arg(long, default_value = "3", value_parser = parse_count, value_name = "N")]
     pub alert_broker_missing_samples: u32,
 
+    /// Alert when a replicated topic's member has been stuck this long (the leader knows no
+    /// matched index for it, or its lag stays above 0 without moving, or its broker does not
+    /// answer), or when no member of the group reports itself leader for as long. 0 disables.
+    #[arg(long, default_value = "30s", value_parser = parse_window)]
+    pub alert_replica_lost_after: Duration,
+
     /// Resolved alerts kept for the alerts page.
     #[arg(long, default_value_t = 100)]
     pub alert_max_resolved: usize,
@@ -262,6 +268,7 @@ mod tests {
         assert_eq!(c.alert_depth_rising_samples, 8);
         assert_eq!(c.alert_no_consumer_after, Duration::from_secs(300));
         assert_eq!(c.alert_retry_rate, 10.0);
+        assert_eq!(c.alert_replica_lost_after, Duration::from_secs(30));
     }
 
     #[test]

@@ -185,34 +185,34 @@ fn rate_between(a: &Point, b: &Point, count: fn(&Point) -> u64) -> Option<f64> {
     Some(count(b).saturating_sub(count(a)) as f64 / dt)
 }
 
-/// Per topic and channel: the counters summed over the brokers that answered (`t` unset).
+/// Per topic and channel: the counters summed over the brokers that answered (`t` unset),
+/// a replicated topic's from its counted copy only.
 fn totals(snapshot: &Snapshot) -> BTreeMap<SeriesKey, Point> {
     let mut out: BTreeMap<SeriesKey, Point> = BTreeMap::new();
-    for stats in snapshot.brokers.iter().filter_map(|b| b.ok()) {
-        for topic in &stats.topics {
-            // The topic's point: its publishes, and its channels' redeliveries and depth.
-            let mut channels = Point::default();
-            for ch in &topic.channels {
-                let p = Point {
-                    t: 0.0,
-                    messages: ch.message_count,
-                    requeued: ch.requeue_count,
-                    timed_out: ch.timeout_count,
-                    depth: ch.depth,
-                };
-                out.entry(SeriesKey::channel(&topic.topic_name, &ch.channel_name))
-                    .or_default()
-                    .add(&p);
-                channels.add(&p);
-            }
+    // A replicated topic once (its leader's copy), not once per replica.
+    for (_, topic) in crate::replication::counted(snapshot) {
+        // The topic's point: its publishes, and its channels' redeliveries and depth.
+        let mut channels = Point::default();
+        for ch in &topic.channels {
             let p = Point {
-                messages: topic.message_count,
-                ..channels
+                t: 0.0,
+                messages: ch.message_count,
+                requeued: ch.requeue_count,
+                timed_out: ch.timeout_count,
+                depth: ch.depth,
             };
-            out.entry(SeriesKey::topic(&topic.topic_name))
+            out.entry(SeriesKey::channel(&topic.topic_name, &ch.channel_name))
                 .or_default()
                 .add(&p);
+            channels.add(&p);
         }
+        let p = Point {
+            messages: topic.message_count,
+            ..channels
+        };
+        out.entry(SeriesKey::topic(&topic.topic_name))
+            .or_default()
+            .add(&p);
     }
     out
 }

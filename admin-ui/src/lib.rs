@@ -21,6 +21,8 @@
 //! - [`history`]: the sampled series for charts, and the sampler task.
 //! - [`alerts`]: the built-in alert rules, evaluated at every sample, and webhook
 //!   notifications.
+//! - [`replication`]: replicated topics: which copy counts towards totals, each group's
+//!   members.
 //! - [`views`], [`lookup`]: what each page shows, as plain data.
 //! - [`actions`]: pause/unpause/empty/delete/create, retention and channel settings, and
 //!   rewind, across brokers and lookupds.
@@ -50,6 +52,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod nsq;
 pub mod peek;
+pub mod replication;
 pub mod settings;
 pub mod upstream;
 pub mod views;

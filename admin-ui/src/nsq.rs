@@ -41,7 +41,10 @@ fn strip_nulls(value: &mut Value) {
 
 /// A broker's `/stats?format=json` (the model brokerd writes; nsqd's reads too, `null`s stripped
 /// by [`parse`]).
-pub use ferry_proto::stats::{ChannelStats, ClientStats, Latency, Percentile, Stats, TopicStats};
+pub use ferry_proto::stats::{
+    ChannelStats, ClientStats, Latency, Percentile, ReplicaStats, ReplicationStats, Stats,
+    TopicStats,
+};
 
 /// A broker's `/info`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -60,6 +60,23 @@ impl UpstreamError {
             _ => None,
         }
     }
+
+    /// The NSQ error code the node answered with (`{"message":"TOO_FEW_BROKERS"}`, or a
+    /// plain-text body that is one word), if it answered with an error status.
+    pub fn code(&self) -> Option<String> {
+        let UpstreamError::Status { body, .. } = self else {
+            return None;
+        };
+        let code = match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(v) => v.get("message")?.as_str()?.to_owned(),
+            Err(_) => body.clone(),
+        };
+        let is_code = !code.is_empty()
+            && code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        is_code.then_some(code)
+    }
 }
 
 /// An error and its causes on one line ("error sending request: connection refused").
@@ -233,5 +250,26 @@ mod tests {
             query(&[("topic", "a#ephemeral"), ("channel", "c")]),
             "?topic=a%23ephemeral&channel=c"
         );
+    }
+
+    #[test]
+    fn nsq_error_codes_are_read_from_refusals() {
+        let status = |body: &str| UpstreamError::Status {
+            url: "http://b:1/topic/create".into(),
+            status: 503,
+            body: body.into(),
+        };
+        let code = |body: &str| status(body).code();
+        assert_eq!(
+            code(r#"{"message":"TOO_FEW_BROKERS"}"#).as_deref(),
+            Some("TOO_FEW_BROKERS")
+        );
+        assert_eq!(
+            code("INVALID_REPLICAS").as_deref(),
+            Some("INVALID_REPLICAS")
+        );
+        assert_eq!(code("<html>bad gateway</html>"), None);
+        assert_eq!(code(r#"{"message":"not a code"}"#), None);
+        assert_eq!(code(""), None);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Numbers are [`Num`]s (they print with thousands separators and serialize as plain
 //! integers); rates are [`Rate`]s. A topic or channel summed over brokers only counts the
-//! brokers that answered; the others are listed in `errors`.
+//! brokers that answered; the others are listed in `errors`. Of a replicated topic, which
+//! every replica holds whole, only one copy counts (the leader's: [`replication::Counted`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,6 +16,7 @@ use crate::alerts::AlertCounts;
 use crate::cluster::Snapshot;
 use crate::history::{History, SeriesKey};
 use crate::nsq::{ChannelStats, ClientStats, Latency, TopicStats};
+use crate::replication::{self, Counted, ReplicationView};
 use crate::settings::{self, ChannelSettings, Distinct, Retention};
 
 /// A count that prints as `1,234,567`.
@@ -120,8 +122,10 @@ pub struct TopicRow {
     pub brokers: usize,
     /// Paused on any broker.
     pub paused: bool,
-    /// Active alerts on its channels.
+    /// Active alerts on it and its channels.
     pub alerts: usize,
+    /// Its group, if it is replicated (the counts above are then the leader's).
+    pub replication: Option<ReplicationView>,
 }
 
 /// The topics list.
@@ -157,6 +161,11 @@ pub struct TopicBrokerRow {
     pub oldest_timestamp_ms: u64,
     /// The same as "2026-12-05 10:00:00 UTC (3h 5m ago)", or "–".
     pub oldest: String,
+    /// Its role in the topic's group (`leader`, `follower`...; None: not replicated).
+    pub role: Option<String>,
+    /// Its figures make the totals (every broker of an unreplicated topic; of a replicated
+    /// one, the leader).
+    pub counted: bool,
 }
 
 /// One channel, summed over brokers (topic page) or on one broker (channel page).
@@ -211,8 +220,10 @@ pub struct TopicView {
     pub rate: Rate,
     /// End-to-end latency of the topic.
     pub e2e: Vec<Percentile>,
-    /// Channels, summed over brokers, by name.
+    /// Channels, summed over brokers, by name (of a replicated topic: the leader's figures).
     pub channels: Vec<ChannelRow>,
+    /// Its group, if it is replicated.
+    pub replication: Option<ReplicationView>,
     /// Nodes that failed.
     pub errors: Vec<String>,
 }
@@ -331,21 +342,26 @@ impl TopicView {
 pub fn topics(snapshot: &Snapshot, history: &History) -> TopicsView {
     let mut rows: BTreeMap<String, TopicRow> = BTreeMap::new();
     let mut channels: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-    for stats in snapshot.brokers.iter().filter_map(|b| b.ok()) {
-        for t in &stats.topics {
-            let row = rows
-                .entry(t.topic_name.clone())
-                .or_insert_with(|| empty_topic_row(&t.topic_name));
+    let mut replicated: BTreeSet<&str> = BTreeSet::new();
+    let counted = Counted::of(snapshot);
+    for (b, t) in replication::copies(snapshot) {
+        let row = rows
+            .entry(t.topic_name.clone())
+            .or_insert_with(|| empty_topic_row(&t.topic_name));
+        if counted.counts(&b.addr, &t.topic_name) {
             row.depth += t.depth;
             row.channel_depth += t.channels.iter().map(|c| c.depth).sum::<u64>();
             row.messages += t.message_count;
-            row.brokers += 1;
-            row.paused |= t.paused;
-            channels
-                .entry(t.topic_name.clone())
-                .or_default()
-                .extend(t.channels.iter().map(|c| c.channel_name.as_str()));
         }
+        row.brokers += 1;
+        row.paused |= t.paused;
+        if t.replication.is_some() {
+            replicated.insert(&t.topic_name);
+        }
+        channels
+            .entry(t.topic_name.clone())
+            .or_default()
+            .extend(t.channels.iter().map(|c| c.channel_name.as_str()));
     }
     for name in snapshot.lookupd_topics() {
         rows.entry(name.clone())
@@ -354,6 +370,9 @@ pub fn topics(snapshot: &Snapshot, history: &History) -> TopicsView {
     for (name, row) in rows.iter_mut() {
         row.channels = channels.get(name).map_or(0, BTreeSet::len);
         row.rate = Rate(history.rate(&SeriesKey::topic(name)));
+        if replicated.contains(name.as_str()) {
+            row.replication = replication::view(snapshot, name);
+        }
     }
     TopicsView {
         topics: rows.into_values().collect(),
@@ -372,6 +391,7 @@ fn empty_topic_row(name: &str) -> TopicRow {
         brokers: 0,
         paused: false,
         alerts: 0,
+        replication: None,
     }
 }
 
@@ -381,16 +401,21 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
     let mut brokers = Vec::new();
     let mut channels: BTreeMap<String, ChannelRow> = BTreeMap::new();
     let mut e2e = Vec::new();
+    let counted = Counted::of(snapshot);
     for b in &snapshot.brokers {
         let Some(t) = b.ok().and_then(|s| find_topic(&s.topics, name)) else {
             continue;
         };
         let mut row = topic_broker_row(&b.addr, Some(t));
+        row.counted = counted.counts(&b.addr, name);
+        // Disk is used on every replica; messages and depth are the counted copy's.
         row.disk_bytes = Bytes(b.disk_bytes.get(name).copied());
         total.disk_bytes += row.disk_bytes.0;
-        total.depth += t.depth;
-        total.channel_depth += row.channel_depth.0;
-        total.messages += t.message_count;
+        if row.counted {
+            total.depth += t.depth;
+            total.channel_depth += row.channel_depth.0;
+            total.messages += t.message_count;
+        }
         total.paused |= t.paused;
         total.retention.add(Retention::of(t));
         let oldest_ms = t.oldest_timestamp_ms.max(0) as u64;
@@ -408,7 +433,11 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
                     name: ch.channel_name.clone(),
                     ..ChannelRow::default()
                 });
-            add_channel(row, ch);
+            if counted.counts(&b.addr, name) {
+                add_channel(row, ch);
+            } else {
+                row.paused |= ch.paused;
+            }
         }
     }
     total.channels = channels.len();
@@ -425,6 +454,7 @@ pub fn topic(snapshot: &Snapshot, history: &History, name: &str) -> TopicView {
         rate: Rate(history.rate(&SeriesKey::topic(name))),
         e2e,
         channels: channels.into_values().collect(),
+        replication: replication::view(snapshot, name),
         errors: snapshot.errors(),
     }
 }
@@ -455,6 +485,8 @@ fn topic_broker_row(node: &str, t: Option<&TopicStats>) -> TopicBrokerRow {
         messages: Num(messages),
         channels,
         paused,
+        role: t.and_then(|t| t.replication.as_ref().map(|r| r.role.clone())),
+        counted: true,
     }
 }
 
@@ -483,6 +515,7 @@ pub fn channel(snapshot: &Snapshot, history: &History, topic: &str, name: &str) 
     let mut brokers = Vec::new();
     let mut clients = Vec::new();
     let now = now_secs();
+    let counted = Counted::of(snapshot);
     for b in &snapshot.brokers {
         let Some(ch) = b
             .ok()
@@ -496,7 +529,11 @@ pub fn channel(snapshot: &Snapshot, history: &History, topic: &str, name: &str) 
             ..ChannelRow::default()
         };
         add_channel(&mut row, ch);
-        add_channel(&mut total, ch);
+        if counted.counts(&b.addr, topic) {
+            add_channel(&mut total, ch);
+        } else {
+            total.paused |= ch.paused;
+        }
         brokers.push(row);
         clients.extend(ch.clients.iter().map(|c| client_row(&b.addr, c, now)));
     }
@@ -775,6 +812,46 @@ mod tests {
         let ch = channel(&snap, &history, "t", "c");
         assert_eq!(ch.brokers[1].settings.max_attempts(), "3");
         assert_eq!(ch.total.expired, Num(4));
+    }
+
+    #[test]
+    fn a_replicated_topic_counts_once() {
+        use crate::replication::tests::{copy, member, snapshot};
+        let members = vec![
+            member(1, "a:1", "voter", 10, 0),
+            member(2, "b:1", "leader", 10, 0),
+            member(3, "c:1", "voter", 10, 0),
+        ];
+        let snap = snapshot(
+            0,
+            vec![
+                copy("a:1", 1, "follower", Some(2), 7, members.clone()),
+                copy("b:1", 2, "leader", Some(2), 7, members.clone()),
+                copy("c:1", 3, "follower", Some(2), 7, members),
+            ],
+        );
+        let history = History::new(2, 10, std::time::Duration::from_secs(60));
+        let list = topics(&snap, &history);
+        let row = &list.topics[0];
+        assert_eq!(
+            (row.channel_depth, row.messages, row.brokers),
+            (Num(7), Num(7), 3)
+        );
+        assert_eq!(
+            row.replication.as_ref().unwrap().summary(),
+            "3/3 · leader b:1"
+        );
+        let t = topic(&snap, &history, "t");
+        assert_eq!((t.total.channel_depth, t.total.messages), (Num(7), Num(7)));
+        assert_eq!(t.channels[0].depth, Num(7));
+        assert_eq!(t.brokers.len(), 3, "every replica's own row");
+        let counted: Vec<bool> = t.brokers.iter().map(|b| b.counted).collect();
+        assert_eq!(counted, [false, true, false]);
+        assert_eq!(t.brokers[0].role.as_deref(), Some("follower"));
+        assert_eq!(t.replication.unwrap().replicas.len(), 3);
+        assert_eq!(channel(&snap, &history, "t", "c").total.depth, Num(7));
+        history.record(&snap);
+        assert_eq!(history.chart(&SeriesKey::topic("t")).depth, [7]);
     }
 
     #[test]

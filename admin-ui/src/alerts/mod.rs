@@ -8,10 +8,12 @@
 //!                            └─▶ Webhooks::send (try_send into each URL's bounded queue)
 //! ```
 //!
-//! An alert is identified by its rule and subject (a channel, or a broker): one of each at a
+//! An alert is identified by its rule and subject (a channel, a broker, or a replicated
+//! topic's member): one of each at a
 //! time. Active alerts are shown by `/alerts`, `/api/alerts`, the navigation badge and the
 //! rows of the topics they concern; at most `--alert-max-resolved` resolved ones are kept.
 
+mod replica;
 pub mod rules;
 pub mod webhook;
 
@@ -45,11 +47,11 @@ pub struct Alert {
     pub rule: Rule,
     /// `firing` or `resolved`.
     pub state: AlertState,
-    /// Topic, for channel rules.
+    /// Topic, for channel and replica rules.
     pub topic: Option<String>,
     /// Channel, for channel rules.
     pub channel: Option<String>,
-    /// Broker HTTP address, for broker rules.
+    /// Broker HTTP address, for broker rules; the lost member's, for `replica_lost`.
     pub broker: Option<String>,
     /// The value that made the rule hold (latest while firing).
     pub value: Value,
@@ -77,6 +79,12 @@ impl Alert {
                 format!("/topics/{}/{}", encode(topic), encode(channel)),
             ),
             Subject::Broker(addr) => (None, None, Some(addr.clone()), "/nodes".to_owned()),
+            Subject::Replica { topic, address } => (
+                Some(topic.clone()),
+                None,
+                address.clone(),
+                format!("/topics/{}", encode(topic)),
+            ),
         };
         Alert {
             rule,
@@ -111,11 +119,14 @@ impl Alert {
         }
     }
 
-    /// What it is about: "topic/channel" or the broker's address.
+    /// What it is about: "topic/channel", the broker's address, or for a replicated topic
+    /// "topic@member address" (just "topic" when the group has no leader).
     pub fn subject(&self) -> String {
         match (&self.topic, &self.channel, &self.broker) {
             (Some(t), Some(c), _) => format!("{t}/{c}"),
-            (_, _, Some(b)) => b.clone(),
+            (Some(t), None, Some(b)) => format!("{t}@{b}"),
+            (Some(t), None, None) => t.clone(),
+            (None, _, Some(b)) => b.clone(),
             _ => String::new(),
         }
     }
@@ -249,12 +260,18 @@ impl Alerts {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut counts = AlertCounts::default();
         for (_, subject) in st.active.keys() {
-            if let Subject::Channel { topic, channel } = subject {
-                *counts.topics.entry(topic.clone()).or_default() += 1;
-                *counts
-                    .channels
-                    .entry((topic.clone(), channel.clone()))
-                    .or_default() += 1;
+            match subject {
+                Subject::Channel { topic, channel } => {
+                    *counts.topics.entry(topic.clone()).or_default() += 1;
+                    *counts
+                        .channels
+                        .entry((topic.clone(), channel.clone()))
+                        .or_default() += 1;
+                }
+                Subject::Replica { topic, .. } => {
+                    *counts.topics.entry(topic.clone()).or_default() += 1;
+                }
+                Subject::Broker(_) => {}
             }
         }
         counts
@@ -269,7 +286,7 @@ pub struct AlertCounts {
 }
 
 impl AlertCounts {
-    /// Active alerts on `topic`'s channels.
+    /// Active alerts on `topic`'s channels and replicas.
     pub fn topic(&self, topic: &str) -> usize {
         self.topics.get(topic).copied().unwrap_or(0)
     }

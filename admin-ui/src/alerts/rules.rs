@@ -16,6 +16,7 @@
 //! | `dead_letters`, `expired` | the count went up within the window |
 //! | `broker_down` | `/stats` failed or health not OK at N samples in a row |
 //! | `broker_missing` | listed by no lookupd that answered, at N samples in a row |
+//! | `replica_lost` | a replicated topic's member stuck (no `matched`, or a lag that does not move), or no leader, for the duration (`replica.rs`) |
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -23,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::replica::ReplicaRule;
 use crate::cluster::Snapshot;
 use crate::config::Config;
 
@@ -44,6 +46,8 @@ pub enum Rule {
     BrokerDown,
     /// A broker is not registered with lookupd.
     BrokerMissing,
+    /// A replicated topic's member stopped following its leader, or the group has no leader.
+    ReplicaLost,
 }
 
 impl Rule {
@@ -57,11 +61,12 @@ impl Rule {
             Rule::Expired => "expired",
             Rule::BrokerDown => "broker_down",
             Rule::BrokerMissing => "broker_missing",
+            Rule::ReplicaLost => "replica_lost",
         }
     }
 }
 
-/// What an alert is about: a channel, or a broker.
+/// What an alert is about: a channel, a broker, or a replicated topic's member.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Subject {
     /// A channel (over every broker holding it).
@@ -73,6 +78,14 @@ pub enum Subject {
     },
     /// A broker's HTTP address.
     Broker(String),
+    /// A replicated topic: one of its members (by HTTP address), or the whole group (None:
+    /// it has no leader).
+    Replica {
+        /// Topic name.
+        topic: String,
+        /// The member's HTTP address.
+        address: Option<String>,
+    },
 }
 
 /// One condition that holds now.
@@ -101,6 +114,8 @@ pub struct Thresholds {
     pub broker_down_samples: u32,
     /// `--alert-broker-missing-samples`.
     pub broker_missing_samples: u32,
+    /// `--alert-replica-lost-after`.
+    pub replica_lost_after: Duration,
     /// How long a broker lookupd stopped listing is remembered (`--history`).
     pub forget_after: Duration,
     /// Brokers given with `--broker-http-address` (always expected in lookupd).
@@ -118,6 +133,7 @@ impl Thresholds {
             expired: config.alert_expired,
             broker_down_samples: config.alert_broker_down_samples,
             broker_missing_samples: config.alert_broker_missing_samples,
+            replica_lost_after: config.alert_replica_lost_after,
             forget_after: config.history,
             configured_brokers: config
                 .broker_http_addresses
@@ -194,6 +210,7 @@ pub struct Rules {
     t: Thresholds,
     channels: HashMap<(String, String), ChannelTrack>,
     brokers: HashMap<String, BrokerTrack>,
+    replicas: ReplicaRule,
 }
 
 impl Rules {
@@ -203,6 +220,7 @@ impl Rules {
             t,
             channels: HashMap::new(),
             brokers: HashMap::new(),
+            replicas: ReplicaRule::default(),
         }
     }
 
@@ -211,6 +229,8 @@ impl Rules {
         let mut out = BTreeMap::new();
         self.channels_rules(snapshot, &mut out);
         self.broker_rules(snapshot, &mut out);
+        self.replicas
+            .evaluate(snapshot, self.t.replica_lost_after, &mut out);
         out
     }
 
@@ -428,18 +448,17 @@ impl Rules {
 /// Per (topic, channel): the sums over the brokers that answered.
 fn channel_samples(snapshot: &Snapshot) -> BTreeMap<(String, String), ChannelSample> {
     let mut out: BTreeMap<(String, String), ChannelSample> = BTreeMap::new();
-    for stats in snapshot.brokers.iter().filter_map(|b| b.ok()) {
-        for topic in &stats.topics {
-            for ch in &topic.channels {
-                let s = out
-                    .entry((topic.topic_name.clone(), ch.channel_name.clone()))
-                    .or_default();
-                s.depth += ch.depth;
-                s.clients += ch.client_count.max(ch.clients.len() as u64);
-                s.retries += ch.timeout_count + ch.requeue_count;
-                s.dead_lettered += ch.dead_lettered_count;
-                s.expired += ch.expired_count;
-            }
+    // A replicated topic once (its leader's copy: only the leader delivers).
+    for (_, topic) in crate::replication::counted(snapshot) {
+        for ch in &topic.channels {
+            let s = out
+                .entry((topic.topic_name.clone(), ch.channel_name.clone()))
+                .or_default();
+            s.depth += ch.depth;
+            s.clients += ch.client_count.max(ch.clients.len() as u64);
+            s.retries += ch.timeout_count + ch.requeue_count;
+            s.dead_lettered += ch.dead_lettered_count;
+            s.expired += ch.expired_count;
         }
     }
     out

@@ -161,12 +161,30 @@ impl ActionBody {
     }
 }
 
-/// A create request body.
+/// A create request body; `replicas` > 1 makes a replicated topic (#20).
 #[derive(Debug, Deserialize)]
 struct CreateBody {
     topic: String,
     #[serde(default)]
     channel: String,
+    #[serde(default)]
+    replicas: Option<Text>,
+}
+
+impl CreateBody {
+    /// `replicas`, passed through as given for the broker to check, unless blank or 1 (a
+    /// topic without replicas, created the usual way).
+    fn params(&self) -> Vec<Param> {
+        let text = match &self.replicas {
+            Some(Text::String(s)) => s.trim().to_owned(),
+            Some(Text::Number(n)) => n.to_string(),
+            None => String::new(),
+        };
+        if text.is_empty() || text == "1" {
+            return Vec::new();
+        }
+        vec![("replicas", text)]
+    }
 }
 
 /// Decodes a JSON body, or a form body (what htmx sends).
@@ -273,7 +291,7 @@ async fn create(State(s): AppStateRef, headers: HeaderMap, body: Bytes) -> Respo
         topic: b.topic.trim().to_owned(),
         channel,
     };
-    act(&s, &headers, Action::Create, target, Vec::new()).await
+    act(&s, &headers, Action::Create, target, b.params()).await
 }
 
 /// The ACL and name checks every action and peek passes first; the refusal if one fails.
@@ -308,6 +326,9 @@ async fn act(
     tracing::info!(%action, %target, ok = report.ok, "{}", report.summary());
     let status = if report.outcomes.is_empty() {
         StatusCode::NOT_FOUND
+    } else if let Some(status) = replicated_create_refusal(&report) {
+        // One broker was asked: its answer is the answer (400, 409, 503...).
+        status
     } else if report.ok {
         StatusCode::OK
     } else {
@@ -318,6 +339,16 @@ async fn act(
         return (status, render_fragment(&html)).into_response();
     }
     (status, axum::Json(&report)).into_response()
+}
+
+/// The status the one broker refused a replicated create with.
+fn replicated_create_refusal(report: &Report) -> Option<StatusCode> {
+    let replicated = report.params.iter().any(|(k, _)| *k == "replicas");
+    let first = report.outcomes.first()?;
+    if report.action != Action::Create || !replicated || first.ok {
+        return None;
+    }
+    StatusCode::from_u16(first.status?).ok()
 }
 
 /// `?n=` of a peek.
@@ -418,6 +449,24 @@ mod tests {
     use super::*;
     use crate::nsq::{Peek, PeekMessage};
     use crate::peek::BrokerPeek;
+
+    #[test]
+    fn replicas_other_than_one_go_to_a_broker() {
+        let body = |json: &str| serde_json::from_str::<CreateBody>(json).unwrap().params();
+        assert_eq!(body(r#"{"topic":"t"}"#), []);
+        assert_eq!(body(r#"{"topic":"t","replicas":""}"#), []);
+        assert_eq!(body(r#"{"topic":"t","replicas":1}"#), []);
+        assert_eq!(body(r#"{"topic":"t","replicas":" 1 "}"#), []);
+        assert_eq!(
+            body(r#"{"topic":"t","replicas":3}"#),
+            [("replicas", "3".into())]
+        );
+        assert_eq!(
+            body(r#"{"topic":"t","replicas":"two"}"#),
+            [("replicas", "two".into())],
+            "passed through for the broker to refuse"
+        );
+    }
 
     #[test]
     fn peeked_bodies_are_escaped() {

@@ -8,7 +8,7 @@
 //! GET  /api/topics  /api/topics/{t}  /api/topics/{t}/{c}  /api/nodes  /api/lookup
 //! GET  /api/alerts                                                   active + resolved (#18)
 //! GET  /api/history/{t}  /api/history/{t}/{c}                        chart data
-//! POST /api/topics                 {"topic","channel"?}              create (lookupds)
+//! POST /api/topics                 {"topic","channel"?,"replicas"?}  create (lookupds; replicas > 1: one broker)
 //! POST /api/topics/{t}[/{c}]       {"action":"pause|unpause|empty"}  on every holder
 //! POST /api/topics/{t}             {"action":"config","retention"?,"retention_bytes"?}
 //! POST /api/topics/{t}/{c}         {"action":"config","max_age"?,"max_attempts"?,"dead_letter_topic"?}

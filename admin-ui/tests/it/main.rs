@@ -7,3 +7,4 @@ mod common;
 mod http;
 mod https;
 mod replay;
+mod replication;
