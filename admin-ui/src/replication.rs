@@ -261,6 +261,7 @@ pub(crate) mod tests {
                         ..ChannelStats::default()
                     }],
                     replication: Some(ReplicationStats {
+                        delivering: role == "leader",
                         role: role.into(),
                         node_id: id,
                         term: 2,
