@@ -432,6 +432,9 @@ pub enum ReplicaError {
     /// The topic exists on this broker without replicas.
     #[error("topic {0} exists without replicas")]
     ExistsUnreplicated(String),
+    /// This broker already holds a replica of another group of that name.
+    #[error("topic {0} is a replica of another group")]
+    OtherGroup(String),
     /// The local replica could not be made.
     #[error(transparent)]
     Create(#[from] crate::creation::CreateError),
@@ -558,6 +561,20 @@ impl Broker {
         let topic = self.get_or_create_replicated_topic(name, first_seq).await?;
         if topic.replica().is_none() {
             return Err(ReplicaError::ExistsUnreplicated(name.to_owned()));
+        }
+        // Joining again the group this replica is in is harmless (a leader's repeated repair);
+        // a replica of another group of the same name (two brokers creating it at once) must
+        // not take a second group's traffic.
+        let dir = topic.dir().map(|d| d.join(RAFT_DIR));
+        let ours = match dir {
+            Some(dir) => tokio::task::spawn_blocking(move || ferry_replica::group_first_seq(&dir))
+                .await
+                .context("reading the group's first sequence")?
+                .context("reading the group's first sequence")?,
+            None => None,
+        };
+        if ours != Some(first_seq) {
+            return Err(ReplicaError::OtherGroup(name.to_owned()));
         }
         Ok(self.replication().node_id)
     }

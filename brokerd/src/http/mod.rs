@@ -386,6 +386,7 @@ fn replica_error(e: crate::replication::ReplicaError) -> ApiError {
         ReplicaError::ExistsUnreplicated(_) => {
             ApiError(StatusCode::CONFLICT, "TOPIC_EXISTS_UNREPLICATED")
         }
+        ReplicaError::OtherGroup(_) => ApiError(StatusCode::CONFLICT, "TOPIC_IN_ANOTHER_GROUP"),
         ReplicaError::Create(_) | ReplicaError::Other(_) => {
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "REPLICATION_FAILED")
         }

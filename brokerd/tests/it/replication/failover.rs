@@ -105,6 +105,19 @@ async fn a_replicated_topic_survives_its_leaders_sigkill() {
         let r = cluster.replication(i, TOPIC).await.unwrap();
         assert_eq!(r.replicas.len(), 3, "{r:?}");
     }
+    // A second group of the same name (another creator) is refused by the members.
+    let (code, body) = http(
+        http_addrs[1],
+        "POST",
+        &format!("/raft/join?topic={TOPIC}&first_seq=1"),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (code, body.contains("TOPIC_IN_ANOTHER_GROUP")),
+        (409, true),
+        "{body}"
+    );
     // /metrics: the leader says so, and reports each replica's lag.
     for (i, &h) in http_addrs.iter().enumerate() {
         let (code, metrics) = http(h, "GET", "/metrics", b"").await;
