@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_replica::{
-    Applied, Apply, ChannelOp, Command, Groups, HttpNetworkFactory, Message, Node, NodeId,
+    Applied, Apply, Batch, ChannelOp, Command, Groups, HttpNetworkFactory, Node, NodeId,
     ProposeError, Raft, RaftLog, StateMachine, SyncMode, propose_local, propose_remote,
 };
 use ferry_store::{JournalOp, NewRecord};
@@ -209,14 +209,14 @@ impl Apply for TopicState {
         self.0.upgrade().map_or(0, |t| t.log().next_seq())
     }
 
-    fn publish(&self, messages: &[Message]) -> io::Result<Range<u64>> {
+    fn publish(&self, batch: &Batch) -> io::Result<Range<u64>> {
         let topic = self.topic()?;
-        let recs: Vec<NewRecord<'_>> = messages
-            .iter()
-            .map(|m| NewRecord {
-                timestamp_ns: m.timestamp_ns,
-                deliver_at_ns: m.deliver_at_ns,
-                body: &m.body,
+        let recs: Vec<NewRecord<'_>> = batch
+            .bodies()
+            .map(|body| NewRecord {
+                timestamp_ns: batch.timestamp_ns,
+                deliver_at_ns: batch.deliver_at_ns,
+                body,
             })
             .collect();
         topic.append_records(&recs).map_err(io::Error::other)
@@ -694,14 +694,7 @@ impl Broker {
     ) -> Result<Range<u64>, PublishError> {
         let (timestamp_ns, deliver_at_ns) = Topic::stamp(defer);
         let command = Command::Publish {
-            messages: bodies
-                .iter()
-                .map(|b| Message {
-                    timestamp_ns,
-                    deliver_at_ns,
-                    body: b.to_vec(),
-                })
-                .collect(),
+            batch: Batch::new(timestamp_ns, deliver_at_ns, bodies),
         };
         let give_up = tokio::time::Instant::now() + LEADER_WAIT;
         loop {

@@ -536,7 +536,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
-    use crate::{Command, Message};
+    use crate::{Batch, Command};
 
     fn log_id(term: u64, index: u64) -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -546,11 +546,7 @@ mod tests {
         Entry {
             log_id: log_id(term, index),
             payload: EntryPayload::Normal(Command::Publish {
-                messages: vec![Message {
-                    timestamp_ns: index as i64,
-                    deliver_at_ns: 0,
-                    body: body.as_bytes().to_vec(),
-                }],
+                batch: Batch::new(index as i64, 0, &[body.as_bytes()]),
             }),
         }
     }

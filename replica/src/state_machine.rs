@@ -24,7 +24,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::log_store::{read_small, write_small};
-use crate::{Applied, ChannelOp, Entry, Message, Node, NodeId, StorageError, TypeConfig};
+use crate::{Applied, Batch, ChannelOp, Entry, Node, NodeId, StorageError, TypeConfig};
 
 const APPLIED_FILE: &str = "applied";
 /// The group's first sequence, written (synced) when the replica is made: a member that
@@ -41,8 +41,9 @@ pub fn group_first_seq(dir: &Path) -> io::Result<Option<u64>> {
 pub trait Apply: Send + Sync + 'static {
     /// The sequence the next appended message gets.
     fn next_seq(&self) -> u64;
-    /// Appends `messages` with consecutive sequences from [`Apply::next_seq`], all or none.
-    fn publish(&self, messages: &[Message]) -> io::Result<Range<u64>>;
+    /// Appends `batch`'s messages with consecutive sequences from [`Apply::next_seq`], all or
+    /// none.
+    fn publish(&self, batch: &Batch) -> io::Result<Range<u64>>;
     /// Applies a channel's ops (FIN, REQ, empty) made on node `origin` (the leader then; a
     /// node skips its own).
     fn channel_ops(&self, origin: u64, channel: &str, ops: &[ChannelOp]) -> io::Result<()>;
@@ -125,14 +126,20 @@ impl<A: Apply> StateMachine<A> {
         write_small(&self.dir, APPLIED_FILE, &self.state, false)
     }
 
-    fn publish(&mut self, messages: &[Message]) -> io::Result<Applied> {
+    fn publish(&mut self, batch: &Batch) -> io::Result<Applied> {
+        if !batch.is_whole() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a publish entry whose lengths do not match its bodies",
+            ));
+        }
         let want = self.state.next_seq;
-        let end = want + messages.len() as u64;
+        let end = want + batch.len() as u64;
         let have = self.app.next_seq();
         if have >= end {
             // Applied before a crash that left `applied` behind.
         } else if have == want {
-            let got = self.app.publish(messages)?;
+            let got = self.app.publish(batch)?;
             if got != (want..end) {
                 return Err(io::Error::other(format!(
                     "publish got sequences {got:?}, the group expected {want}..{end}"
@@ -219,8 +226,8 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
                     Applied::Nothing
                 }
-                EntryPayload::Normal(crate::Command::Publish { messages }) => self
-                    .publish(&messages)
+                EntryPayload::Normal(crate::Command::Publish { batch }) => self
+                    .publish(&batch)
                     .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?,
                 EntryPayload::Normal(crate::Command::Channels {
                     origin,

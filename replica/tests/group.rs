@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_replica::{
-    Applied, Apply, ChannelOp, Command, Groups, Message, Node, NodeId, ProposeError, Raft, RaftLog,
+    Applied, Apply, Batch, ChannelOp, Command, Groups, Node, NodeId, ProposeError, Raft, RaftLog,
     StateMachine, StorageError, SyncMode, TypeConfig, propose_remote, raft_config, router,
 };
 use ferry_store::{LogOptions, NewRecord, TopicLog};
@@ -64,13 +64,13 @@ impl Apply for LogApp {
         self.log.lock().unwrap().next_seq()
     }
 
-    fn publish(&self, messages: &[Message]) -> io::Result<Range<u64>> {
-        let recs: Vec<NewRecord<'_>> = messages
-            .iter()
-            .map(|m| NewRecord {
-                timestamp_ns: m.timestamp_ns,
-                deliver_at_ns: m.deliver_at_ns,
-                body: &m.body,
+    fn publish(&self, batch: &Batch) -> io::Result<Range<u64>> {
+        let recs: Vec<NewRecord<'_>> = batch
+            .bodies()
+            .map(|body| NewRecord {
+                timestamp_ns: batch.timestamp_ns,
+                deliver_at_ns: batch.deliver_at_ns,
+                body,
             })
             .collect();
         self.log
@@ -201,12 +201,13 @@ async fn start_group(root: &Path, snapshot_every: u64) -> Vec<Replica> {
     replicas
 }
 
-fn message(i: usize) -> Message {
-    Message {
-        timestamp_ns: 1_700_000_000_000_000_000 + i as i64,
-        deliver_at_ns: 0,
-        body: format!("message {i}").into_bytes(),
-    }
+/// Batch `b` of `n` messages, `message <b*n + i>`, stamped `b`.
+fn batch(b: usize, n: usize) -> Batch {
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("message {}", b * n + i).into_bytes())
+        .collect();
+    let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    Batch::new(1_700_000_000_000_000_000 + b as i64, 0, &bodies)
 }
 
 /// Proposes through any replica, following NotLeader answers, until one commits it.
@@ -237,8 +238,14 @@ async fn publish_batches(
 ) -> Vec<Range<u64>> {
     let mut seqs = Vec::new();
     for b in batches {
-        let messages = (0..per_batch).map(|i| message(b * per_batch + i)).collect();
-        let applied = propose(client, addrs, Command::Publish { messages }).await;
+        let applied = propose(
+            client,
+            addrs,
+            Command::Publish {
+                batch: batch(b, per_batch),
+            },
+        )
+        .await;
         seqs.push(
             applied
                 .published()
