@@ -190,15 +190,8 @@ async fn create_refusals_are_one_clear_line() {
 /// `ferry dev --replicas 3` on free ports: the child (stdin piped for `stop N`) and its
 /// brokers' HTTP addresses, broker 1 first, read from its banner.
 fn start_dev_replicated(cwd: &std::path::Path) -> (std::process::Child, Vec<String>, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["dev", "--replicas", "3", "--more-brokers-port", "0"])
-        .args(["--broker-tcp-address", "127.0.0.1:0"])
-        .args(["--broker-http-address", "127.0.0.1:0"])
-        .args(["--broker-grpc-address", "127.0.0.1:0"])
-        .args(["--lookupd-tcp-address", "127.0.0.1:0"])
-        .args(["--lookupd-http-address", "127.0.0.1:0"])
-        .args(["--admin-http-address", "127.0.0.1:0"])
-        .current_dir(cwd)
+    let mut child = dev_command(cwd)
+        .args(["--replicas", "3", "--more-brokers-port", "0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

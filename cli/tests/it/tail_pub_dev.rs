@@ -298,15 +298,7 @@ struct Dev {
 
 /// Starts `ferry dev` in `cwd` on free ports and reads its banner.
 async fn start_dev(cwd: &std::path::Path) -> Dev {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["dev"])
-        .args(["--broker-tcp-address", "127.0.0.1:0"])
-        .args(["--broker-http-address", "127.0.0.1:0"])
-        .args(["--broker-grpc-address", "127.0.0.1:0"])
-        .args(["--lookupd-tcp-address", "127.0.0.1:0"])
-        .args(["--lookupd-http-address", "127.0.0.1:0"])
-        .args(["--admin-http-address", "127.0.0.1:0"])
-        .current_dir(cwd)
+    let mut child = dev_command(cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

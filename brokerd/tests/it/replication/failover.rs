@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::v2::{Command, Frame, HEARTBEAT};
 
-use super::{Cluster, PyReader};
+use super::{Cluster, PyReader, wait_all_delivered};
 use crate::common::{TestConn, eventually, get_stats, http};
 
 const TOPIC: &str = "orders";
@@ -346,21 +346,6 @@ async fn pynsq_readers_lose_nothing_when_the_leader_dies_with_its_disk() {
     )
     .await;
 
-    let all: BTreeSet<String> = acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.clone())
-        .collect();
-    for r in &readers {
-        eventually(
-            "every acknowledged message delivered on both channels",
-            || async { all.is_subset(&r.bodies()).then_some(()) },
-        )
-        .await;
-    }
-    eprintln!(
-        "{} acknowledged messages, all delivered on both channels",
-        all.len()
-    );
+    let all = wait_all_delivered(&acked, &[&readers[0], &readers[1]]).await;
+    eprintln!("{all} acknowledged messages, all delivered on both channels");
 }

@@ -301,3 +301,20 @@ fn spawn_publisher(
         }
     })
 }
+
+/// Waits until every reader got every message `acked` holds; how many that is.
+async fn wait_all_delivered(acked: &Acked, readers: &[&PyReader]) -> usize {
+    let all: BTreeSet<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    for r in readers {
+        eventually("every acknowledged message delivered", || async {
+            all.is_subset(&r.bodies()).then_some(())
+        })
+        .await;
+    }
+    all.len()
+}

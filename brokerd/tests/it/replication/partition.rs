@@ -1,6 +1,5 @@
 //! A follower, then the leader, cut off from the other two by proxies the test controls.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -8,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{Cluster, PyReader};
+use super::{Cluster, PyReader, wait_all_delivered};
 use crate::common::eventually;
 
 /// The test's cut-off switch for one broker's Raft traffic: a TCP proxy in front of its HTTP
@@ -231,20 +230,10 @@ async fn a_partitioned_replica_loses_nothing_and_never_makes_two_leaders() {
     for p in publishers {
         p.await.unwrap();
     }
-    let all: BTreeSet<String> = acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.clone())
-        .collect();
-    eventually("every acknowledged message delivered", || async {
-        all.is_subset(&reader.bodies()).then_some(())
-    })
-    .await;
+    let all = wait_all_delivered(&acked, &[&reader]).await;
     let worst = *overlap.lock().unwrap();
     eprintln!(
-        "{} acknowledged, all delivered; two brokers delivering at once for at most {worst:?}",
-        all.len()
+        "{all} acknowledged, all delivered; two brokers delivering at once for at most {worst:?}"
     );
     assert!(
         worst < ferry_replica::ELECTION_TIMEOUT,

@@ -1,8 +1,6 @@
 //! A rolling restart of the whole group under load.
 
-use std::collections::BTreeSet;
-
-use super::{Cluster, PyReader};
+use super::{Cluster, PyReader, wait_all_delivered};
 use crate::common::eventually;
 
 /// Every broker of the group is restarted in turn under load (SIGTERM for the first two, SIGKILL
@@ -50,15 +48,6 @@ async fn a_rolling_restart_under_load_loses_nothing() {
     for p in publishers {
         p.await.unwrap();
     }
-    let all: BTreeSet<String> = acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.clone())
-        .collect();
-    eventually("every acknowledged message delivered", || async {
-        all.is_subset(&reader.bodies()).then_some(())
-    })
-    .await;
-    eprintln!("{} acknowledged messages, all delivered", all.len());
+    let all = wait_all_delivered(&acked, &[&reader]).await;
+    eprintln!("{all} acknowledged messages, all delivered");
 }

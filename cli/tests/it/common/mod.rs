@@ -124,6 +124,23 @@ pub fn spawn_ferry(args: &[&str], stdin: std::process::Stdio) -> std::process::C
         .unwrap()
 }
 
+/// `ferry dev` in `cwd` with every listener on a free loopback port (stdio left to the caller).
+pub fn dev_command(cwd: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command.arg("dev").current_dir(cwd);
+    for flag in [
+        "--broker-tcp-address",
+        "--broker-http-address",
+        "--broker-grpc-address",
+        "--lookupd-tcp-address",
+        "--lookupd-http-address",
+        "--admin-http-address",
+    ] {
+        command.args([flag, "127.0.0.1:0"]);
+    }
+    command
+}
+
 /// Waits (off the runtime) for a child to exit and returns its output.
 pub async fn wait_output(child: std::process::Child) -> Output {
     tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
