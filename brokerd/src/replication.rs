@@ -416,6 +416,23 @@ async fn replace_if_wiped(
     Ok(Some(joined.node_id))
 }
 
+/// Whether `topic`'s replica belongs to the group that starts at `first_seq` (each creation
+/// picks its own); [`ReplicaError::OtherGroup`] if not.
+async fn same_group(topic: &Topic, first_seq: u64) -> Result<(), ReplicaError> {
+    let Some(dir) = topic.dir().map(|d| d.join(RAFT_DIR)) else {
+        return Err(ReplicaError::OtherGroup(topic.name().to_owned()));
+    };
+    let ours = tokio::task::spawn_blocking(move || ferry_replica::group_first_seq(&dir))
+        .await
+        .context("reading the group's first sequence")?
+        .context("reading the group's first sequence")?;
+    if ours == Some(first_seq) {
+        Ok(())
+    } else {
+        Err(ReplicaError::OtherGroup(topic.name().to_owned()))
+    }
+}
+
 /// `/raft/join`'s and `/raft/node`'s answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Joined {
@@ -565,17 +582,7 @@ impl Broker {
         // Joining again the group this replica is in is harmless (a leader's repeated repair);
         // a replica of another group of the same name (two brokers creating it at once) must
         // not take a second group's traffic.
-        let dir = topic.dir().map(|d| d.join(RAFT_DIR));
-        let ours = match dir {
-            Some(dir) => tokio::task::spawn_blocking(move || ferry_replica::group_first_seq(&dir))
-                .await
-                .context("reading the group's first sequence")?
-                .context("reading the group's first sequence")?,
-            None => None,
-        };
-        if ours != Some(first_seq) {
-            return Err(ReplicaError::OtherGroup(name.to_owned()));
-        }
+        same_group(&topic, first_seq).await?;
         Ok(self.replication().node_id)
     }
 
@@ -625,6 +632,9 @@ impl Broker {
             .replica()
             .cloned()
             .ok_or_else(|| ReplicaError::ExistsUnreplicated(name.to_owned()))?;
+        // Another broker creating the same topic at the same moment may have made it here as
+        // a member of its group: that replica is not this creation's to initialise.
+        same_group(&topic, first_seq).await?;
         members.insert(self.replication().node_id, Node::new(self.raft_addr()));
         match raft.initialize(members).await {
             Ok(()) => {}
