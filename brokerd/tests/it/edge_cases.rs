@@ -625,9 +625,20 @@ async fn settings_rewind_and_dead_letters_survive_sigkill() {
         (ch.dead_lettered_count == 2 && ch.in_flight_count == 0 && ch.depth == 0).then_some(())
     })
     .await;
+    // The consumer leaves first: with max_attempts 1, a rewound message delivered to it and
+    // put back when it disconnects would be dead-lettered again.
+    drop(c);
+    crate::common::eventually("the consumer gone", || async {
+        get_stats(http)
+            .await
+            .channel("k", "c")?
+            .clients
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     let r = post_json(http, "/channel/rewind?topic=k&channel=c&to=earliest").await;
     assert_eq!(r["owed"], 10, "{r}");
-    drop(c);
     p.kill9();
 
     let p = crate::common::spawn_brokerd(tmp.path(), &["--sync-timeout=50ms"]);
