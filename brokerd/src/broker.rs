@@ -285,19 +285,7 @@ impl Broker {
         name: &str,
         first_seq: u64,
     ) -> Result<Arc<Topic>, CreateError> {
-        if let Some(t) = self.topic(name) {
-            return Ok(t);
-        }
-        if self.cancel.is_cancelled() {
-            return Err(CreateError::Exiting);
-        }
-        let create = || {
-            let (broker, name) = (self.clone(), name.to_owned());
-            async move { broker.create_topic_with(&name, Some(first_seq)).await }
-        };
-        self.creations
-            .find_or_create(name, || self.topic(name), create)
-            .await
+        self.find_or_create_topic(name, Some(first_seq)).await
     }
 
     /// The topic `name`, created if missing. A new topic learns the channels lookupd knows for
@@ -312,6 +300,16 @@ impl Broker {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Arc<Topic>, CreateError> {
+        self.find_or_create_topic(name, None).await
+    }
+
+    /// The topic `name`, or one made once however many ask (a replica of a group starting at
+    /// `replica_from`, if given).
+    async fn find_or_create_topic(
+        self: &Arc<Self>,
+        name: &str,
+        replica_from: Option<u64>,
+    ) -> Result<Arc<Topic>, CreateError> {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
@@ -320,7 +318,7 @@ impl Broker {
         }
         let create = || {
             let (broker, name) = (self.clone(), name.to_owned());
-            async move { broker.create_topic_with(&name, None).await }
+            async move { broker.create_topic_with(&name, replica_from).await }
         };
         self.creations
             .find_or_create(name, || self.topic(name), create)

@@ -219,36 +219,16 @@ async fn a_replicated_topic_survives_its_leaders_sigkill() {
     // It holds every message and what the consumers finished: nothing owed. (550 were
     // acknowledged; a publish forwarded to the killed leader that committed but whose answer
     // was lost is proposed again, so there may be one more: at least once.)
-    let end = Instant::now() + ferry_testkit::DEADLINE;
-    loop {
-        let mine = backlog(http_addrs[leader]).await;
-        let lead = backlog(http_addrs[new_leader]).await;
-        if mine
-            .is_some_and(|(count, depth, in_flight)| count >= 550 && depth == 0 && in_flight == 0)
-            && mine == lead
-        {
-            break;
-        }
-        if Instant::now() > end {
-            // What the brokers themselves warned of tells why.
-            for b in cluster.brokers.iter().flatten() {
-                for line in b
-                    .log_lines()
-                    .iter()
-                    .filter(|l| l.contains("WARN ferry_brokerd"))
-                {
-                    eprintln!("{}: {line}", b.http);
-                }
-            }
-            panic!(
-                "the rejoined replica still owes (messages, depth, in flight): {mine:?}; the \
-                 leader: {:?}; its consumer got {}",
-                backlog(http_addrs[new_leader]).await,
-                consumers[new_leader].count()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the rejoined replica to hold every message and owe nothing",
+        async || {
+            let mine = backlog(http_addrs[leader]).await?;
+            let lead = backlog(http_addrs[new_leader]).await?;
+            let (count, depth, in_flight) = mine;
+            (count >= 550 && depth == 0 && in_flight == 0 && mine == lead).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The issue's failover test: publishers on all three brokers, pynsq Readers on two channels

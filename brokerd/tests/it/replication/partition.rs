@@ -163,7 +163,9 @@ async fn a_partitioned_replica_loses_nothing_and_never_makes_two_leaders() {
     let overlap = Arc::new(Mutex::new(Duration::ZERO));
     let watch_overlap = async {
         let mut since: Option<Instant> = None;
+        let mut sample = tokio::time::interval(Duration::from_millis(20));
         while !stop.is_cancelled() {
+            sample.tick().await;
             let mut delivering = 0;
             for i in 0..3 {
                 let r = cluster.replication(i, TOPIC).await;
@@ -176,7 +178,6 @@ async fn a_partitioned_replica_loses_nothing_and_never_makes_two_leaders() {
             } else {
                 since = None;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     let acked_count = || acked.lock().unwrap().len();
