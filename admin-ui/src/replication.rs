@@ -269,6 +269,7 @@ pub(crate) mod tests {
                         commit_index: 10,
                         last_applied: 10 - id,
                         replicas,
+                        ..ReplicationStats::default()
                     }),
                     ..TopicStats::default()
                 }],

@@ -243,10 +243,24 @@ impl Channel {
     /// channels deliver nothing, so their state is only what the leader did), replayed over
     /// the channel's snapshot as after a restart. The caller compacts the topic's metadata.
     pub(crate) fn apply_replicated_ops(&self, ops: &[ferry_store::JournalOp]) {
-        let limits = self.limits();
         let mut inner = self.lock();
         let replayed = ferry_store::replay(inner.queue.snapshot(), ops, &self.log);
-        let mut state = ChannelState::restore(replayed, &self.log);
+        inner.queue = self.restored(replayed);
+    }
+
+    /// Replaces the channel's state, paused flag and settings by a replicated topic's
+    /// snapshot's (a follower installing it). The caller compacts the topic's metadata.
+    pub(crate) fn install_replicated(&self, meta: ferry_store::ChannelMeta) {
+        self.set_settings(meta.settings);
+        self.set_paused(meta.paused);
+        let state = self.restored(meta.state);
+        self.lock().queue = state;
+    }
+
+    /// `snapshot` restored over the log with the channel's limits, journaling on if durable.
+    fn restored(&self, snapshot: ChannelSnapshot) -> ChannelState {
+        let limits = self.limits();
+        let mut state = ChannelState::restore(snapshot, &self.log);
         state.set_limits(
             limits.max_age.as_nanos().min(i64::MAX as u128) as i64,
             limits.max_attempts,
@@ -254,7 +268,7 @@ impl Channel {
         if !self.ephemeral {
             state.enable_journal();
         }
-        inner.queue = state;
+        state
     }
 
     /// True for `#ephemeral` channels.

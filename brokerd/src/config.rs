@@ -160,6 +160,13 @@ pub struct Config {
     #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
     pub default_replicas: usize,
 
+    /// A replicated topic's replica snapshots its state every this many Raft log entries
+    /// (one entry is one PUB, MPUB or DPUB, or one round of channel ops), then deletes the
+    /// log files below it but a quarter of that; a member too far behind installs the
+    /// snapshot and fetches the messages it lacks. 0: never (the Raft log grows for ever).
+    #[arg(long, default_value_t = 2048)]
+    pub raft_snapshot_every: u64,
+
     /// Connect timeout of the HTTP requests this broker makes (auth servers, lookupd).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub http_client_connect_timeout: Duration,

@@ -424,6 +424,47 @@ impl Topic {
         self.mark_dirty();
     }
 
+    /// A replicated topic's state without its messages (its snapshot's manifest): every
+    /// durable channel's state, paused flag and settings, the topic's settings.
+    pub(crate) fn replica_manifest(&self) -> std::io::Result<Vec<u8>> {
+        let meta = TopicMeta {
+            paused: self.is_paused(),
+            channels: self.channels_meta(Channel::snapshot),
+            journal_gen: 0,
+            backlog_start: 0,
+            settings: self.settings_lock().clone(),
+        };
+        ferry_store::encode_meta(&meta)
+    }
+
+    /// Replaces the channels' state by a replicated topic's snapshot's (`manifest`, made by
+    /// [`Topic::replica_manifest`] on a member whose log ended at `next_seq`, as this
+    /// replica's does now). What a channel owes from `next_seq` on is delivered again from
+    /// its cursor. Channels the manifest does not name are kept.
+    pub(crate) fn install_manifest(&self, manifest: &[u8], next_seq: u64) -> std::io::Result<()> {
+        let meta = ferry_store::decode_meta(manifest)
+            .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidData, why))?;
+        *self.settings_lock() = meta.settings;
+        for mut channel in meta.channels {
+            let state = &mut channel.state;
+            state.cursor = state.cursor.min(next_seq);
+            let cursor = state.cursor;
+            state.entries.retain(|e| e.seq < cursor);
+            let ch = match self.channel(&channel.name) {
+                Some(ch) => ch,
+                None => self
+                    .create_durable_channel(&channel.name, Some(cursor))
+                    .map_err(std::io::Error::other)?,
+            };
+            ch.install_replicated(channel);
+        }
+        self.set_paused(meta.paused)
+            .map_err(std::io::Error::other)?;
+        self.lock_persist().must_compact = true;
+        self.mark_dirty();
+        Ok(())
+    }
+
     /// The topic's directory (durable topics).
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
@@ -1059,6 +1100,30 @@ impl Topic {
         self.compact(&mut persist, None)
     }
 
+    /// The durable channels' metadata, each state taken by `state`.
+    fn channels_meta(
+        &self,
+        state: fn(&Channel) -> ferry_store::ChannelSnapshot,
+    ) -> Vec<ChannelMeta> {
+        Self::meta_of(&self.channels(), state)
+    }
+
+    fn meta_of(
+        channels: &[Arc<Channel>],
+        state: fn(&Channel) -> ferry_store::ChannelSnapshot,
+    ) -> Vec<ChannelMeta> {
+        channels
+            .iter()
+            .filter(|c| !c.is_ephemeral())
+            .map(|c| ChannelMeta {
+                name: c.name().to_owned(),
+                paused: c.is_paused(),
+                state: state(c),
+                settings: c.settings(),
+            })
+            .collect()
+    }
+
     /// Snapshots every durable channel (and `extra`, a channel about to be added) into
     /// `meta.dat` naming the next journal generation, then deletes the old journal. The pending
     /// ops of each channel are dropped as it is snapshotted (the snapshot includes them). On
@@ -1076,16 +1141,7 @@ impl Topic {
             .unwrap_or_else(PoisonError::into_inner);
         let meta = TopicMeta {
             paused: self.is_paused(),
-            channels: channels
-                .iter()
-                .filter(|c| !c.is_ephemeral())
-                .map(|c| ChannelMeta {
-                    name: c.name().to_owned(),
-                    paused: c.is_paused(),
-                    state: c.snapshot_for_compaction(),
-                    settings: c.settings(),
-                })
-                .collect(),
+            channels: Self::meta_of(&channels, Channel::snapshot_for_compaction),
             journal_gen: p.generation + 1,
             backlog_start,
             settings: self.settings_lock().clone(),

@@ -136,6 +136,11 @@ pub struct ReplicationStats {
     pub commit_index: u64,
     /// Highest log index applied here.
     pub last_applied: u64,
+    /// Last log index of this replica's latest snapshot (none yet: `None`).
+    pub snapshot_index: Option<u64>,
+    /// Highest log index deleted from this replica's Raft log (none yet: `None`); what
+    /// remains of the log is the entries after it.
+    pub purged_index: Option<u64>,
     /// Every member.
     pub replicas: Vec<ReplicaStats>,
 }

@@ -28,7 +28,7 @@ pub use log_store::{RaftLog, SyncMode};
 pub use network::{
     Groups, HttpNetwork, HttpNetworkFactory, ProposeError, propose_local, propose_remote, router,
 };
-pub use state_machine::{Apply, StateMachine, group_first_seq};
+pub use state_machine::{Apply, BoxFuture, Install, StateMachine, group_first_seq};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of every Ferry group: node ids are `u64`, nodes are
@@ -62,7 +62,8 @@ pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(750);
 /// leader is in place within about 3 s of the old one's death (a follower refuses to vote
 /// while its leader's lease, the longest election timeout, runs; measured 2.7-2.8 s on
 /// loopback in `tests/group.rs`), and a snapshot every `snapshot_every` entries so the Raft
-/// log can be purged (`None`: never).
+/// log can be purged (`None`: never) up to a quarter of that before the snapshot (a follower
+/// a little behind catches up from the log, not by installing a snapshot).
 pub fn raft_config(snapshot_every: Option<u64>) -> anyhow::Result<openraft::Config> {
     let election = ELECTION_TIMEOUT.as_millis() as u64;
     let config = openraft::Config {
@@ -74,7 +75,7 @@ pub fn raft_config(snapshot_every: Option<u64>) -> anyhow::Result<openraft::Conf
             Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
             None => openraft::SnapshotPolicy::Never,
         },
-        max_in_snapshot_log_to_keep: 0,
+        max_in_snapshot_log_to_keep: snapshot_every.map_or(0, |n| n / 4),
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };

@@ -4,6 +4,12 @@
 //! previous publish's, on every replica alike, since every replica applies the same entries
 //! in the same order from the same first sequence (the group's `first_seq`).
 //!
+//! A snapshot is a manifest, not the messages: the next sequence and the application's state
+//! without its log (brokerd: the channels). It is taken between two applies, so it matches its
+//! last log id; building it then makes the topic log durable and writes the manifest to
+//! `snapshot` (synced), after which openraft may purge the Raft log below it. A replica that
+//! installs one fetches the messages it lacks from the group's members (see [`Apply::install`]).
+//!
 //! What was applied (`applied`: last log id, membership, next sequence) is rewritten after
 //! each batch of entries, atomically but without an fsync. After a crash it may lag behind the
 //! topic log: openraft applies those entries again, and a publish whose messages the topic
@@ -27,6 +33,8 @@ use crate::log_store::{read_small, write_small};
 use crate::{Applied, Batch, ChannelOp, Entry, Node, NodeId, StorageError, TypeConfig};
 
 const APPLIED_FILE: &str = "applied";
+/// The last snapshot built or installed: `(SnapshotMeta, SnapshotData)`, synced.
+const SNAPSHOT_FILE: &str = "snapshot";
 /// The group's first sequence, written (synced) when the replica is made: a member that
 /// replaces a lost one starts its log there too, to replay the group's log from its start.
 const FIRST_SEQ_FILE: &str = "first_seq";
@@ -47,10 +55,29 @@ pub trait Apply: Send + Sync + 'static {
     /// Applies a channel's ops (FIN, REQ, empty) made on node `origin` (the leader then; a
     /// node skips its own).
     fn channel_ops(&self, origin: u64, channel: &str, ops: &[ChannelOp]) -> io::Result<()>;
-    /// The whole state as bytes, for a follower too far behind for the log.
+    /// The state as bytes, without the messages (a snapshot's manifest): called between two
+    /// applies, so it matches what was applied.
     fn snapshot(&self) -> io::Result<Vec<u8>>;
-    /// Replaces the whole state with a snapshot's.
-    fn install(&self, data: &[u8]) -> io::Result<()>;
+    /// Makes every applied message durable (before the Raft entries that carried them go).
+    fn sync(&self) -> io::Result<()>;
+    /// Installs a snapshot: gets the messages below `next_seq` this replica lacks from the
+    /// members at `sources` (those that are gone everywhere are skipped), then replaces its
+    /// state with `data`, the manifest [`Apply::snapshot`] made.
+    fn install(&self, install: Install) -> BoxFuture<io::Result<()>>;
+}
+
+/// A boxed future (what [`Apply::install`] returns).
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+/// What a replica installs (see [`Apply::install`]).
+#[derive(Debug, Clone)]
+pub struct Install {
+    /// The sequence the next published message gets once it is installed.
+    pub next_seq: u64,
+    /// The manifest.
+    pub data: Vec<u8>,
+    /// HTTP addresses of the group's members (the snapshot's membership).
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -61,11 +88,14 @@ struct AppliedState {
     next_seq: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct SnapshotData {
     next_seq: u64,
     app: Vec<u8>,
 }
+
+/// A snapshot as kept in memory and in `snapshot`: its meta and its encoded [`SnapshotData`].
+type CurrentSnapshot = (SnapshotMeta<NodeId, Node>, Vec<u8>);
 
 /// The state machine of one group.
 pub struct StateMachine<A: Apply> {
@@ -76,8 +106,6 @@ pub struct StateMachine<A: Apply> {
     current: Arc<Mutex<Option<CurrentSnapshot>>>,
     snapshots_built: u64,
 }
-
-type CurrentSnapshot = (SnapshotMeta<NodeId, Node>, Vec<u8>);
 
 impl<A: Apply> std::fmt::Debug for StateMachine<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,15 +128,28 @@ impl<A: Apply> StateMachine<A> {
                 first_seq
             }
         };
-        let state = read_small(&dir.join(APPLIED_FILE))?.unwrap_or(AppliedState {
+        let mut state = read_small(&dir.join(APPLIED_FILE))?.unwrap_or(AppliedState {
             next_seq: first_seq,
             ..AppliedState::default()
         });
+        let current: Option<CurrentSnapshot> = read_small(&dir.join(SNAPSHOT_FILE))?;
+        if let Some((meta, bytes)) = &current
+            && meta.last_log_id > state.last_applied
+        {
+            // `applied` is written without a sync; the snapshot is synced, and the entries
+            // before it may be purged: what it covers is applied.
+            let data: SnapshotData = decode_snapshot(bytes)?;
+            state = AppliedState {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+                next_seq: data.next_seq,
+            };
+        }
         Ok(StateMachine {
             dir: dir.to_path_buf(),
             app,
             state,
-            current: Arc::default(),
+            current: Arc::new(Mutex::new(current)),
             snapshots_built: 0,
         })
     }
@@ -118,12 +159,8 @@ impl<A: Apply> StateMachine<A> {
         &self.app
     }
 
-    fn set_current(&self, meta: SnapshotMeta<NodeId, Node>, data: Vec<u8>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta, data));
-    }
-
-    fn save(&self) -> io::Result<()> {
-        write_small(&self.dir, APPLIED_FILE, &self.state, false)
+    fn save(&self, sync: bool) -> io::Result<()> {
+        write_small(&self.dir, APPLIED_FILE, &self.state, sync)
     }
 
     fn publish(&mut self, batch: &Batch) -> io::Result<Applied> {
@@ -154,7 +191,8 @@ impl<A: Apply> StateMachine<A> {
         Ok(Applied::Published { first: want, end })
     }
 
-    fn build(&mut self) -> io::Result<Snapshot<TypeConfig>> {
+    /// What a snapshot taken now holds: the manifest matching the last applied entry.
+    fn manifest(&mut self) -> io::Result<CurrentSnapshot> {
         let data = postcard::to_stdvec(&SnapshotData {
             next_seq: self.state.next_seq,
             app: self.app.snapshot()?,
@@ -170,36 +208,72 @@ impl<A: Apply> StateMachine<A> {
             last_membership: self.state.membership.clone(),
             snapshot_id,
         };
-        self.set_current(meta.clone(), data.clone());
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok((meta, data))
     }
+}
+
+/// Makes `meta` and `data` the current snapshot of the group kept in `dir`, on disk (synced)
+/// first; an older one than the current is dropped (a build that an install overtook).
+fn set_current(
+    dir: &Path,
+    current: &Mutex<Option<CurrentSnapshot>>,
+    meta: SnapshotMeta<NodeId, Node>,
+    data: Vec<u8>,
+) -> io::Result<()> {
+    let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+    if current
+        .as_ref()
+        .is_some_and(|(m, _)| m.last_log_id > meta.last_log_id)
+    {
+        return Ok(());
+    }
+    let snapshot = (meta, data);
+    write_small(dir, SNAPSHOT_FILE, &snapshot, true)?;
+    *current = Some(snapshot);
+    Ok(())
+}
+
+fn decode_snapshot(bytes: &[u8]) -> io::Result<SnapshotData> {
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn storage_err(e: StorageIOError<NodeId>) -> StorageError {
     e.into()
 }
 
-impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for StateMachine<A> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.build()
-            .map_err(|e| storage_err(StorageIOError::write_snapshot(None, &e)))
+/// openraft builds a snapshot through a handle it takes between two applies and runs on a task
+/// of its own: the manifest is taken when the handle is made (so it matches its last log id);
+/// the build makes the topic log durable and then saves the manifest.
+pub struct Builder<A: Apply> {
+    dir: PathBuf,
+    app: Arc<A>,
+    current: Arc<Mutex<Option<CurrentSnapshot>>>,
+    manifest: io::Result<CurrentSnapshot>,
+}
+
+impl<A: Apply> std::fmt::Debug for Builder<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").field("dir", &self.dir).finish()
     }
 }
 
-/// openraft builds snapshots through a second handle, taken between two applies: it shares the
-/// application, the directory and the current snapshot. The application may have moved on
-/// when the builder reads it, so a snapshot can hold more than its last log id says; applying
-/// those entries again after installing it is harmless (a publish the topic holds is counted,
-/// not appended; channel ops are idempotent).
-#[derive(Debug)]
-pub struct Builder<A: Apply>(StateMachine<A>);
-
 impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for Builder<A> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.0.build_snapshot().await
+        let fail = |e: &io::Error| storage_err(StorageIOError::write_snapshot(None, e));
+        let (meta, data) = match &self.manifest {
+            Ok(manifest) => manifest.clone(),
+            Err(e) => return Err(fail(e)),
+        };
+        let app = Arc::clone(&self.app);
+        tokio::task::spawn_blocking(move || app.sync())
+            .await
+            .map_err(|e| fail(&io::Error::other(e)))?
+            .map_err(|e| fail(&e))?;
+        set_current(&self.dir, &self.current, meta.clone(), data.clone()).map_err(|e| fail(&e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -243,19 +317,18 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
             self.state.last_applied = Some(log_id);
             answers.push(answer);
         }
-        self.save()
+        self.save(false)
             .map_err(|e| storage_err(StorageIOError::write_state_machine(&e)))?;
         Ok(answers)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        Builder(StateMachine {
+        Builder {
             dir: self.dir.clone(),
             app: Arc::clone(&self.app),
-            state: self.state.clone(),
             current: Arc::clone(&self.current),
-            snapshots_built: self.snapshots_built,
-        })
+            manifest: self.manifest(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -270,16 +343,28 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         let bytes = snapshot.into_inner();
         let fail =
             |e: io::Error| storage_err(StorageIOError::read_snapshot(Some(meta.signature()), &e));
-        let data: SnapshotData = postcard::from_bytes(&bytes)
-            .map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-        self.app.install(&data.app).map_err(fail)?;
+        let data = decode_snapshot(&bytes).map_err(fail)?;
+        let sources = meta
+            .last_membership
+            .membership()
+            .nodes()
+            .map(|(_, node)| node.addr.clone())
+            .collect();
+        self.app
+            .install(Install {
+                next_seq: data.next_seq,
+                data: data.app,
+                sources,
+            })
+            .await
+            .map_err(fail)?;
         self.state = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             next_seq: data.next_seq,
         };
-        self.save().map_err(fail)?;
-        self.set_current(meta.clone(), bytes);
+        self.save(true).map_err(fail)?;
+        set_current(&self.dir, &self.current, meta.clone(), bytes).map_err(fail)?;
         Ok(())
     }
 

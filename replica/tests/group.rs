@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_replica::{
-    Applied, Apply, Batch, ChannelOp, Command, Groups, Node, NodeId, ProposeError, Raft, RaftLog,
-    StateMachine, StorageError, SyncMode, TypeConfig, propose_remote, raft_config, router,
+    Applied, Apply, Batch, BoxFuture, ChannelOp, Command, Groups, Install, Node, NodeId,
+    ProposeError, Raft, RaftLog, StateMachine, StorageError, SyncMode, TypeConfig, propose_remote,
+    raft_config, router,
 };
 use ferry_store::{LogOptions, NewRecord, TopicLog};
 use ferry_testkit::eventually;
@@ -93,7 +94,23 @@ impl Apply for LogApp {
         Ok(encode_snapshot(&(first, records, ops)))
     }
 
-    fn install(&self, data: &[u8]) -> io::Result<()> {
+    fn sync(&self) -> io::Result<()> {
+        self.log
+            .lock()
+            .unwrap()
+            .sync()
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+
+    /// The test app's manifest holds its records too, so it needs no source.
+    fn install(&self, install: Install) -> BoxFuture<io::Result<()>> {
+        Box::pin(std::future::ready(self.install_now(&install.data)))
+    }
+}
+
+impl LogApp {
+    fn install_now(&self, data: &[u8]) -> io::Result<()> {
         type Contents = (u64, Vec<(u64, i64, Vec<u8>)>, Vec<(String, ChannelOp)>);
         let (first, records, ops): Contents =
             serde_json::from_slice(data).map_err(io::Error::other)?;

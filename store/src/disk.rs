@@ -525,6 +525,60 @@ impl DiskLog {
         }
     }
 
+    /// Moves the write position forward to `seq`: the seqs between are never written (a gap,
+    /// as retention or a skipped corrupt region leaves). The next record is written to a new
+    /// segment based at `seq` (the active one is sealed, or replaced if it holds nothing). An
+    /// empty log then starts at `seq`.
+    pub fn skip_to(&self, seq: u64) -> Result<(), StoreError> {
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
+        if w.closed {
+            return Err(StoreError::Closed);
+        }
+        if seq <= w.next_seq {
+            return Ok(());
+        }
+        let was_empty = self.first_seq() >= w.next_seq;
+        let (seg, map, _file) = Segment::create(&self.dir, seq, self.seg_capacity, 0)?;
+        let old = {
+            let mut segs = self.segments_mut();
+            if w.off == SEGMENT_HEADER {
+                // Nothing in the active segment: the new one takes its place.
+                segs.pop();
+                segs.push(seg.clone());
+                Some(w.seg.path.clone())
+            } else {
+                segs.push(seg.clone());
+                None
+            }
+        };
+        let previous = std::mem::replace(&mut w.seg, seg);
+        previous.seal();
+        match old {
+            Some(path) => {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(StoreError::io("remove segment", &path, e));
+                }
+            }
+            None => w.to_fsync.push(previous),
+        }
+        w.map = map;
+        w.off = SEGMENT_HEADER;
+        w.seg_records = 0;
+        w.advised = 0;
+        w.synced_off = 0;
+        w.dir_dirty = true;
+        w.seg_since = Instant::now();
+        w.next_seq = seq;
+        if was_empty {
+            self.first_seq.store(seq, Ordering::Release);
+        }
+        self.next_seq.store(seq, Ordering::Release);
+        Ok(())
+    }
+
     /// Swaps the empty active segment for a new one with the same base that can grow to
     /// `capacity` bytes and has room for `need` already.
     fn replace_empty_active(

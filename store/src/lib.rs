@@ -65,7 +65,8 @@ pub use journal::{
 };
 pub use log::{LogOptions, LogStats, SegmentSpan, TopicLog};
 pub use meta::{
-    ChannelMeta, ChannelSettings, META_FILE, TopicMeta, TopicSettings, load_meta, save_meta,
+    ChannelMeta, ChannelSettings, META_FILE, TopicMeta, TopicSettings, decode_meta, encode_meta,
+    load_meta, save_meta,
 };
 pub use reader::LogReader;
 pub use record::{MAX_BODY, NewRecord, Record};

@@ -137,6 +137,16 @@ impl TopicLog {
         }
     }
 
+    /// Moves the next seq forward to `seq` without writing the seqs between (a gap: a replica
+    /// that installs a snapshot whose older records are gone everywhere). No-op if `seq` is
+    /// not ahead. An empty log then starts at `seq`.
+    pub fn skip_to(&self, seq: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Disk(d) => d.skip_to(seq),
+            Backend::Memory(m) => m.skip_to(seq),
+        }
+    }
+
     /// Oldest retained seq (= `next_seq()` when empty).
     pub fn first_seq(&self) -> u64 {
         match &self.backend {

@@ -119,6 +119,25 @@ impl MemLog {
         n
     }
 
+    /// Moves the next seq forward to `seq`; the records kept are dropped (and counted), as
+    /// records here are contiguous.
+    pub fn skip_to(&self, seq: u64) -> Result<(), StoreError> {
+        let mut st = lock(&self.state);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if seq <= self.next_seq() {
+            return Ok(());
+        }
+        let dropped = st.records.len() as u64;
+        st.records.clear();
+        st.first = seq;
+        self.first_seq.store(seq, Ordering::Release);
+        self.next_seq.store(seq, Ordering::Release);
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Drops everything and refuses further appends (topic delete).
     pub fn close(&self) {
         let mut st = lock(&self.state);

@@ -93,13 +93,7 @@ pub struct ChannelMeta {
 
 /// Saves `meta` to `<dir>/meta.dat` atomically and durably.
 pub fn save_meta(dir: &Path, meta: &TopicMeta) -> Result<(), StoreError> {
-    let payload = encode_payload(meta).map_err(|e| StoreError::io("encode metadata", dir, e))?;
-    let mut buf = Vec::with_capacity(HEADER + payload.len());
-    buf.extend_from_slice(&MAGIC);
-    buf.extend_from_slice(&VERSION.to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    buf.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    buf.extend_from_slice(&payload);
+    let buf = encode_meta(meta).map_err(|e| StoreError::io("encode metadata", dir, e))?;
 
     let tmp = dir.join(META_TMP);
     let path = dir.join(META_FILE);
@@ -118,6 +112,24 @@ pub fn save_meta(dir: &Path, meta: &TopicMeta) -> Result<(), StoreError> {
     fsync_dir(dir)?;
     crate::fault::record_synced(&path, buf.len() as u64);
     Ok(())
+}
+
+/// `meta` as `meta.dat` holds it (header, CRC, payload): also how a replicated topic's
+/// snapshot carries its channels.
+pub fn encode_meta(meta: &TopicMeta) -> std::io::Result<Vec<u8>> {
+    let payload = encode_payload(meta)?;
+    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    Ok(buf)
+}
+
+/// Reads what [`encode_meta`] wrote.
+pub fn decode_meta(buf: &[u8]) -> Result<TopicMeta, &'static str> {
+    decode(buf)
 }
 
 /// Loads `<dir>/meta.dat`; `Ok(None)` if there is none yet.

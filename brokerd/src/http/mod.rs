@@ -57,6 +57,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/channel/redrive", post(queue_ops::channel_redrive))
         .route("/raft/join", post(raft_join))
         .route("/raft/node", get(raft_node))
+        .route("/raft/records", get(raft_records))
         .route("/config/{opt}", get(config_get))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
         .method_not_allowed_fallback(|| async {
@@ -374,6 +375,30 @@ async fn raft_node(State(b): State<Arc<Broker>>) -> Response {
         node_id: b.replication().node_id(),
     })
     .into_response()
+}
+
+/// `GET /raft/records?topic=T&from=S&to=E`: a chunk of a replicated topic's messages for a
+/// member installing a snapshot (`replication/snapshot.rs` gives the format).
+async fn raft_records(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
+    let name = topic_param(&q)?;
+    let seq = |key: &str, code: &'static str| {
+        q.get(key)
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(ApiError(StatusCode::BAD_REQUEST, code))
+    };
+    let (from, to) = (seq("from", "INVALID_FROM")?, seq("to", "INVALID_TO")?);
+    let topic = b
+        .topic(name)
+        .filter(|t| t.replica().is_some())
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
+    let chunk = off_runtime(move || {
+        crate::replication::snapshot::encode_records(topic.log(), from, to).map_err(|e| {
+            tracing::warn!(error = %e, "cannot read a replicated topic's records");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "READ_FAILED")
+        })
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk).into_response())
 }
 
 fn replica_error(e: crate::replication::ReplicaError) -> ApiError {

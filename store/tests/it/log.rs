@@ -122,6 +122,53 @@ fn retain_from_deletes_whole_old_segments_only() {
 }
 
 #[test]
+fn skip_to_leaves_a_gap_that_readers_and_recovery_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An empty log starts where it is moved to.
+    let (log, _) = TopicLog::open(tmp.path(), opts(4096)).unwrap();
+    log.skip_to(5000).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (5000, 5000));
+    assert_eq!(
+        segment_files(tmp.path()).len(),
+        1,
+        "the empty segment is replaced"
+    );
+    for i in 0..10u64 {
+        assert_eq!(log.append(rec(&body(i, 50))).unwrap(), 5000 + i);
+    }
+    // A log with records keeps them and continues after the gap.
+    log.skip_to(9000).unwrap();
+    log.skip_to(8000).unwrap(); // behind: nothing changes
+    assert_eq!(log.next_seq(), 9000);
+    assert_eq!(log.append(rec(b"after the gap")).unwrap(), 9000);
+    let seqs: Vec<u64> = read_all(&log).into_iter().map(|(s, _)| s).collect();
+    let want: Vec<u64> = (5000..5010).chain([9000]).collect();
+    assert_eq!(seqs, want);
+    assert!(log.read(5010).unwrap().is_none());
+    assert_eq!(log.reader(6000).next(&log).unwrap().unwrap().seq, 9000);
+    drop(log);
+
+    let (log, report) = TopicLog::open(tmp.path(), opts(4096)).unwrap();
+    assert_eq!(report.records, 11);
+    assert_eq!(report.corrupt_records_skipped, 0);
+    assert_eq!((log.first_seq(), log.next_seq()), (5000, 9001));
+    assert_eq!(&log.read(9000).unwrap().unwrap().body[..], b"after the gap");
+    // A gap moved to and never written to is still there after a restart.
+    log.skip_to(12000).unwrap();
+    drop(log);
+    let (log, _) = TopicLog::open(tmp.path(), opts(4096)).unwrap();
+    assert_eq!(log.next_seq(), 12000);
+    assert_eq!(log.append(rec(b"x")).unwrap(), 12000);
+
+    // In memory the kept records are dropped.
+    let mem = TopicLog::in_memory(100);
+    mem.append(rec(b"a")).unwrap();
+    mem.skip_to(50).unwrap();
+    assert_eq!((mem.first_seq(), mem.next_seq()), (50, 50));
+    assert_eq!(mem.append(rec(b"b")).unwrap(), 50);
+}
+
+#[test]
 fn directory_lock_conflict() {
     let tmp = tempfile::tempdir().unwrap();
     let (log, _) = TopicLog::open(tmp.path(), opts(4096)).unwrap();

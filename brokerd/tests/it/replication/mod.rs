@@ -6,10 +6,12 @@
 //!   load loses nothing, the wiped broker rejoins.
 //! - `restart`: a rolling restart under load.
 //! - `partition`: a follower, then the leader, cut off from the others.
+//! - `snapshot`: the Raft log purged behind snapshots; a wiped broker rejoins from one.
 
 mod failover;
 mod partition;
 mod restart;
+mod snapshot;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_replica::{
-    Applied, Apply, Batch, ChannelOp, Command, Groups, HttpNetworkFactory, Node, NodeId,
-    ProposeError, Raft, RaftLog, StateMachine, SyncMode, propose_local, propose_remote,
+    Applied, Apply, Batch, BoxFuture, ChannelOp, Command, Groups, HttpNetworkFactory, Install,
+    Node, NodeId, ProposeError, Raft, RaftLog, StateMachine, SyncMode, propose_local,
+    propose_remote,
 };
 use ferry_store::{JournalOp, NewRecord};
 use openraft::ServerState;
@@ -34,10 +35,12 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::topic::{PublishError, Topic};
 
+pub mod snapshot;
+
 /// The subdirectory of a replicated topic's directory that holds its Raft log and state.
 pub const RAFT_DIR: &str = "raft";
-/// Largest Raft log file.
-const RAFT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest Raft log file (the log is purged by whole files).
+const RAFT_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a publish waits for a leader (an election under way) before it fails.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Pause between two tries of a publish while there is no leader.
@@ -160,9 +163,16 @@ impl Replication {
     }
 }
 
-/// A replica's state machine: the topic's log and its channels; the second field is this
-/// broker's node id.
-struct TopicState(Weak<Topic>, NodeId);
+/// A replica's state machine: the topic's log and its channels.
+struct TopicState {
+    topic: Weak<Topic>,
+    /// This broker's node id.
+    me: NodeId,
+    /// This broker's address in the group.
+    addr: String,
+    /// Fetches the messages a snapshot names.
+    client: reqwest::Client,
+}
 
 fn journal_op(op: ChannelOp) -> JournalOp {
     match op {
@@ -198,7 +208,7 @@ fn channel_op(op: JournalOp) -> ChannelOp {
 
 impl TopicState {
     fn topic(&self) -> io::Result<Arc<Topic>> {
-        self.0
+        self.topic
             .upgrade()
             .ok_or_else(|| io::Error::other("the topic is gone"))
     }
@@ -206,7 +216,7 @@ impl TopicState {
 
 impl Apply for TopicState {
     fn next_seq(&self) -> u64 {
-        self.0.upgrade().map_or(0, |t| t.log().next_seq())
+        self.topic.upgrade().map_or(0, |t| t.log().next_seq())
     }
 
     fn publish(&self, batch: &Batch) -> io::Result<Range<u64>> {
@@ -227,7 +237,7 @@ impl Apply for TopicState {
         // The leader made them on its own channels; a replica that leads now has live
         // deliveries these ops know nothing of (ops of a leader before it arrive late), and
         // skips them: at worst it delivers a finished message again.
-        if origin == self.1 || topic.leads_group() {
+        if origin == self.me || topic.leads_group() {
             return Ok(());
         }
         let ops: Vec<JournalOp> = ops.iter().map(|op| journal_op(*op)).collect();
@@ -236,16 +246,30 @@ impl Apply for TopicState {
     }
 
     fn snapshot(&self) -> io::Result<Vec<u8>> {
-        // The groups run with snapshots off (the Raft log is kept whole), so a member that
-        // falls behind catches up from the log.
-        Err(io::Error::other(
-            "replicated topics do not build snapshots yet",
-        ))
+        self.topic()?.replica_manifest()
     }
 
-    fn install(&self, _data: &[u8]) -> io::Result<()> {
-        Err(io::Error::other(
-            "replicated topics do not install snapshots yet",
+    fn sync(&self) -> io::Result<()> {
+        self.topic()?
+            .log()
+            .sync()
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+
+    fn install(&self, mut install: Install) -> BoxFuture<io::Result<()>> {
+        // The leader first: it holds the most.
+        let leader = self.topic.upgrade().and_then(|t| {
+            let m = t.replica()?.metrics().borrow().clone();
+            let id = m.current_leader?;
+            Some(m.membership_config.membership().get_node(&id)?.addr.clone())
+        });
+        install.sources.sort_by_key(|s| Some(s) != leader.as_ref());
+        Box::pin(snapshot::install(
+            self.topic.clone(),
+            self.client.clone(),
+            self.addr.clone(),
+            install,
         ))
     }
 }
@@ -486,10 +510,12 @@ impl Broker {
         } else {
             SyncMode::Written
         };
-        let state = Arc::new(TopicState(
-            Arc::downgrade(topic),
-            self.replication().node_id,
-        ));
+        let state = Arc::new(TopicState {
+            topic: Arc::downgrade(topic),
+            me: self.replication().node_id,
+            addr: self.raft_addr(),
+            client: self.replication().client.clone(),
+        });
         let first_seq = topic.log().first_seq();
         let (log, sm) = tokio::task::spawn_blocking(move || {
             let log = RaftLog::open(&dir, mode, RAFT_FILE_BYTES)?;
@@ -498,7 +524,8 @@ impl Broker {
         })
         .await??;
         let network = HttpNetworkFactory::new(self.replication().client.clone(), topic.name());
-        let config = Arc::new(ferry_replica::raft_config(None)?);
+        let every = self.config.raft_snapshot_every;
+        let config = Arc::new(ferry_replica::raft_config((every > 0).then_some(every))?);
         let raft = Raft::new(self.replication().node_id, config, network, log, sm)
             .await
             .context("cannot start the topic's raft node")?;
@@ -792,6 +819,8 @@ pub fn stats(raft: &Raft) -> ferry_proto::stats::ReplicationStats {
         leader: m.current_leader,
         commit_index,
         last_applied,
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
         replicas,
     }
 }
