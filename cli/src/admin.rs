@@ -90,9 +90,10 @@ pub async fn run(action: Action, args: &AdminArgs) -> anyhow::Result<Vec<Answer>
             format!("/channel/{}", action.verb())
         }
     };
-    let answers =
+    let mut answers =
         api::on_topic_brokers(&args.nodes, &args.topic, Method::POST, &path, &params).await?;
     if action == Action::Delete {
+        already_deleted(&mut answers);
         let client = nodes::http_client()?;
         for lookupd in &args.nodes.lookupd_http_addresses {
             // lookupd forgets it too (brokers also unregister themselves on delete).
@@ -100,6 +101,16 @@ pub async fn run(action: Action, args: &AdminArgs) -> anyhow::Result<Vec<Answer>
         }
     }
     Ok(answers)
+}
+
+/// A replicated topic's delete goes through its group, so another replica of it may be gone by
+/// the time it is asked: a delete answered "not found" is done.
+fn already_deleted(answers: &mut [Answer]) {
+    for a in answers {
+        if let Err(api::BrokerError::Refused { status: 404, .. }) = a.result {
+            a.result = Ok(serde_json::json!({"already_deleted": true}));
+        }
+    }
 }
 
 /// One line per broker, e.g. `127.0.0.1:4151: paused topic "t"`.
@@ -154,5 +165,21 @@ mod tests {
             text,
             "a:1: paused topic \"t\"\nb:2: could not pause topic \"t\": TOPIC_NOT_FOUND (HTTP 404)\n"
         );
+    }
+
+    #[test]
+    fn a_delete_of_what_is_gone_is_done_other_failures_are_not() {
+        let refused = |status| Answer {
+            broker: format!("b:{status}"),
+            result: Err(api::BrokerError::Refused {
+                status,
+                code: "X".into(),
+                reason: None,
+            }),
+        };
+        let mut answers = [refused(404), refused(500)];
+        already_deleted(&mut answers);
+        assert!(answers[0].result.is_ok());
+        assert!(answers[1].result.is_err());
     }
 }

@@ -120,6 +120,30 @@ pub enum Command {
         /// The ops, in the order the leader made them.
         ops: Vec<ChannelOp>,
     },
+    /// An operator's action, applied by every replica.
+    Admin(Admin),
+}
+
+/// An operator's action on a replicated topic (`/topic/pause`, `/channel/delete`, ...): in the
+/// log, so every replica, and one that replays the log or installs a later snapshot, does it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Admin {
+    /// Pause (true) or unpause the topic.
+    PauseTopic(bool),
+    /// Pause (true) or unpause a channel.
+    PauseChannel {
+        /// The channel's name.
+        channel: String,
+        /// Paused or not.
+        paused: bool,
+    },
+    /// Delete a channel.
+    DeleteChannel {
+        /// The channel's name.
+        channel: String,
+    },
+    /// Delete the topic on every replica, and so the group.
+    DeleteTopic,
 }
 
 impl fmt::Display for Command {
@@ -129,6 +153,7 @@ impl fmt::Display for Command {
             Command::Channels { channel, ops, .. } => {
                 write!(f, "channels({channel}, {})", ops.len())
             }
+            Command::Admin(action) => write!(f, "admin({action:?})"),
         }
     }
 }
@@ -146,6 +171,11 @@ pub enum Applied {
         /// One past the last.
         end: u64,
     },
+    /// An operator's action: whether what it names existed.
+    Admin {
+        /// False: no such channel (or topic).
+        found: bool,
+    },
 }
 
 impl Applied {
@@ -153,7 +183,7 @@ impl Applied {
     pub fn published(&self) -> Option<Range<u64>> {
         match self {
             Applied::Published { first, end } => Some(*first..*end),
-            Applied::Nothing => None,
+            Applied::Nothing | Applied::Admin { .. } => None,
         }
     }
 }

@@ -23,7 +23,7 @@ pub mod state_machine;
 use std::io::Cursor;
 use std::time::Duration;
 
-pub use command::{Applied, Batch, ChannelOp, Command};
+pub use command::{Admin, Applied, Batch, ChannelOp, Command};
 pub use log_store::{RaftLog, SyncMode};
 pub use network::{
     Groups, HttpNetwork, HttpNetworkFactory, ProposeError, propose_local, propose_remote, router,

@@ -30,7 +30,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::log_store::{read_small, write_small};
-use crate::{Applied, Batch, ChannelOp, Entry, Node, NodeId, StorageError, TypeConfig};
+use crate::{Admin, Applied, Batch, ChannelOp, Entry, Node, NodeId, StorageError, TypeConfig};
 
 const APPLIED_FILE: &str = "applied";
 /// The last snapshot built or installed: `(SnapshotMeta, SnapshotData)`, synced.
@@ -55,6 +55,9 @@ pub trait Apply: Send + Sync + 'static {
     /// Applies a channel's ops (FIN, REQ, empty) made on node `origin` (the leader then; a
     /// node skips its own).
     fn channel_ops(&self, origin: u64, channel: &str, ops: &[ChannelOp]) -> io::Result<()>;
+    /// Carries out an operator's action, the entry at log index `index`; whether what it
+    /// names exists.
+    fn admin(&self, action: &Admin, index: u64) -> io::Result<bool>;
     /// The state as bytes, without the messages (a snapshot's manifest): called between two
     /// applies, so it matches what was applied.
     fn snapshot(&self) -> io::Result<Vec<u8>>;
@@ -313,6 +316,12 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                         .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?;
                     Applied::Nothing
                 }
+                EntryPayload::Normal(crate::Command::Admin(action)) => Applied::Admin {
+                    found: self
+                        .app
+                        .admin(&action, log_id.index)
+                        .map_err(|e| storage_err(StorageIOError::apply(log_id, &e)))?,
+                },
             };
             self.state.last_applied = Some(log_id);
             answers.push(answer);

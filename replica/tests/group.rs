@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_replica::{
-    Applied, Apply, Batch, BoxFuture, ChannelOp, Command, Groups, Install, Node, NodeId,
+    Admin, Applied, Apply, Batch, BoxFuture, ChannelOp, Command, Groups, Install, Node, NodeId,
     ProposeError, Raft, RaftLog, StateMachine, StorageError, SyncMode, TypeConfig, propose_remote,
     raft_config, router,
 };
@@ -92,6 +92,10 @@ impl Apply for LogApp {
         let ops = self.ops.lock().unwrap().clone();
         let first = self.log.lock().unwrap().first_seq();
         Ok(encode_snapshot(&(first, records, ops)))
+    }
+
+    fn admin(&self, _action: &Admin, _index: u64) -> io::Result<bool> {
+        Ok(true)
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_proto::names::{is_valid_channel_name, is_valid_topic_name};
+use ferry_replica::Admin;
 use ferry_store::StoreError;
 use serde_json::json;
 
@@ -418,8 +419,30 @@ fn replica_error(e: crate::replication::ReplicaError) -> ApiError {
     }
 }
 
+/// For a replicated topic, `action` goes through its group, so every replica carries it out
+/// (`Some(found)`); `None` for a topic of this broker alone.
+async fn through_group(b: &Broker, topic: &Topic, action: Admin) -> ApiResult<Option<bool>> {
+    let Some(raft) = topic.replica().cloned() else {
+        return Ok(None);
+    };
+    b.propose_admin(topic, &raft, action)
+        .await
+        .map(Some)
+        .map_err(|e| {
+            tracing::warn!(topic = topic.name(), error = %e, "action not replicated");
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, "NOT_REPLICATED")
+        })
+}
+
 async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let name = topic_param(&q)?.to_owned();
+    // A replicated topic goes from every replica; with no group to answer (it is being deleted,
+    // or has no leader), this one goes as asked.
+    if let Some(topic) = b.topic(&name)
+        && let Ok(Some(_)) = through_group(&b, &topic, Admin::DeleteTopic).await
+    {
+        return Ok(empty_ok());
+    }
     if !off_runtime(move || b.delete_topic(&name)).await? {
         return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
     }
@@ -433,30 +456,53 @@ async fn topic_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResul
 }
 
 async fn topic_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    let topic = existing_topic(&b, &q)?;
-    persisted(off_runtime(move || topic.set_paused(true)).await?)?;
-    Ok(empty_ok())
+    set_topic_paused(&b, &q, true).await
 }
 
 async fn topic_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    let topic = existing_topic(&b, &q)?;
-    persisted(off_runtime(move || topic.set_paused(false)).await?)?;
+    set_topic_paused(&b, &q, false).await
+}
+
+async fn set_topic_paused(
+    b: &Broker,
+    q: &HashMap<String, String>,
+    paused: bool,
+) -> ApiResult<Response> {
+    let topic = existing_topic(b, q)?;
+    if through_group(b, &topic, Admin::PauseTopic(paused))
+        .await?
+        .is_none()
+    {
+        persisted(off_runtime(move || topic.set_paused(paused)).await?)?;
+    }
     Ok(empty_ok())
 }
 
 /// Applies `f` to an existing channel, off the runtime threads (it writes the topic's metadata
 /// or journal before it returns); `CHANNEL_NOT_FOUND` if there is no such channel or `f` says
 /// so, 500 if the change could not be made durable.
+/// A replicated topic's channel action goes through its group instead, as `replicated` makes
+/// it from the channel's name (none: the channel's own ops replicate it, as for empty).
 async fn with_channel(
     b: &Broker,
     q: &HashMap<String, String>,
+    replicated: Option<fn(String) -> Admin>,
     f: impl FnOnce(&Topic, &str) -> Result<bool, StoreError> + Send + 'static,
 ) -> ApiResult<Response> {
     let topic = existing_topic(b, q)?;
     let channel = channel_param(q)?.to_owned();
-    if topic.channel(&channel).is_none()
-        || !persisted(off_runtime(move || f(&topic, &channel)).await?)?
-    {
+    if topic.channel(&channel).is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
+    }
+    let found = match replicated {
+        Some(action) => through_group(b, &topic, action(channel.clone())).await?,
+        None => None,
+    };
+    let found = match found {
+        Some(found) => found,
+        None => persisted(off_runtime(move || f(&topic, &channel)).await?)?,
+    };
+    if !found {
         return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
     }
     Ok(empty_ok())
@@ -480,19 +526,28 @@ async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 }
 
 async fn channel_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.delete_channel(c)).await
+    let delete = |channel| Admin::DeleteChannel { channel };
+    with_channel(&b, &q, Some(delete), |t, c| t.delete_channel(c)).await
 }
 
 async fn channel_empty(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.empty_channel(c)).await
+    with_channel(&b, &q, None, |t, c| t.empty_channel(c)).await
 }
 
 async fn channel_pause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.set_channel_paused(c, true)).await
+    let pause = |channel| Admin::PauseChannel {
+        channel,
+        paused: true,
+    };
+    with_channel(&b, &q, Some(pause), |t, c| t.set_channel_paused(c, true)).await
 }
 
 async fn channel_unpause(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
-    with_channel(&b, &q, |t, c| t.set_channel_paused(c, false)).await
+    let unpause = |channel| Admin::PauseChannel {
+        channel,
+        paused: false,
+    };
+    with_channel(&b, &q, Some(unpause), |t, c| t.set_channel_paused(c, false)).await
 }
 
 async fn config_get(State(b): State<Arc<Broker>>, Path(opt): Path<String>) -> ApiResult<Response> {

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_replica::{
-    Applied, Apply, Batch, BoxFuture, ChannelOp, Command, Groups, HttpNetworkFactory, Install,
-    Node, NodeId, ProposeError, Raft, RaftLog, StateMachine, SyncMode, propose_local,
+    Admin, Applied, Apply, Batch, BoxFuture, ChannelOp, Command, Groups, HttpNetworkFactory,
+    Install, Node, NodeId, ProposeError, Raft, RaftLog, StateMachine, SyncMode, propose_local,
     propose_remote,
 };
 use ferry_store::{JournalOp, NewRecord};
@@ -172,6 +172,8 @@ struct TopicState {
     addr: String,
     /// Fetches the messages a snapshot names.
     client: reqwest::Client,
+    /// Deletes the topic when the group says so.
+    broker: Weak<Broker>,
 }
 
 fn journal_op(op: ChannelOp) -> JournalOp {
@@ -245,6 +247,38 @@ impl Apply for TopicState {
         Ok(())
     }
 
+    fn admin(&self, action: &Admin, index: u64) -> io::Result<bool> {
+        let topic = self.topic()?;
+        // The change is made in memory whatever happens to its save: a failed save is the
+        // disk's trouble, not the group's (an apply error would stop the node).
+        let saved = |what: &str, result: Result<bool, ferry_store::StoreError>| match result {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(topic = topic.name(), error = %e, "{what}: not saved");
+                true
+            }
+        };
+        Ok(match action {
+            Admin::PauseTopic(paused) => {
+                saved("topic pause", topic.set_paused(*paused).map(|()| true))
+            }
+            Admin::PauseChannel { channel, paused } => {
+                saved("channel pause", topic.set_channel_paused(channel, *paused))
+            }
+            Admin::DeleteChannel { channel } => {
+                saved("channel delete", topic.delete_channel(channel))
+            }
+            Admin::DeleteTopic => {
+                let (broker, raft) = (self.broker.clone(), topic.replica().cloned());
+                let name = topic.name().to_owned();
+                tokio::runtime::Handle::try_current()
+                    .map_err(io::Error::other)?
+                    .spawn(delete_replica(broker, raft, name, index));
+                true
+            }
+        })
+    }
+
     fn snapshot(&self) -> io::Result<Vec<u8>> {
         self.topic()?.replica_manifest()
     }
@@ -271,6 +305,46 @@ impl Apply for TopicState {
             self.addr.clone(),
             install,
         ))
+    }
+}
+
+/// How long a leader that applied a topic delete waits for every member to have it before
+/// its own replica goes (a member that missed it would be left with a group of its own).
+const DELETE_GRACE: Duration = Duration::from_secs(5);
+
+/// Deletes this broker's replica of `topic` once its group committed the delete (entry
+/// `index`): at once on a follower; on the leader once every member has the entry (or after
+/// [`DELETE_GRACE`]), since the group stops answering with it.
+async fn delete_replica(broker: Weak<Broker>, raft: Option<Raft>, topic: String, index: u64) {
+    if let Some(raft) = raft {
+        let give_up = tokio::time::Instant::now() + DELETE_GRACE;
+        let mut metrics = raft.metrics();
+        loop {
+            let all_have = {
+                let m = metrics.borrow_and_update();
+                match (&m.replication, m.state) {
+                    (Some(r), ServerState::Leader) => r
+                        .values()
+                        .all(|matched| matched.is_some_and(|l| l.index >= index)),
+                    _ => true,
+                }
+            };
+            if all_have {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(give_up) => break,
+                changed = metrics.changed() => if changed.is_err() { break },
+            }
+        }
+    }
+    let Some(broker) = broker.upgrade() else {
+        return;
+    };
+    let name = topic.clone();
+    match tokio::task::spawn_blocking(move || broker.delete_topic(&name)).await {
+        Ok(_) => info!(topic, "replica deleted with its group"),
+        Err(e) => warn!(topic, error = %e, "replica delete failed"),
     }
 }
 
@@ -515,6 +589,7 @@ impl Broker {
             me: self.replication().node_id,
             addr: self.raft_addr(),
             client: self.replication().client.clone(),
+            broker: Arc::downgrade(self),
         });
         let first_seq = topic.log().first_seq();
         let (log, sm) = tokio::task::spawn_blocking(move || {
@@ -719,9 +794,8 @@ impl Broker {
         Ok(peers.into_iter().take(count).map(|(_, a)| a).collect())
     }
 
-    /// Publishes a batch to a replicated topic through its group: proposed here if this
-    /// broker leads, else forwarded to the leader; waits up to 5 s for a leader (an election).
-    /// Returns the sequences the messages got, once committed on a majority.
+    /// Publishes a batch to a replicated topic through its group; returns the sequences the
+    /// messages got, once committed on a majority and applied.
     pub(crate) async fn propose_publish(
         &self,
         topic: &Topic,
@@ -733,26 +807,49 @@ impl Broker {
         let command = Command::Publish {
             batch: Batch::new(timestamp_ns, deliver_at_ns, bodies),
         };
+        match self.propose(topic.name(), raft, command).await {
+            Ok(Applied::Published { first, end }) => Ok(first..end),
+            Ok(_) => Err(PublishError::NotReplicated("no sequences applied".into())),
+            Err(why) => Err(PublishError::NotReplicated(why)),
+        }
+    }
+
+    /// Has every replica of a replicated topic carry out an operator's action, through its
+    /// group; whether what it names exists.
+    pub(crate) async fn propose_admin(
+        &self,
+        topic: &Topic,
+        raft: &Raft,
+        action: Admin,
+    ) -> Result<bool, String> {
+        match self
+            .propose(topic.name(), raft, Command::Admin(action))
+            .await?
+        {
+            Applied::Admin { found } => Ok(found),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Proposes `command` to `topic`'s group: here if this broker leads, else forwarded to the
+    /// leader; waits up to 5 s for a leader (an election). Answers once committed on a
+    /// majority and applied on the leader.
+    async fn propose(&self, topic: &str, raft: &Raft, command: Command) -> Result<Applied, String> {
         let give_up = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             let result = match propose_local(raft, command.clone()).await {
                 Err(ProposeError::NotLeader {
                     leader: Some((_, addr)),
-                }) => {
-                    propose_remote(&self.replication().client, &addr, topic.name(), &command).await
-                }
+                }) => propose_remote(&self.replication().client, &addr, topic, &command).await,
                 other => other,
             };
             let why = match result {
-                Ok(Applied::Published { first, end }) => return Ok(first..end),
-                Ok(Applied::Nothing) => {
-                    return Err(PublishError::NotReplicated("no sequences applied".into()));
-                }
+                Ok(applied) => return Ok(applied),
                 Err(e @ (ProposeError::NotLeader { .. } | ProposeError::Unreachable(_))) => e,
-                Err(e) => return Err(PublishError::NotReplicated(e.to_string())),
+                Err(e) => return Err(e.to_string()),
             };
             if tokio::time::Instant::now() >= give_up || self.cancel.is_cancelled() {
-                return Err(PublishError::NotReplicated(why.to_string()));
+                return Err(why.to_string());
             }
             tokio::time::sleep(RETRY).await;
         }

@@ -7,7 +7,9 @@
 //! - `restart`: a rolling restart under load.
 //! - `partition`: a follower, then the leader, cut off from the others.
 //! - `snapshot`: the Raft log purged behind snapshots; a wiped broker rejoins from one.
+//! - `admin`: pause, channel delete and topic delete sent to one replica reach all.
 
+mod admin;
 mod failover;
 mod partition;
 mod restart;
