@@ -1,7 +1,8 @@
 //! Replicated topics from the command line: `ferry create --replicas N` against three brokers
-//! registered with a lookupd (in process, on loopback), its answers to bad counts, and `ferry
-//! dev --replicas 3` on free ports: a created topic gets a leader and two followers, and
-//! `stop N` on its stdin makes another broker lead.
+//! registered with a lookupd (in process, on loopback), its answers to bad counts, `ferry
+//! delete` of a replicated topic (gone from every replica), and `ferry dev --replicas 3` on free
+//! ports: a created topic gets a leader and two followers, and `stop N` on its stdin makes
+//! another broker lead.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -104,6 +105,24 @@ async fn create_forms_a_replicated_topic_through_one_broker() {
     for b in &brokers {
         let stats = b.stats().await;
         assert!(stats.channel("orders", "billing").is_some(), "{stats:?}");
+    }
+    // `ferry delete` asks every replica at once; the first deletes the group everywhere, so
+    // the others may find nothing left: still a success.
+    let out = ferry(args(&[
+        "delete",
+        "--lookupd-http-address",
+        &lookupd.http,
+        "--topic",
+        "orders",
+    ]))
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for b in &brokers {
+        eventually("the topic gone from every replica", || async {
+            b.stats().await.topic("orders").is_none().then_some(())
+        })
+        .await;
     }
     for b in brokers {
         b.stop().await;
