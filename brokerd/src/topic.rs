@@ -429,7 +429,7 @@ impl Topic {
     pub(crate) fn replica_manifest(&self) -> std::io::Result<Vec<u8>> {
         let meta = TopicMeta {
             paused: self.is_paused(),
-            channels: self.channels_meta(Channel::snapshot),
+            channels: Self::meta_of(&self.channels(), Channel::snapshot),
             journal_gen: 0,
             backlog_start: 0,
             settings: self.settings_lock().clone(),
@@ -1100,14 +1100,7 @@ impl Topic {
         self.compact(&mut persist, None)
     }
 
-    /// The durable channels' metadata, each state taken by `state`.
-    fn channels_meta(
-        &self,
-        state: fn(&Channel) -> ferry_store::ChannelSnapshot,
-    ) -> Vec<ChannelMeta> {
-        Self::meta_of(&self.channels(), state)
-    }
-
+    /// The metadata of the durable ones of `channels`, each state taken by `state`.
     fn meta_of(
         channels: &[Arc<Channel>],
         state: fn(&Channel) -> ferry_store::ChannelSnapshot,

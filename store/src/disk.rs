@@ -217,6 +217,20 @@ fn commit(w: &Writer, plan: &Plan, written: &Written) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Makes `seg` (mapped as `map`, empty) the writer's segment; returns the previous one, sealed.
+fn start_segment(w: &mut Writer, seg: Arc<Segment>, map: Arc<SegMap>) -> Arc<Segment> {
+    let previous = std::mem::replace(&mut w.seg, seg);
+    previous.seal();
+    w.map = map;
+    w.seg_since = Instant::now();
+    w.off = SEGMENT_HEADER;
+    w.seg_records = 0;
+    w.advised = 0;
+    w.synced_off = 0;
+    w.dir_dirty = true;
+    previous
+}
+
 /// A topic log stored in segment files under one directory.
 #[derive(Debug)]
 pub(crate) struct DiskLog {
@@ -552,30 +566,23 @@ impl DiskLog {
                 None
             }
         };
-        let previous = std::mem::replace(&mut w.seg, seg);
-        previous.seal();
-        match old {
-            Some(path) => {
-                if let Err(e) = std::fs::remove_file(&path)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    return Err(StoreError::io("remove segment", &path, e));
-                }
-            }
-            None => w.to_fsync.push(previous),
-        }
-        w.map = map;
-        w.off = SEGMENT_HEADER;
-        w.seg_records = 0;
-        w.advised = 0;
-        w.synced_off = 0;
-        w.dir_dirty = true;
-        w.seg_since = Instant::now();
+        let previous = start_segment(w, seg, map);
         w.next_seq = seq;
         if was_empty {
             self.first_seq.store(seq, Ordering::Release);
         }
         self.next_seq.store(seq, Ordering::Release);
+        match old {
+            // An empty segment left behind is harmless: recovery reads it as empty.
+            Some(path) => {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an empty segment");
+                }
+            }
+            None => w.to_fsync.push(previous),
+        }
         Ok(())
     }
 
@@ -594,15 +601,7 @@ impl DiskLog {
                 *last = seg.clone();
             }
         }
-        w.seg.seal();
-        w.seg = seg;
-        w.map = map;
-        w.seg_since = Instant::now();
-        w.off = SEGMENT_HEADER;
-        w.seg_records = 0;
-        w.advised = 0;
-        w.synced_off = 0;
-        w.dir_dirty = true;
+        start_segment(w, seg, map);
         Ok(())
     }
 
