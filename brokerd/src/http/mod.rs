@@ -436,14 +436,21 @@ async fn through_group(b: &Broker, topic: &Topic, action: Admin) -> ApiResult<Op
 
 async fn topic_delete(State(b): State<Arc<Broker>>, Query(q): Params) -> ApiResult<Response> {
     let name = topic_param(&q)?.to_owned();
-    // A replicated topic goes from every replica; with no group to answer (it is being deleted,
-    // or has no leader), this one goes as asked.
-    if let Some(topic) = b.topic(&name)
-        && let Ok(Some(_)) = through_group(&b, &topic, Admin::DeleteTopic).await
-    {
-        return Ok(empty_ok());
-    }
-    if !off_runtime(move || b.delete_topic(&name)).await? {
+    let replicated = b.topic(&name).filter(|t| t.replica().is_some());
+    let deleted = match replicated {
+        // A replicated topic goes from every replica. With no group to answer (no leader, or
+        // the group deleted it meanwhile: a retried proposal then meets a stopped node), this
+        // replica goes as asked, if its group has not removed it already.
+        Some(topic) => {
+            if let Ok(Some(_)) = through_group(&b, &topic, Admin::DeleteTopic).await {
+                return Ok(empty_ok());
+            }
+            off_runtime(move || b.delete_topic(&name)).await?;
+            true
+        }
+        None => off_runtime(move || b.delete_topic(&name)).await?,
+    };
+    if !deleted {
         return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
     }
     Ok(empty_ok())
